@@ -164,8 +164,12 @@ sig_chars_valid(snapcache_str_t s)
         return 0;
     }
 
+    /* '=' is let through so that a padded signature is refused by the
+     * verifier as "signature", which tells a client what it got wrong */
+
     for (i = 0; i < s.len; i++) {
-        if (strchr(b64url_alphabet, s.data[i]) == NULL || s.data[i] == '\0')
+        if (s.data[i] == '\0'
+            || (strchr(b64url_alphabet, s.data[i]) == NULL && s.data[i] != '='))
         {
             return 0;
         }

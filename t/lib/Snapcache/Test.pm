@@ -1,0 +1,448 @@
+package Snapcache::Test;
+
+# End-to-end test harness: a real nginx with the built module, on a free
+# loopback port, with a generated config, its own keys, and a fake origin
+# that counts requests and can be slow, truncate, fail or hang.
+#
+# The signer here is independent of sign/: it uses Perl's Digest::SHA, so
+# the C implementation is checked against a second one.
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use Digest::SHA qw(hmac_sha256);
+use File::Path qw(make_path);
+use File::Temp qw(tempdir);
+use IO::Socket::INET;
+use MIME::Base64 qw(encode_base64url);
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(sleep time);
+
+use Exporter 'import';
+our @EXPORT_OK = qw(sign_url mint_query hmac_sig raw_request free_port
+    build_dir);
+
+my $ROOT = abs_path(__FILE__ . '/../../../..');
+
+sub build_dir { $ENV{SNAPCACHE_BUILD} || "$ROOT/build" }
+
+sub free_port {
+    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
+        LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
+        or die "no free port: $!";
+    my $port = $s->sockport;
+    close $s;
+    return $port;
+}
+
+sub new {
+    my ($class, %opt) = @_;
+    my $self = bless {
+        dir => tempdir('snapcache-t-XXXXXX', TMPDIR => 1,
+            CLEANUP => !$ENV{SNAPCACHE_KEEP}),
+        port => free_port(),
+        origin_port => free_port(),
+        workers => $opt{workers} || 2,
+        keys => {},
+        pids => [],
+    }, $class;
+
+    chmod 0755, $self->{dir};
+    make_path("$self->{dir}/$_") for qw(keys tmp logs origin);
+    chmod 0700, "$self->{dir}/keys";
+
+    $self->add_key($_) for @{ $opt{keys} || ['k1'] };
+
+    return $self;
+}
+
+sub dir { $_[0]{dir} }
+sub port { $_[0]{port} }
+sub origin_port { $_[0]{origin_port} }
+sub key { $_[0]{keys}{$_[1]} }
+
+# A fresh random key, stored as hex in a 0600 file like an operator would.
+sub add_key {
+    my ($self, $kid, $bytes) = @_;
+    $bytes //= 32;
+    open my $r, '<:raw', '/dev/urandom' or die $!;
+    my $key;
+    read $r, $key, $bytes;
+    close $r;
+    my $path = "$self->{dir}/keys/$kid.key";
+    open my $f, '>', $path or die $!;
+    chmod 0600, $path;
+    print $f unpack('H*', $key), "\n";
+    close $f;
+    $self->{keys}{$kid} = $key;
+    return $path;
+}
+
+sub key_file { "$_[0]{dir}/keys/$_[1].key" }
+
+sub hmac_sig {
+    my ($key, $kid, $exp, $acct, $dev, $snap, $max) = @_;
+    my $msg = join("\n", 'snapcache1', $kid, $exp, $acct, $dev, $snap,
+        $max // '');
+    return encode_base64url(hmac_sha256($msg, $key));
+}
+
+# The signed query, in the order the CLI prints it.
+sub mint_query {
+    my (%a) = @_;
+    my $grant = $a{scope} && $a{scope} eq 'device';
+    my $sig = hmac_sig($a{key}, $a{kid}, $a{exp}, $a{account}, $a{device},
+        $grant ? '*' : $a{snapshot}, $a{max});
+    my $q = "exp=$a{exp}&kid=$a{kid}";
+    $q .= "&max=$a{max}" if defined $a{max};
+    $q .= "&scope=device" if $grant;
+    $q .= "&sig=$sig";
+    $q .= "&v=$a{v}" if defined $a{v};
+    return $q;
+}
+
+# A signed target for this instance: /snap/A/D/S?exp=..&kid=..&sig=..
+sub sign_url {
+    my ($self, %a) = @_;
+    $a{kid} //= 'k1';
+    $a{key} //= $self->{keys}{ $a{kid} };
+    $a{exp} //= time_int() + 300;
+    my $prefix = $a{prefix} // '/snap/';
+    return "$prefix$a{account}/$a{device}/$a{snapshot}?" . mint_query(%a);
+}
+
+sub time_int { int(CORE::time()) }
+
+sub module_path {
+    my $so = build_dir() . '/nginx/ngx_http_snapcache_module.so';
+    die "module not built: $so\n" unless -f $so;
+    return $so;
+}
+
+# The default server block: the gate on /snap/, the origin behind it.
+sub default_server {
+    my ($self, %o) = @_;
+    my $keys = join '', map {
+        "        snapcache_sign_key $_ $self->{dir}/keys/$_.key;\n"
+    } sort keys %{ $self->{keys} };
+    my $extra = $o{server_extra} // '';
+    my $loc = $o{location_extra} // '';
+    return <<"EOF";
+    server {
+        listen 127.0.0.1:$self->{port};
+$keys
+        snapcache_origin /_origin;
+$extra
+        location /snap/ {
+            snapcache;
+$loc
+        }
+
+        location /_origin/ {
+            internal;
+            proxy_pass http://127.0.0.1:$self->{origin_port}/;
+        }
+    }
+EOF
+}
+
+sub write_config {
+    my ($self, %o) = @_;
+    my $d = $self->{dir};
+    my $so = module_path();
+    my $http = $o{http} // '';
+    my $servers = $o{servers} // $self->default_server(%o);
+    my $main = $o{main} // '';
+    my $conf = <<"EOF";
+load_module $so;
+worker_processes $self->{workers};
+error_log $d/logs/error.log info;
+pid $d/nginx.pid;
+$main
+events {
+    worker_connections 1024;
+}
+
+http {
+    log_format snap '\$request_method \$status \$snapcache_status';
+    access_log $d/logs/access.log snap;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+$http
+$servers
+}
+EOF
+    open my $f, '>', "$d/nginx.conf" or die $!;
+    print $f $conf;
+    close $f;
+    return "$d/nginx.conf";
+}
+
+sub nginx_cmd {
+    my ($self, @args) = @_;
+    my @env;
+    push @env, "LD_PRELOAD=$ENV{SNAPCACHE_PRELOAD}" if $ENV{SNAPCACHE_PRELOAD};
+    return (@env ? ('env', @env) : ()),
+        '/usr/sbin/nginx', '-p', "$self->{dir}/", '-c',
+        "$self->{dir}/nginx.conf", @args;
+}
+
+# Runs `nginx -t` on the current config; returns (exit code, output).
+sub test_config {
+    my ($self) = @_;
+    my $cmd = join ' ', map { "'$_'" } $self->nginx_cmd('-t');
+    my $out = `$cmd 2>&1`;
+    return ($? >> 8, $out);
+}
+
+sub start {
+    my ($self, %o) = @_;
+    $self->write_config(%o) unless $o{keep_config};
+    my $cmd = join ' ', map { "'$_'" } $self->nginx_cmd();
+    my $out = `$cmd 2>&1`;
+    die "nginx failed to start: $out\n" . $self->error_log if $?;
+    $self->wait_port($self->{port});
+    $self->{started} = 1;
+    return $self;
+}
+
+sub master_pid {
+    my ($self) = @_;
+    open my $f, '<', "$self->{dir}/nginx.pid" or return;
+    my $pid = <$f>;
+    chomp $pid;
+    return $pid;
+}
+
+sub worker_pids {
+    my ($self) = @_;
+    my $m = $self->master_pid or return ();
+    my @pids = split ' ', `pgrep -P $m`;
+    return @pids;
+}
+
+sub reload {
+    my ($self, %o) = @_;
+    $self->write_config(%o) if %o;
+    kill 'HUP', $self->master_pid;
+}
+
+sub stop {
+    my ($self) = @_;
+    return unless $self->{started};
+    my $pid = $self->master_pid;
+    if ($pid) {
+        kill 'QUIT', $pid;
+        for (1 .. 100) {
+            last unless kill 0, $pid;
+            sleep 0.05;
+        }
+        kill 'KILL', $pid if kill 0, $pid;
+    }
+    $self->{started} = 0;
+}
+
+sub wait_port {
+    my ($self, $port) = @_;
+    for (1 .. 200) {
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port");
+        if ($s) { close $s; return 1 }
+        sleep 0.025;
+    }
+    die "port $port never opened\n";
+}
+
+sub error_log {
+    my ($self) = @_;
+    open my $f, '<', "$self->{dir}/logs/error.log" or return '';
+    local $/;
+    return <$f>;
+}
+
+sub access_log {
+    my ($self) = @_;
+    open my $f, '<', "$self->{dir}/logs/access.log" or return '';
+    local $/;
+    return <$f>;
+}
+
+# ---------------------------------------------------------------- origin
+
+# Behaviour is chosen by the snapshot id's prefix, so one origin serves
+# every test: missing*, e500*, hang*, slow*, trunc*, notimg*, huge*; any
+# other id gets that owner's marker image.
+sub start_origin {
+    my ($self, %o) = @_;
+    my $port = $self->{origin_port};
+    my $log = "$self->{dir}/origin.log";
+    my $dir = "$self->{dir}/origin";
+    my $snapmark = build_dir() . '/bin/snapmark';
+
+    my $listen = IO::Socket::INET->new(Listen => 128,
+        LocalAddr => "127.0.0.1:$port", Proto => 'tcp', ReuseAddr => 1)
+        or die "origin listen: $!";
+
+    my $pid = fork // die;
+    if ($pid) {
+        close $listen;
+        push @{ $self->{pids} }, $pid;
+        $self->wait_port($port);
+        return $pid;
+    }
+
+    # its own process group, so that hanging children die with it
+    setpgrp(0, 0);
+    $SIG{CHLD} = 'IGNORE';
+    while (1) {
+        my $c = $listen->accept or next;
+        my $kid = fork;
+        if (!defined $kid || $kid) { close $c; next }
+        close $listen;
+        _origin_serve($c, $log, $dir, $snapmark);
+        exit 0;
+    }
+}
+
+sub _origin_serve {
+    my ($c, $log, $dir, $snapmark) = @_;
+    my $req = '';
+    while ($req !~ /\r\n\r\n/) {
+        my $n = sysread $c, $req, 4096, length $req;
+        return unless $n;
+    }
+    my ($method, $path) = $req =~ m{^(\S+) (\S+)};
+    open my $l, '>>', $log or die;
+    flock $l, 2;
+    my $hdrs = join '|', map { lc } $req =~ m{^([\w-]+):}mg;
+    print $l "$method $path $hdrs\n";
+    close $l;
+
+    my ($acct, $dev, $snap) = $path =~ m{^/([^/]+)/([^/]+)/([^/?]+)$};
+    $snap //= '';
+
+    my $send = sub {
+        my ($status, $body, %h) = @_;
+        my $len = $h{len} // length $body;
+        my $head = "HTTP/1.1 $status\r\nContent-Length: $len\r\n"
+            . "Content-Type: " . ($h{type} // 'image/jpeg') . "\r\n"
+            . ($h{extra} // '') . "Connection: close\r\n\r\n";
+        syswrite $c, $head;
+        syswrite $c, $body if length $body && $method ne 'HEAD';
+    };
+
+    if (!defined $acct) { $send->('400 Bad Request', "bad\n", type => 'text/plain'); return }
+    if ($snap =~ /^missing/) { $send->('404 Not Found', "nope\n", type => 'text/plain'); return }
+    if ($snap =~ /^e500/) { $send->('500 Internal Server Error', "err\n", type => 'text/plain'); return }
+    if ($snap =~ /^hang/) { sleep 3600; return }
+
+    my $body = _origin_image($dir, $snapmark, $acct, $dev, $snap);
+
+    if ($snap =~ /^notimg/) { $send->('200 OK', "<html>not an image</html>\n", type => 'text/html'); return }
+    if ($snap =~ /^trunc/) {
+        $send->('200 OK', substr($body, 0, length($body) / 2),
+            len => length $body);
+        return;
+    }
+    if ($snap =~ /^huge/) { $send->('200 OK', $body . ("\0" x (64 << 20))); return }
+    if ($snap =~ /^slow/) {
+        syswrite $c, "HTTP/1.1 200 OK\r\nContent-Length: " . length($body)
+            . "\r\nContent-Type: image/jpeg\r\nConnection: close\r\n\r\n";
+        for (my $i = 0; $i < length $body; $i += 4096) {
+            syswrite $c, substr($body, $i, 4096);
+            sleep 0.05;
+        }
+        return;
+    }
+    $send->('200 OK', $body, extra => "Cache-Control: max-age=60\r\n");
+}
+
+# The owner-marked image for (acct, dev, snap), generated once and kept.
+sub _origin_image {
+    my ($dir, $snapmark, $acct, $dev, $snap) = @_;
+    my $file = "$dir/$acct/$dev/$snap";
+    unless (-s $file) {
+        make_path("$dir/$acct/$dev");
+        my $tmp = "$file.$$.tmp";
+        if (-x $snapmark) {
+            system($snapmark, 'gen', '--account', $acct, '--device', $dev,
+                '--snapshot', $snap, '-o', "$tmp.jpg") == 0
+                or die "snapmark gen failed";
+            rename "$tmp.jpg", $tmp;
+        } else {
+            open my $f, '>', $tmp or die;
+            print $f "\xff\xd8 owner=$acct/$dev/$snap \xff\xd9";
+            close $f;
+        }
+        rename $tmp, $file;
+    }
+    open my $f, '<:raw', $file or die "$file: $!";
+    local $/;
+    return scalar <$f>;
+}
+
+sub origin_requests {
+    my ($self) = @_;
+    open my $f, '<', "$self->{dir}/origin.log" or return ();
+    my @l = <$f>;
+    chomp @l;
+    return @l;
+}
+
+sub origin_count { scalar(my @l = $_[0]->origin_requests) }
+
+# ---------------------------------------------------------------- client
+
+# Sends exactly the bytes given as the request line's target, with no
+# normalisation, and returns { status, headers => {lc name => value}, body }.
+sub request {
+    my ($self, $target, %o) = @_;
+    return raw_request($self->{port}, $target, %o);
+}
+
+sub raw_request {
+    my ($port, $target, %o) = @_;
+    my $method = $o{method} // 'GET';
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+        Timeout => $o{timeout} // 30) or die "connect: $!";
+    my $h = $o{headers} // {};
+    my $req = "$method $target HTTP/1.1\r\nHost: localhost\r\n"
+        . join('', map { "$_: $h->{$_}\r\n" } sort keys %$h)
+        . "Connection: close\r\n";
+    if (defined $o{body}) {
+        $req .= "Content-Length: " . length($o{body}) . "\r\n\r\n$o{body}";
+    } else {
+        $req .= "\r\n";
+    }
+    print $s $req;
+    local $/;
+    my $resp = <$s> // '';
+    close $s;
+    return parse_response($resp);
+}
+
+sub parse_response {
+    my ($resp) = @_;
+    my ($head, $body) = split /\r\n\r\n/, $resp, 2;
+    $head //= '';
+    my ($status) = $head =~ m{^HTTP/1\.\d (\d+)};
+    my %h;
+    for (split /\r\n/, $head) {
+        $h{ lc $1 } = $2 if /^([\w-]+):\s*(.*)$/;
+    }
+    return { status => $status // 0, headers => \%h, body => $body // '',
+        raw => $resp };
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    local $?;
+    $self->stop;
+    kill 'KILL', map { -$_ } @{ $self->{pids} } if @{ $self->{pids} || [] };
+    waitpid $_, 0 for @{ $self->{pids} || [] };
+}
+
+1;
