@@ -15,14 +15,22 @@
 static int  tap_run;
 static int  tap_failed;
 
-static int
+static inline int
 tap_okv(int pass, const char *file, int line, const char *fmt, va_list ap)
 {
+    char  name[512], *p;
+
     tap_run++;
 
-    printf("%s %d - ", pass ? "ok" : "not ok", tap_run);
-    vprintf(fmt, ap);
-    printf("\n");
+    vsnprintf(name, sizeof(name), fmt, ap);
+
+    for (p = name; *p; p++) {
+        if (*p == '\n' || *p == '#') {
+            *p = ' ';
+        }
+    }
+
+    printf("%s %d - %s\n", pass ? "ok" : "not ok", tap_run, name);
 
     if (!pass) {
         tap_failed++;
@@ -33,7 +41,7 @@ tap_okv(int pass, const char *file, int line, const char *fmt, va_list ap)
     return pass;
 }
 
-static int
+static inline int
 tap_ok_at(int pass, const char *file, int line, const char *fmt, ...)
 {
     int      rc;
@@ -46,7 +54,7 @@ tap_ok_at(int pass, const char *file, int line, const char *fmt, ...)
     return rc;
 }
 
-static void
+static inline void
 tap_diag(const char *fmt, ...)
 {
     va_list  ap;
@@ -59,7 +67,7 @@ tap_diag(const char *fmt, ...)
     fflush(stdout);
 }
 
-static int
+static inline int
 tap_done(void)
 {
     printf("1..%d\n", tap_run);
@@ -67,7 +75,7 @@ tap_done(void)
     return tap_failed ? 1 : 0;
 }
 
-static void
+static inline void
 tap_skip_all(const char *why)
 {
     printf("1..0 # SKIP %s\n", why);
