@@ -128,6 +128,7 @@ sub default_server {
     } sort keys %{ $self->{keys} };
     my $extra = $o{server_extra} // '';
     my $loc = $o{location_extra} // '';
+    my $orig = $o{origin_extra} // '';
     return <<"EOF";
     server {
         listen 127.0.0.1:$self->{port};
@@ -142,6 +143,7 @@ $loc
         location /_origin/ {
             internal;
             proxy_pass http://127.0.0.1:$self->{origin_port}/;
+$orig
         }
     }
 EOF
@@ -207,12 +209,13 @@ sub start {
     die "nginx failed to start: $out\n" . $self->error_log if $?;
     $self->wait_port($self->{port});
     $self->{started} = 1;
+    $self->{master} = $self->master_pid;
     return $self;
 }
 
 sub master_pid {
     my ($self) = @_;
-    open my $f, '<', "$self->{dir}/nginx.pid" or return;
+    open my $f, '<', "$self->{dir}/nginx.pid" or return $self->{master};
     my $pid = <$f>;
     chomp $pid;
     return $pid;
@@ -234,7 +237,7 @@ sub reload {
 sub stop {
     my ($self) = @_;
     return unless $self->{started};
-    my $pid = $self->master_pid;
+    my $pid = $self->master_pid || $self->{master};
     if ($pid) {
         kill 'QUIT', $pid;
         for (1 .. 100) {
