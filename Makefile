@@ -168,8 +168,17 @@ fuzz-smoke:
 
 # --------------------------------------------------------------- bench
 
-.PHONY: bench
-bench: deps-bench build $(BENCHES)
+.PHONY: bench bench-serve
+bench: deps-bench build $(BENCHES) bench-serve
+
+
+bench_limit_MAIN := bench/bench_limit.c
+bench_limit_DEPS :=
+
+# hits against static nginx and secure_link+proxy_cache+image_filter,
+# misses against image_filter and in-process libvips, worker RSS
+bench-serve: deps-bench build $(B)/bin/bench_limit
+	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_serve.sh
 
 # ----------------------------------------------------------------- run
 

@@ -305,6 +305,7 @@ sub start_origin {
         my $kid = fork;
         if (!defined $kid || $kid) { close $c; next }
         close $listen;
+        $SIG{CHLD} = 'DEFAULT';
         _origin_serve($c, $log, $dir, $snapmark);
         exit 0;
     }

@@ -1,0 +1,243 @@
+#!/bin/bash
+# Serving-path benchmark: snapcache against the anchors, measured in the
+# same run on the same machine.
+#
+#   hits   wrk -t2 -c64 on one signed 320-px variant, against
+#          (a) nginx serving the same bytes as a static file, and
+#          (b) secure_link + proxy_cache in front of image_filter
+#   misses a cold cache over 20 distinct 1920x1080 originals, against
+#          image_filter resizing the same originals, and libvips
+#          in-process (build/bin/bench_limit) as the limit
+#   memory worker RSS after 1k and after 10k misses
+#
+# Prints figures and ratios; asserts nothing.
+
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+B=${SNAPCACHE_BUILD:-$ROOT/build}
+W=$B/bench-serve
+DUR=${DUR:-10}
+MISSES=${MISSES:-10000}
+
+rm -rf "$W"
+mkdir -p "$W"/{keys,photos,static,logs,tmp,store,cache}
+chmod 755 "$W" "$W"/photos "$W"/static
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P_SNAP=$(port); P_ORIG=$(port); P_STATIC=$(port); P_CLASSIC=$(port); P_FILTER=$(port)
+
+# ---------------------------------------------------------------- photos
+
+echo "== preparing 20 real photographs as 1920x1080 JPEG (q90)"
+n=0
+for f in /usr/share/backgrounds/mate/nature/*.jpg /usr/share/backgrounds/*.jpg \
+         /usr/share/backgrounds/*/*.jpg; do
+    [ -f "$f" ] || continue
+    [ $n -ge 20 ] && break
+    vipsthumbnail "$f" --size 1920x1080 --smartcrop centre \
+        -o "$W/photos/p$n.jpg[Q=90,strip]" 2>/dev/null || continue
+    n=$((n + 1))
+done
+i=0
+while [ $n -lt 20 ]; do
+    cp "$W/photos/p$i.jpg" "$W/photos/p$n.jpg"
+    vips flip "$W/photos/p$i.jpg" "$W/photos/p$n.jpg[Q=90]" horizontal
+    n=$((n + 1)); i=$((i + 1))
+done
+mkdir -p "$W/photos/acct/cam"
+for i in $(seq 0 19); do cp "$W/photos/p$i.jpg" "$W/photos/acct/cam/p$i"; done
+chmod -R a+rX "$W/photos"
+echo "   $(ls "$W"/photos/p*.jpg | wc -l) originals, $(du -sh "$W/photos" | cut -f1)"
+
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$W/keys/k.key"
+chmod 600 "$W/keys/k.key"
+
+cat > "$W/nginx.conf" <<EOF
+load_module $B/nginx/ngx_http_snapcache_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_image_filter_module.so;
+worker_processes 2;
+error_log $W/logs/error.log warn;
+pid $W/nginx.pid;
+thread_pool snapcache threads=2;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    client_body_temp_path $W/tmp/body;
+    proxy_temp_path $W/tmp/proxy;
+    fastcgi_temp_path $W/tmp/fastcgi;
+    uwsgi_temp_path $W/tmp/uwsgi;
+    scgi_temp_path $W/tmp/scgi;
+
+    snapcache_store $W/store size=2g;
+    snapcache_sign_key k $W/keys/k.key;
+    snapcache_url_max_lifetime 2h;
+    snapcache_ttl 1h;
+
+    proxy_cache_path $W/cache keys_zone=classic:10m max_size=1g;
+
+    # snapcache
+    server {
+        listen 127.0.0.1:$P_SNAP;
+        snapcache_origin /_origin;
+        snapcache_thread_pool snapcache;
+        location /snap/ { snapcache; }
+        location /_origin/ {
+            internal;
+            proxy_pass http://127.0.0.1:$P_ORIG/;
+        }
+    }
+
+    # the origin: the photographs as files
+    server {
+        listen 127.0.0.1:$P_ORIG;
+        root $W/photos;
+        default_type image/jpeg;
+    }
+
+    # anchor (a): nginx serving the same bytes as a static file
+    server {
+        listen 127.0.0.1:$P_STATIC;
+        root $W/static;
+        default_type image/jpeg;
+    }
+
+    # anchor (b): secure_link + proxy_cache in front of image_filter
+    server {
+        listen 127.0.0.1:$P_CLASSIC;
+        location /img/ {
+            secure_link \$arg_md5,\$arg_expires;
+            secure_link_md5 "\$secure_link_expires\$uri secret";
+            if (\$secure_link = "") { return 403; }
+            if (\$secure_link = "0") { return 410; }
+            proxy_cache classic;
+            proxy_cache_valid 200 1h;
+            proxy_cache_key \$uri;
+            proxy_pass http://127.0.0.1:$P_FILTER;
+        }
+    }
+    server {
+        listen 127.0.0.1:$P_FILTER;
+        image_filter_buffer 16m;
+        image_filter_jpeg_quality 50;
+        location /img/ {
+            alias $W/photos/;
+            image_filter resize 320 -;
+        }
+    }
+}
+EOF
+
+/usr/sbin/nginx -p "$W/" -c "$W/nginx.conf"
+trap '/usr/sbin/nginx -p "$W/" -c "$W/nginx.conf" -s stop 2>/dev/null || true' EXIT
+sleep 0.5
+
+sign() {  # account device snapshot variant
+    "$B/snapcache" sign --key-file "$W/keys/k.key" --kid k --account "$1" \
+        --device "$2" --snapshot "$3" --ttl 1h --max "$4" \
+        --base "http://127.0.0.1:$P_SNAP/snap/" | sed "s/\$/\&v=$4/"
+}
+
+classic_url() {  # path
+    local exp=$(( $(date +%s) + 3600 ))
+    local md5
+    md5=$(printf '%s' "$exp$1 secret" | openssl md5 -binary | openssl base64 \
+          | tr '+/' '-_' | tr -d '=')
+    echo "http://127.0.0.1:$P_CLASSIC$1?md5=$md5&expires=$exp"
+}
+
+wrk_run() {  # name url
+    local out
+    out=$(wrk -t2 -c64 -d"${DUR}s" --latency "$2")
+    local rps p99
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+    local errs
+    errs=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+    printf '   %-34s %10s req/s   p99 %8s   non-2xx %s\n' "$1" "$rps" "$p99" \
+        "${errs:-0}" >&2
+    echo "$rps"
+}
+
+# ---------------------------------------------------------------- hits
+
+echo "== hits: wrk -t2 -c64 -d${DUR}s, one 320-px variant"
+URL=$(sign acct cam p0 thumb)
+curl -s -o "$W/static/thumb.jpg" "$URL"
+curl -s -o /dev/null "$URL"
+echo "   variant: $(stat -c %s "$W/static/thumb.jpg") bytes"
+CURL=$(classic_url /img/p0.jpg)
+curl -s -o /dev/null "$CURL"
+
+R_SNAP=$(wrk_run "snapcache HIT" "$URL")
+R_STATIC=$(wrk_run "static file (same bytes)" \
+    "http://127.0.0.1:$P_STATIC/thumb.jpg")
+R_CLASSIC=$(wrk_run "secure_link+proxy_cache+image_filter" "$CURL")
+awk -v a="$R_SNAP" -v b="$R_STATIC" -v c="$R_CLASSIC" 'BEGIN {
+    printf "   ratio snapcache/static  %.2fx\n", a / b;
+    printf "   ratio snapcache/classic %.2fx\n", a / c }'
+
+# ---------------------------------------------------------------- misses
+
+echo "== misses: 20 distinct cold 1920x1080 originals -> thumb, 2 clients"
+time_it() {  # command...: prints seconds
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$@"
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
+}
+snap_cold() {
+    for i in $(seq 0 19); do sign acct cam "p$i" thumb; done > "$W/cold.txt"
+    xargs -P 2 -n 1 curl -s -o /dev/null < "$W/cold.txt"
+}
+filter_cold() {
+    for i in $(seq 0 19); do
+        echo "http://127.0.0.1:$P_FILTER/img/p$i.jpg"
+    done | xargs -P 2 -n 1 curl -s -o /dev/null
+}
+T_SNAP=$(time_it snap_cold)
+T_FILTER=$(time_it filter_cold)
+echo "   snapcache     $(awk -v t="$T_SNAP" 'BEGIN { printf "%.1f", 20 / t }') images/s"
+echo "   image_filter  $(awk -v t="$T_FILTER" 'BEGIN { printf "%.1f", 20 / t }') images/s"
+if [ -x "$B/bin/bench_limit" ]; then
+    L=$("$B/bin/bench_limit" 320 50 "$W"/photos/p*.jpg)
+    echo "   libvips in-process, 2 threads: $L images/s (the limit)"
+    awk -v t="$T_SNAP" -v l="$L" 'BEGIN { printf "   ratio snapcache/limit %.2fx\n", (20 / t) / l }'
+fi
+awk -v s="$T_SNAP" -v f="$T_FILTER" 'BEGIN {
+    printf "   ratio snapcache/image_filter %.2fx\n", f / s }'
+
+# ---------------------------------------------------------------- memory
+
+rss() {
+    local pids
+    pids=$(pgrep -P "$(cat "$W/nginx.pid")" | tr '\n' ' ')
+    ps -o rss= -p "${pids// /,}" | awk '{ s += $1 } END { print s }'
+}
+echo "== worker RSS over $MISSES misses (distinct snapshot ids, 2 clients)"
+gen_urls() {  # from to
+    for i in $(seq "$1" "$2"); do
+        sign acct "cam$((i % 50))" "m$i" thumb | \
+            sed "s#/snap/acct/cam[0-9]*/m$i?#&#"
+    done
+}
+# the origin serves p$((i%20)) under every id
+for c in $(seq 0 49); do ln -sfn "$W/photos/acct/cam" "$W/photos/acct/cam$c"; done
+for i in $(seq 0 $((MISSES - 1))); do
+    ln -sf "p$((i % 20))" "$W/photos/acct/cam/m$i" 2>/dev/null || true
+done
+misses() {  # from to
+    gen_urls "$1" "$2" > "$W/m.txt"
+    xargs -P 2 -n 50 curl -s -o /dev/null < "$W/m.txt"
+}
+misses 0 999
+RSS1=$(rss)
+echo "   after 1k misses:  ${RSS1} KB (2 workers)"
+misses 1000 $((MISSES - 1))
+RSS10=$(rss)
+echo "   after ${MISSES} misses: ${RSS10} KB (2 workers)"
+awk -v a="$RSS1" -v b="$RSS10" 'BEGIN { printf "   growth %.1f%%\n", (b - a) * 100 / a }'
+grep -c 'fill failed' "$W/logs/error.log" | sed 's/^/   failed fills: /'

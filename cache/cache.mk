@@ -1,0 +1,4 @@
+# cache/: the LMDB snapshot store
+LIB_SRCS   += cache/snapcache_cache.c
+LIB_HDRS   += cache/snapcache_cache.h
+CLI_DEPS   += cache/snapcache_cache.c

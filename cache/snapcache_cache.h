@@ -1,0 +1,202 @@
+/*
+ * snapcache LMDB store: the whole interface of cache/.
+ *
+ * Keys are   acct_tag(16) | dev_tag(16) | snapshot | 0x00 | variant | format
+ * where the tags are HMAC-SHA256 of length-prefixed ids under a store
+ * secret generated at first open.  A record is an 80-byte header, then
+ * the body; the header holds the full 32-byte identity digest of
+ * (account, device, snapshot), checked on every read, and a CRC32C of the
+ * body.  See docs/cache.md for the byte layout.
+ *
+ * Thread safety: one snapcache_cache_t per process, opened after fork.
+ * Every call runs its own transaction (MDB_NOTLS), so any thread may call
+ * any function at the same time; writers serialise on LMDB's writer lock.
+ * get never writes.  Plain C11 plus LMDB and OpenSSL; no nginx header.
+ */
+
+#ifndef SNAPCACHE_CACHE_H
+#define SNAPCACHE_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+
+#define SNAPCACHE_TAG_LEN            16
+#define SNAPCACHE_DIGEST_LEN         32
+#define SNAPCACHE_CACHE_ID_MAX       64
+#define SNAPCACHE_CACHE_KEY_MAX            (2 * SNAPCACHE_TAG_LEN                  \
+                                      + SNAPCACHE_CACHE_ID_MAX + 3)
+#define SNAPCACHE_RECORD_HEADER_LEN  80
+
+/* format byte */
+#define SNAPCACHE_FORMAT_ANY         0     /* key of a kept original */
+#define SNAPCACHE_FORMAT_JPEG        1
+#define SNAPCACHE_FORMAT_PNG         2
+#define SNAPCACHE_FORMAT_WEBP        3
+#define SNAPCACHE_FORMAT_AVIF        4
+
+/* variant byte: 0 is the kept original, 1..254 the ladder's rungs */
+#define SNAPCACHE_VARIANT_ORIGINAL   0
+
+/* get flags */
+#define SNAPCACHE_GET_STALE          0x01  /* copy out an expired record too */
+
+
+typedef enum {
+    SNAPCACHE_CACHE_OK = 0,
+    SNAPCACHE_CACHE_HIT = 0,
+    SNAPCACHE_CACHE_MISS,          /* no record under this key */
+    SNAPCACHE_CACHE_EXPIRED,       /* a record, past its expiry */
+    SNAPCACHE_CACHE_FOREIGN,       /* identity digest of someone else */
+    SNAPCACHE_CACHE_CORRUPT,       /* bad header or body checksum */
+    SNAPCACHE_CACHE_FULL,          /* map full even after eviction */
+    SNAPCACHE_CACHE_ABORTED,       /* the precommit check said no */
+    SNAPCACHE_CACHE_SKIPPED,       /* the caller chose not to store */
+    SNAPCACHE_CACHE_NOMEM,
+    SNAPCACHE_CACHE_ERROR
+} snapcache_cache_rc_e;
+
+
+typedef struct snapcache_cache_s  snapcache_cache_t;
+
+
+typedef struct {
+    const char  *path;             /* a directory */
+    size_t       map_size;         /* bytes; the data file is preallocated */
+    unsigned     high_pct;         /* evict above this (default 90) */
+    unsigned     low_pct;          /* ... down to this (default 75) */
+} snapcache_cache_conf_t;
+
+
+/* Who a request is for; computed once per request from the ids. */
+typedef struct {
+    unsigned char  acct_tag[SNAPCACHE_TAG_LEN];
+    unsigned char  dev_tag[SNAPCACHE_TAG_LEN];
+    unsigned char  digest[SNAPCACHE_DIGEST_LEN];
+    unsigned char  prefix[SNAPCACHE_CACHE_KEY_MAX];   /* tags | snapshot | 0x00 */
+    size_t         prefix_len;
+} snapcache_ident_t;
+
+
+typedef struct {
+    unsigned char  data[SNAPCACHE_CACHE_KEY_MAX];
+    size_t         len;
+} snapcache_key_t;
+
+
+typedef struct {
+    int64_t         created;
+    int64_t         expires;
+    unsigned        variant;
+    unsigned        format;
+    unsigned        width;
+    unsigned        height;
+    uint32_t        checksum;      /* CRC32C of the body */
+    unsigned char   digest[SNAPCACHE_DIGEST_LEN];
+    unsigned char  *body;          /* caller memory, from alloc */
+    size_t          body_len;
+} snapcache_record_t;
+
+
+typedef struct {
+    snapcache_key_t           key;
+    const snapcache_ident_t  *ident;
+    unsigned                  variant;
+    unsigned                  format;
+    unsigned                  width;
+    unsigned                  height;
+    int64_t                   expires;
+    const void               *body;
+    size_t                    body_len;
+} snapcache_put_t;
+
+
+typedef struct {
+    uint64_t  entries;             /* records */
+    uint64_t  bytes;               /* bytes in used pages */
+    uint64_t  used_pages;
+    uint64_t  total_pages;
+    uint64_t  evictions;           /* records evicted by this process */
+    unsigned  page_size;
+} snapcache_cache_stats_t;
+
+
+typedef void *(*snapcache_alloc_pt)(void *ctx, size_t size);
+
+/* Runs inside put's write transaction before commit; non-zero aborts. */
+typedef int (*snapcache_precommit_pt)(void *ctx);
+
+/* For iterate: one record's key and decoded header, and its check. */
+typedef int (*snapcache_visit_pt)(void *ctx, const unsigned char *key,
+    size_t key_len, const snapcache_record_t *hdr, int check_rc);
+
+
+int snapcache_cache_open(const snapcache_cache_conf_t *conf,
+    snapcache_cache_t **out, char *err, size_t err_size);
+void snapcache_cache_close(snapcache_cache_t *cache);
+
+/* Clears reader slots left by dead processes; call at open and on a timer. */
+int snapcache_cache_reader_check(snapcache_cache_t *cache, int *cleared);
+
+int snapcache_cache_ident(snapcache_cache_t *cache, const char *account,
+    size_t account_len, const char *device, size_t device_len,
+    const char *snapshot, size_t snapshot_len, snapcache_ident_t *ident);
+void snapcache_cache_key(const snapcache_ident_t *ident, unsigned variant,
+    unsigned format, snapcache_key_t *key);
+
+/*
+ * Exact-key lookup.  The body is copied into alloc(ctx, len) inside the
+ * read transaction, which then ends; the identity digest, the header and
+ * the body checksum are checked on the copy.  FOREIGN and CORRUPT are
+ * misses that the caller should log and delete (snapcache_cache_delete)
+ * off the event loop; the next fill of the key overwrites them anyway.
+ */
+int snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
+    const snapcache_ident_t *ident, int64_t now, unsigned flags,
+    snapcache_record_t *rec, snapcache_alloc_pt alloc, void *alloc_ctx);
+
+/*
+ * Stores n records in one write transaction, evicting first when usage
+ * is above the high watermark.  On MDB_MAP_FULL it evicts and retries
+ * once, then returns FULL: the caller serves the fill uncached.
+ */
+int snapcache_cache_put_batch(snapcache_cache_t *cache,
+    const snapcache_put_t *items, size_t n, int64_t now,
+    snapcache_precommit_pt precommit, void *precommit_ctx);
+
+int snapcache_cache_delete(snapcache_cache_t *cache,
+    const snapcache_key_t *key);
+
+/*
+ * Deletes every record of an account, a device (device != NULL) or a
+ * snapshot (snapshot != NULL too), at most 1000 per transaction.
+ */
+int snapcache_cache_purge(snapcache_cache_t *cache, const char *account,
+    const char *device, const char *snapshot, uint64_t *count);
+
+/* Evicts expired, then oldest records until usage is under low. */
+int snapcache_cache_evict(snapcache_cache_t *cache, int64_t now,
+    uint64_t *evicted);
+
+int snapcache_cache_stats(snapcache_cache_t *cache,
+    snapcache_cache_stats_t *stats);
+
+/* Visits every record whose key starts with prefix (all when len 0). */
+int snapcache_cache_iterate(snapcache_cache_t *cache,
+    const unsigned char *prefix, size_t prefix_len, int64_t now,
+    snapcache_visit_pt visit, void *ctx);
+
+/* The key prefix of an account, or of one device of it. */
+int snapcache_cache_prefix(snapcache_cache_t *cache, const char *account,
+    const char *device, unsigned char *out, size_t *out_len);
+
+/* Record encoding, exposed for tools and the fuzzer. */
+int snapcache_record_decode(const void *data, size_t len,
+    snapcache_record_t *hdr, const unsigned char **body);
+size_t snapcache_record_encode(const snapcache_put_t *item, int64_t now,
+    unsigned char *out, size_t out_size);
+
+uint32_t snapcache_cache_checksum(const void *data, size_t len);
+const char *snapcache_cache_strerror(int rc);
+
+#endif /* SNAPCACHE_CACHE_H */

@@ -1,0 +1,336 @@
+
+/*
+ * snapcache: the shared-memory zone.  It holds what every worker must
+ * agree on: fill locks (so that concurrent misses for one key wait on a
+ * single fill), purge generations (so that a fill that started before a
+ * purge is thrown away), and the stats counters.
+ */
+
+
+#include "ngx_module/ngx_http_snapcache.h"
+
+
+static ngx_int_t ngx_http_snapcache_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static ngx_http_snapcache_lock_t *ngx_http_snapcache_lock_find(
+    ngx_http_snapcache_shctx_t *sh, uint64_t hash, ngx_uint_t claim);
+
+
+ngx_int_t
+ngx_http_snapcache_zone_add(ngx_conf_t *cf,
+    ngx_http_snapcache_main_conf_t *smcf, ngx_str_t *name, size_t size)
+{
+    size_t  min;
+
+    min = 8 * ngx_pagesize + sizeof(ngx_http_snapcache_shctx_t);
+
+    if (size < min) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" is too small, at least %uzk is "
+                           "needed", name, min >> 10);
+        return NGX_ERROR;
+    }
+
+    smcf->shm_zone = ngx_shared_memory_add(cf, name, size,
+                                           &ngx_http_snapcache_module);
+    if (smcf->shm_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (smcf->shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate zone \"%V\"", name);
+        return NGX_ERROR;
+    }
+
+    smcf->shm_zone->init = ngx_http_snapcache_init_zone;
+    smcf->shm_zone->data = smcf;
+
+    return NGX_OK;
+}
+
+
+/*
+ * On reload the new cycle keeps the old zone's contents: generations
+ * and in-flight fill locks must survive, or a purge could be forgotten.
+ */
+static ngx_int_t
+ngx_http_snapcache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_snapcache_main_conf_t *osmcf = data;
+
+    ngx_slab_pool_t                 *shpool;
+    ngx_http_snapcache_main_conf_t  *smcf;
+
+    smcf = shm_zone->data;
+
+    if (osmcf) {
+        smcf->sh = osmcf->sh;
+        smcf->shpool = osmcf->shpool;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        smcf->shpool = shpool;
+        smcf->sh = shpool->data;
+        return NGX_OK;
+    }
+
+    smcf->shpool = shpool;
+
+    smcf->sh = ngx_slab_calloc(shpool, sizeof(ngx_http_snapcache_shctx_t));
+    if (smcf->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    shpool->data = smcf->sh;
+
+    shpool->log_ctx = ngx_slab_alloc(shpool,
+                                     sizeof(" in snapcache zone \"\"")
+                                     + shm_zone->shm.name.len);
+    if (shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(shpool->log_ctx, " in snapcache zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    return NGX_OK;
+}
+
+
+/* Open addressing over a fixed table; hash 0 marks a free slot. */
+static ngx_http_snapcache_lock_t *
+ngx_http_snapcache_lock_find(ngx_http_snapcache_shctx_t *sh, uint64_t hash,
+    ngx_uint_t claim)
+{
+    ngx_uint_t                  i, n;
+    ngx_http_snapcache_lock_t  *lk, *reuse;
+
+    reuse = NULL;
+
+    for (n = 0; n < NGX_HTTP_SNAPCACHE_LOCKS; n++) {
+        i = (ngx_uint_t) ((hash + n) % NGX_HTTP_SNAPCACHE_LOCKS);
+        lk = &sh->locks[i];
+
+        if (lk->hash == hash) {
+            return lk;
+        }
+
+        if (reuse == NULL
+            && (lk->hash == 0
+                || lk->state != NGX_HTTP_SNAPCACHE_LOCK_FILLING
+                || (ngx_msec_int_t) (lk->deadline - ngx_current_msec) < 0))
+        {
+            reuse = lk;
+        }
+
+        if (lk->hash == 0) {
+            break;
+        }
+    }
+
+    if (!claim || reuse == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(reuse, sizeof(ngx_http_snapcache_lock_t));
+    reuse->hash = hash;
+
+    return reuse;
+}
+
+
+/*
+ * Returns NGX_OK when the caller now owns the fill for this key,
+ * NGX_BUSY when another fill is running (*fill_id names it, to wait
+ * on), and NGX_DECLINED when the table is full of live fills, in which
+ * case the caller fills without coordination.
+ */
+ngx_int_t
+ngx_http_snapcache_lock_acquire(ngx_http_snapcache_main_conf_t *smcf,
+    uint64_t hash, ngx_msec_t hold, uint64_t *fill_id)
+{
+    ngx_int_t                   rc;
+    ngx_http_snapcache_lock_t  *lk;
+
+    if (hash == 0) {
+        hash = 1;
+    }
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    lk = ngx_http_snapcache_lock_find(smcf->sh, hash, 1);
+
+    if (lk == NULL) {
+        rc = NGX_DECLINED;
+
+    } else if (lk->state == NGX_HTTP_SNAPCACHE_LOCK_FILLING
+               && (ngx_msec_int_t) (lk->deadline - ngx_current_msec) > 0)
+    {
+        *fill_id = lk->fill_id;
+        rc = NGX_BUSY;
+
+    } else {
+        lk->state = NGX_HTTP_SNAPCACHE_LOCK_FILLING;
+        lk->fill_id = ++smcf->sh->next_fill_id;
+        lk->pid = ngx_pid;
+        lk->deadline = ngx_current_msec + hold;
+        lk->status = 0;
+        *fill_id = lk->fill_id;
+        rc = NGX_OK;
+    }
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+
+    return rc;
+}
+
+
+/*
+ * Tells waiters of one fill how it ended.  status is 0 when the record
+ * was stored (waiters look it up again) or the HTTP status a failed fill
+ * answered with (waiters answer the same).
+ */
+void
+ngx_http_snapcache_lock_release(ngx_http_snapcache_main_conf_t *smcf,
+    uint64_t hash, uint64_t fill_id, ngx_uint_t state, ngx_uint_t status)
+{
+    ngx_http_snapcache_lock_t  *lk;
+
+    if (hash == 0) {
+        hash = 1;
+    }
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    lk = ngx_http_snapcache_lock_find(smcf->sh, hash, 0);
+
+    if (lk && lk->fill_id == fill_id) {
+        lk->state = state;
+        lk->status = status;
+    }
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+}
+
+
+/*
+ * What a waiter sees of the fill it waits on: FILLING, DONE, FAILED
+ * (with *status), or GONE when the entry was taken over by a newer fill
+ * or its owner overran the lock, so the waiter should try to fill.
+ */
+ngx_uint_t
+ngx_http_snapcache_lock_state(ngx_http_snapcache_main_conf_t *smcf,
+    uint64_t hash, uint64_t fill_id, ngx_uint_t *status)
+{
+    ngx_uint_t                  state;
+    ngx_http_snapcache_lock_t  *lk;
+
+    if (hash == 0) {
+        hash = 1;
+    }
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    lk = ngx_http_snapcache_lock_find(smcf->sh, hash, 0);
+
+    if (lk == NULL || lk->fill_id != fill_id) {
+        state = NGX_HTTP_SNAPCACHE_LOCK_GONE;
+
+    } else if (lk->state == NGX_HTTP_SNAPCACHE_LOCK_FILLING
+               && (ngx_msec_int_t) (lk->deadline - ngx_current_msec) <= 0)
+    {
+        state = NGX_HTTP_SNAPCACHE_LOCK_GONE;
+
+    } else {
+        state = lk->state;
+        *status = lk->status;
+    }
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+
+    return state;
+}
+
+
+static ngx_uint_t
+ngx_http_snapcache_gen_slot(const u_char *tag)
+{
+    uint32_t  h;
+
+    ngx_memcpy(&h, tag, sizeof(uint32_t));
+
+    return h % NGX_HTTP_SNAPCACHE_GENS;
+}
+
+
+/*
+ * Generations are kept per hash bucket of the account and device tags.
+ * Two ids sharing a bucket only cost an extra discarded fill, never a
+ * missed purge.
+ */
+void
+ngx_http_snapcache_gen_read(ngx_http_snapcache_main_conf_t *smcf,
+    const u_char *acct_tag, const u_char *dev_tag,
+    ngx_http_snapcache_gen_t *gen)
+{
+    ngx_http_snapcache_shctx_t  *sh;
+
+    sh = smcf->sh;
+
+    gen->all = sh->gen_all;
+    gen->account = sh->gens[ngx_http_snapcache_gen_slot(acct_tag)];
+    gen->device = sh->gens[ngx_http_snapcache_gen_slot(dev_tag)];
+    ngx_memory_barrier();
+}
+
+
+ngx_int_t
+ngx_http_snapcache_gen_changed(ngx_http_snapcache_main_conf_t *smcf,
+    const u_char *acct_tag, const u_char *dev_tag,
+    ngx_http_snapcache_gen_t *since)
+{
+    ngx_http_snapcache_gen_t  now;
+
+    ngx_http_snapcache_gen_read(smcf, acct_tag, dev_tag, &now);
+
+    return now.all != since->all || now.account != since->account
+           || now.device != since->device;
+}
+
+
+/* Purge bumps before it deletes; see ngx_http_snapcache_store_task(). */
+void
+ngx_http_snapcache_gen_bump(ngx_http_snapcache_main_conf_t *smcf,
+    const u_char *acct_tag, const u_char *dev_tag)
+{
+    ngx_http_snapcache_shctx_t  *sh;
+
+    sh = smcf->sh;
+
+    if (acct_tag == NULL) {
+        ngx_atomic_fetch_add(&sh->gen_all, 1);
+
+    } else if (dev_tag == NULL) {
+        ngx_atomic_fetch_add(&sh->gens[ngx_http_snapcache_gen_slot(acct_tag)],
+                             1);
+    } else {
+        ngx_atomic_fetch_add(&sh->gens[ngx_http_snapcache_gen_slot(dev_tag)],
+                             1);
+    }
+
+    ngx_memory_barrier();
+}
+
+
+void
+ngx_http_snapcache_stat_add(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_uint_t counter, ngx_atomic_int_t n)
+{
+    if (smcf->sh && counter < NGX_HTTP_SNAPCACHE_NSTATS) {
+        ngx_atomic_fetch_add(&smcf->sh->stats[counter], n);
+    }
+}

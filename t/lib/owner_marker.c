@@ -1,0 +1,384 @@
+/*
+ * Owner markers.  See owner_marker.h.
+ */
+
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <vips/vips.h>
+
+#include "t/lib/owner_marker.h"
+
+
+#define COLS        16
+#define ROWS        9
+#define FIELD_BITS  40
+#define CHECK_BITS  20
+#define DATA_CELLS  (COLS * ROWS - 4)
+#define DEC_W       (COLS * 10)
+#define DEC_H       (ROWS * 10)
+#define LIGHT_MIN   140.0
+#define DARK_MAX    95.0
+
+
+static const unsigned char  light[4][3] = {
+    { 250, 205, 140 }, { 160, 225, 250 }, { 215, 250, 160 }, { 240, 240, 240 }
+};
+
+static const unsigned char  dark[4][3] = {
+    { 70, 25, 20 }, { 15, 40, 75 }, { 25, 65, 20 }, { 20, 20, 20 }
+};
+
+
+static uint64_t
+hash40(char domain, const char *s)
+{
+    int            i;
+    char           buf[80];
+    unsigned int   n;
+    uint64_t       v;
+    unsigned char  md[EVP_MAX_MD_SIZE];
+
+    snprintf(buf, sizeof(buf), "%c%s", domain, s);
+    EVP_Digest(buf, strlen(buf), md, &n, EVP_sha256(), NULL);
+
+    v = 0;
+
+    for (i = 0; i < 5; i++) {
+        v = v << 8 | md[i];
+    }
+
+    return v;
+}
+
+
+void
+snapcache_marker_of(const char *account, const char *device,
+    const char *snapshot, snapcache_marker_t *m)
+{
+    m->account = hash40('A', account);
+    m->device = hash40('D', device);
+    m->snapshot = hash40('S', snapshot);
+}
+
+
+static uint32_t
+check_of(const snapcache_marker_t *m)
+{
+    int            i;
+    unsigned int   n;
+    unsigned char  buf[15], md[EVP_MAX_MD_SIZE];
+
+    for (i = 0; i < 5; i++) {
+        buf[i] = (unsigned char) (m->account >> (32 - 8 * i));
+        buf[5 + i] = (unsigned char) (m->device >> (32 - 8 * i));
+        buf[10 + i] = (unsigned char) (m->snapshot >> (32 - 8 * i));
+    }
+
+    EVP_Digest(buf, sizeof(buf), md, &n, EVP_sha256(), NULL);
+
+    return ((uint32_t) md[0] << 12 | (uint32_t) md[1] << 4 | md[2] >> 4)
+           & ((1u << CHECK_BITS) - 1);
+}
+
+
+static int
+is_corner(int col, int row)
+{
+    return (col == 0 || col == COLS - 1) && (row == 0 || row == ROWS - 1);
+}
+
+
+/* The sync pattern: top-left and bottom-right light, the others dark. */
+static int
+corner_bit(int col, int row)
+{
+    return (col == 0) == (row == 0);
+}
+
+
+/* Lays the 140 data bits out row by row, skipping the corners. */
+static void
+cell_bits(const snapcache_marker_t *m, int bits[COLS * ROWS],
+    int field[COLS * ROWS])
+{
+    int       i, k, col, row, f;
+    uint32_t  check;
+    uint64_t  v;
+
+    check = check_of(m);
+    k = 0;
+
+    for (row = 0; row < ROWS; row++) {
+        for (col = 0; col < COLS; col++) {
+            i = row * COLS + col;
+
+            if (is_corner(col, row)) {
+                bits[i] = corner_bit(col, row);
+                field[i] = 3;
+                continue;
+            }
+
+            f = k / FIELD_BITS;
+
+            if (f < 3) {
+                v = f == 0 ? m->account : f == 1 ? m->device : m->snapshot;
+                bits[i] = (v >> (FIELD_BITS - 1 - k % FIELD_BITS)) & 1;
+
+            } else {
+                bits[i] = (check >> (CHECK_BITS - 1 - (k - 3 * FIELD_BITS)))
+                          & 1;
+                f = 3;
+            }
+
+            field[i] = f;
+            k++;
+        }
+    }
+}
+
+
+int
+snapcache_marker_render(const char *account, const char *device,
+    const char *snapshot, int width, int height, int format, int quality,
+    void **out, size_t *out_len)
+{
+    int                 x, y, i, rc, noise, c, v;
+    int                 bits[COLS * ROWS], field[COLS * ROWS];
+    uint32_t            seed;
+    VipsImage          *img;
+    unsigned char      *px, *p;
+    const unsigned char *col;
+    snapcache_marker_t  m;
+
+    if (width < COLS * 4 || height < ROWS * 4) {
+        return -1;
+    }
+
+    snapcache_marker_of(account, device, snapshot, &m);
+    cell_bits(&m, bits, field);
+
+    px = g_malloc((size_t) width * height * 3);
+    seed = (uint32_t) (m.account ^ m.device ^ m.snapshot) | 1;
+
+    for (y = 0; y < height; y++) {
+        for (x = 0; x < width; x++) {
+            i = (y * ROWS / height) * COLS + x * COLS / width;
+            col = bits[i] ? light[field[i]] : dark[field[i]];
+
+            seed = seed * 1664525 + 1013904223;
+            noise = (int) (seed >> 24) % 29 - 14;
+
+            p = px + ((size_t) y * width + x) * 3;
+
+            for (c = 0; c < 3; c++) {
+                v = col[c] + noise;
+                p[c] = (unsigned char) (v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+        }
+    }
+
+    img = vips_image_new_from_memory(px, (size_t) width * height * 3, width,
+                                     height, 3, VIPS_FORMAT_UCHAR);
+    if (img == NULL) {
+        g_free(px);
+        return -1;
+    }
+
+    switch (format) {
+    case SNAPCACHE_MARKER_PNG:
+        rc = vips_pngsave_buffer(img, out, out_len, "compression", 6, NULL);
+        break;
+    case SNAPCACHE_MARKER_WEBP:
+        rc = vips_webpsave_buffer(img, out, out_len, "Q", quality, NULL);
+        break;
+    default:
+        rc = vips_jpegsave_buffer(img, out, out_len, "Q", quality, NULL);
+        break;
+    }
+
+    g_object_unref(img);
+    g_free(px);
+
+    return rc == 0 ? 0 : -1;
+}
+
+
+/* Mean luma of a cell's centre in the 160 x 90 reduction. */
+static double
+cell_luma(const unsigned char *px, int col, int row)
+{
+    int                   x, y;
+    double                sum;
+    const unsigned char  *p;
+
+    sum = 0;
+
+    for (y = row * 10 + 2; y < row * 10 + 8; y++) {
+        for (x = col * 10 + 2; x < col * 10 + 8; x++) {
+            p = px + ((size_t) y * DEC_W + x) * 3;
+            sum += 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+        }
+    }
+
+    return sum / 36;
+}
+
+
+static int
+reduce(const void *data, size_t len, unsigned char **px)
+{
+    int         w, h, ok;
+    double      aspect;
+    size_t      n;
+    VipsImage  *img, *t;
+
+    img = vips_image_new_from_buffer(data, len, "", NULL);
+    if (img == NULL) {
+        vips_error_clear();
+        return -1;
+    }
+
+    w = vips_image_get_width(img);
+    h = vips_image_get_height(img);
+    aspect = (double) w / h;
+
+    if (aspect < 16.0 / 9 * 0.97 || aspect > 16.0 / 9 * 1.03) {
+        g_object_unref(img);
+        return -1;
+    }
+
+    ok = vips_resize(img, &t, (double) DEC_W / w, "vscale",
+                     (double) DEC_H / h, NULL) == 0;
+    g_object_unref(img);
+
+    if (!ok) {
+        vips_error_clear();
+        return -1;
+    }
+
+    img = t;
+
+    if (vips_colourspace(img, &t, VIPS_INTERPRETATION_sRGB, NULL) != 0) {
+        g_object_unref(img);
+        vips_error_clear();
+        return -1;
+    }
+
+    g_object_unref(img);
+    img = t;
+
+    if (vips_extract_band(img, &t, 0, "n", 3, NULL) != 0) {
+        g_object_unref(img);
+        vips_error_clear();
+        return -1;
+    }
+
+    g_object_unref(img);
+    img = t;
+
+    if (vips_image_get_width(img) != DEC_W
+        || vips_image_get_height(img) != DEC_H)
+    {
+        g_object_unref(img);
+        return -1;
+    }
+
+    *px = vips_image_write_to_memory(img, &n);
+    g_object_unref(img);
+
+    if (*px == NULL || n != (size_t) DEC_W * DEC_H * 3) {
+        g_free(*px);
+        vips_error_clear();
+        return -1;
+    }
+
+    return 0;
+}
+
+
+int
+snapcache_marker_decode(const void *data, size_t len, snapcache_marker_t *m)
+{
+    int             col, row, k, bit, f;
+    double          luma;
+    uint32_t        check;
+    uint64_t        v[4];
+    unsigned char  *px;
+
+    if (reduce(data, len, &px) != 0) {
+        return -1;
+    }
+
+    v[0] = v[1] = v[2] = v[3] = 0;
+    k = 0;
+
+    for (row = 0; row < ROWS; row++) {
+        for (col = 0; col < COLS; col++) {
+            luma = cell_luma(px, col, row);
+
+            if (luma >= LIGHT_MIN) {
+                bit = 1;
+
+            } else if (luma <= DARK_MAX) {
+                bit = 0;
+
+            } else {
+                g_free(px);
+                return -1;
+            }
+
+            if (is_corner(col, row)) {
+                if (bit != corner_bit(col, row)) {
+                    g_free(px);
+                    return -1;
+                }
+
+                continue;
+            }
+
+            f = k < 3 * FIELD_BITS ? k / FIELD_BITS : 3;
+            v[f] = v[f] << 1 | (uint64_t) bit;
+            k++;
+        }
+    }
+
+    g_free(px);
+
+    m->account = v[0];
+    m->device = v[1];
+    m->snapshot = v[2];
+    check = (uint32_t) v[3];
+
+    return check == check_of(m) ? 0 : -1;
+}
+
+
+int
+snapcache_marker_check(const void *data, size_t len, const char *account,
+    const char *device, const char *snapshot, char *why, size_t why_size)
+{
+    snapcache_marker_t  got, want;
+
+    if (snapcache_marker_decode(data, len, &got) != 0) {
+        snprintf(why, why_size, "undecodable");
+        return SNAPCACHE_MARKER_UNDECODABLE;
+    }
+
+    snapcache_marker_of(account, device, snapshot, &want);
+
+    if (got.account == want.account && got.device == want.device
+        && got.snapshot == want.snapshot)
+    {
+        snprintf(why, why_size, "ok");
+        return SNAPCACHE_MARKER_OK;
+    }
+
+    snprintf(why, why_size, "mismatch:%s%s%s",
+             got.account != want.account ? " account" : "",
+             got.device != want.device ? " device" : "",
+             got.snapshot != want.snapshot ? " snapshot" : "");
+
+    return SNAPCACHE_MARKER_MISMATCH;
+}
