@@ -1010,15 +1010,61 @@ evict_chunk(snapcache_cache_t *cache, int64_t now, uint64_t target,
 }
 
 
+/*
+ * LMDB reuses a page only once the transaction that freed it is older
+ * than the oldest snapshot still visible, and the last committed one
+ * always is: so the pages eviction frees become usable only after one
+ * more commit.  This is that commit.
+ */
+static void
+advance_txn(snapcache_cache_t *cache)
+{
+    MDB_txn  *txn;
+    MDB_val   k, v;
+    uint64_t  tick;
+
+    if (mdb_txn_begin(cache->env, NULL, 0, &txn) != 0) {
+        return;
+    }
+
+    tick = 0;
+    k.mv_data = "tick";
+    k.mv_size = 4;
+
+    if (mdb_get(txn, cache->meta, &k, &v) == 0 && v.mv_size == sizeof(tick))
+    {
+        memcpy(&tick, v.mv_data, sizeof(tick));
+    }
+
+    tick++;
+    v.mv_data = &tick;
+    v.mv_size = sizeof(tick);
+
+    if (mdb_put(txn, cache->meta, &k, &v, 0) != 0) {
+        mdb_txn_abort(txn);
+        return;
+    }
+
+    mdb_txn_commit(txn);
+}
+
+
 static int
 evict_to(snapcache_cache_t *cache, int64_t now, uint64_t target,
     uint64_t *evicted)
 {
-    int  rc;
+    int       rc;
+    uint64_t  before;
+
+    before = *evicted;
 
     do {
         rc = evict_chunk(cache, now, target, evicted);
     } while (rc == 0);
+
+    if (*evicted != before) {
+        advance_txn(cache);
+    }
 
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
@@ -1126,7 +1172,15 @@ snapcache_cache_put_batch(snapcache_cache_t *cache,
     if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL) {
         /* make room for this batch below the low watermark, then retry */
         need = bytes / cache->page_size + 4 * n + 16;
-        target = low > need ? low - need : 0;
+        target = low > 2 * need ? low - 2 * need : 0;
+
+        /*
+         * Large values need contiguous pages; in a map that is small
+         * next to them, free space is too fragmented to rely on.
+         */
+        if (need * 20 > total_pages(cache)) {
+            target /= 2;
+        }
 
         evict_to(cache, now, target, &evicted);
 

@@ -226,10 +226,11 @@ cell_luma(const unsigned char *px, int col, int row)
 }
 
 
+/* Shrink-on-load straight to one 10 x 10 block per cell, sRGB, 3 bands. */
 static int
 reduce(const void *data, size_t len, unsigned char **px)
 {
-    int         w, h, ok;
+    int         w, h;
     double      aspect;
     size_t      n;
     VipsImage  *img, *t;
@@ -242,23 +243,22 @@ reduce(const void *data, size_t len, unsigned char **px)
 
     w = vips_image_get_width(img);
     h = vips_image_get_height(img);
+    g_object_unref(img);
+
     aspect = (double) w / h;
 
     if (aspect < 16.0 / 9 * 0.97 || aspect > 16.0 / 9 * 1.03) {
-        g_object_unref(img);
         return -1;
     }
 
-    ok = vips_resize(img, &t, (double) DEC_W / w, "vscale",
-                     (double) DEC_H / h, NULL) == 0;
-    g_object_unref(img);
-
-    if (!ok) {
+    if (vips_thumbnail_buffer((void *) data, len, &img, DEC_W, "height",
+                              DEC_H, "size", VIPS_SIZE_FORCE, "no_rotate",
+                              TRUE, NULL)
+        != 0)
+    {
         vips_error_clear();
         return -1;
     }
-
-    img = t;
 
     if (vips_colourspace(img, &t, VIPS_INTERPRETATION_sRGB, NULL) != 0) {
         g_object_unref(img);

@@ -20,6 +20,7 @@ use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(sleep time);
 
 use Exporter 'import';
+our $IMAGE_SIZE = '1920x1080';
 our @EXPORT_OK = qw(sign_url mint_query hmac_sig raw_request free_port
     build_dir);
 
@@ -276,7 +277,8 @@ sub access_log {
 # ---------------------------------------------------------------- origin
 
 # Behaviour is chosen by the snapshot id's prefix, so one origin serves
-# every test: missing*, e500*, hang*, slow*, trunc*, notimg*, huge*; any
+# every test: missing*, e500*, slowe500*, hang*, slow*, trunc*, notimg*,
+# huge*; any
 # other id gets that owner's marker image.
 sub start_origin {
     my ($self, %o) = @_;
@@ -284,6 +286,8 @@ sub start_origin {
     my $log = "$self->{dir}/origin.log";
     my $dir = "$self->{dir}/origin";
     my $snapmark = build_dir() . '/bin/snapmark';
+    $self->{image_size} = $o{image_size} if $o{image_size};
+    $Snapcache::Test::IMAGE_SIZE = $self->{image_size} // '1920x1080';
 
     my $listen = IO::Socket::INET->new(Listen => 128,
         LocalAddr => "127.0.0.1:$port", Proto => 'tcp', ReuseAddr => 1)
@@ -340,6 +344,7 @@ sub _origin_serve {
 
     if (!defined $acct) { $send->('400 Bad Request', "bad\n", type => 'text/plain'); return }
     if ($snap =~ /^missing/) { $send->('404 Not Found', "nope\n", type => 'text/plain'); return }
+    if ($snap =~ /^slowe500/) { sleep 1; $send->('500 Internal Server Error', "err\n", type => 'text/plain'); return }
     if ($snap =~ /^e500/) { $send->('500 Internal Server Error', "err\n", type => 'text/plain'); return }
     if ($snap =~ /^hang/) { sleep 3600; return }
 
@@ -372,8 +377,10 @@ sub _origin_image {
         make_path("$dir/$acct/$dev");
         my $tmp = "$file.$$.tmp";
         if (-x $snapmark) {
+            my ($w, $h) = split /x/, $IMAGE_SIZE;
             system($snapmark, 'gen', '--account', $acct, '--device', $dev,
-                '--snapshot', $snap, '-o', "$tmp.jpg") == 0
+                '--snapshot', $snap, '--width', $w, '--height', $h,
+                '-o', "$tmp.jpg") == 0
                 or die "snapmark gen failed";
             rename "$tmp.jpg", $tmp;
         } else {
