@@ -96,31 +96,37 @@ module: $(MODULE)
 
 $(B)/obj/%.o: %.c $(LIB_HDRS) t/unit/tap.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS) -c $< -o $@
 
 $(B)/t/unit/%: t/unit/%.c $$(call objs_of,$$($$*_DEPS)) $(LIB_HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< -o $@ $(LDFLAGS) $(call objs_of,$($*_DEPS)) $(LDLIBS)
+	@echo "  LINK    $@"
+	@$(CC) $(CFLAGS) $< -o $@ $(LDFLAGS) $(call objs_of,$($*_DEPS)) $(LDLIBS)
 
 $(B)/bin/%: $$($$*_MAIN) $$(call objs_of,$$($$*_DEPS)) $(LIB_HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $($*_MAIN) -o $@ $(LDFLAGS) \
+	@echo "  LINK    $@"
+	@$(CC) $(CFLAGS) $($*_MAIN) -o $@ $(LDFLAGS) \
 	    $(call objs_of,$($*_DEPS)) $(LDLIBS)
 
 $(CLI): $(wildcard tools/*.c tools/*.h) $(call objs_of,$(CLI_DEPS))
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(wildcard tools/*.c) -o $@ $(LDFLAGS) \
+	@echo "  LINK    $@"
+	@$(CC) $(CFLAGS) $(wildcard tools/*.c) -o $@ $(LDFLAGS) \
 	    $(call objs_of,$(CLI_DEPS)) $(LDLIBS)
 
 $(NGX_BUILD)/Makefile: config
-	rm -rf $(B)/nginx-src && mkdir -p $(B) && cp -r $(NGX_SRC) $(B)/nginx-src
-	cd $(B)/nginx-src && . ./conf_flags \
+	@echo "  CONFIGURE nginx $(NGX_BUILD)"
+	@rm -rf $(B)/nginx-src && mkdir -p $(B) && cp -r $(NGX_SRC) $(B)/nginx-src
+	@cd $(B)/nginx-src && . ./conf_flags \
 	    && ./configure "$${NGX_CONF_FLAGS[@]}" $(NGX_CC_OPT) \
 	       --add-dynamic-module=$(CURDIR) --builddir=$(NGX_BUILD) \
 	       > $(ABS_B)/nginx-configure.log
 
 $(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS) $(LIB_SRCS) $(LIB_HDRS)
-	cd $(B)/nginx-src && $(MAKE) -s -f $(NGX_BUILD)/Makefile modules
+	@echo "  MODULE  $@"
+	@cd $(B)/nginx-src && $(MAKE) -s -f $(NGX_BUILD)/Makefile modules
 
 # ---------------------------------------------------------------- test
 
@@ -146,7 +152,8 @@ FUZZ_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -g -O1 -I. $(PKG_CFLAGS) \
 
 $(B)/fuzz/%: fuzz/%.c $$($$*_DEPS) $(LIB_HDRS)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) $< $($*_DEPS) -o $@ $(LDLIBS)
+	@echo "  FUZZ    $@"
+	@$(CLANG) $(FUZZ_CFLAGS) $< $($*_DEPS) -o $@ $(LDLIBS)
 
 .PHONY: fuzz
 fuzz: $(FUZZ_BINS)
