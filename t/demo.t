@@ -35,7 +35,7 @@ if (!$pid) {
 
 my $out = '';
 for (1 .. 600) {
-    $out = do { local $/; open(my $f, "<", $log) ? <$f> // "" : "" };
+    $out = do { local $/; my $fh; open($fh, "<", $log) ? <$fh> // "" : "" };
     last if $out =~ /Ctrl-C stops/ && IO::Socket::INET->new("127.0.0.1:$port");
     select(undef, undef, undef, 0.1);
 }

@@ -17,6 +17,7 @@ use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use MIME::Base64 qw(encode_base64url);
 use POSIX qw(:sys_wait_h);
+use Test::More ();
 use Time::HiRes qw(sleep time);
 
 use Exporter 'import';
@@ -37,6 +38,21 @@ sub free_port {
     return $port;
 }
 
+my @test_dirs;
+
+# A sanitizer report in any worker's log fails the test that ran it.
+END {
+    for my $d (@test_dirs) {
+        open my $f, '<', "$d/logs/error.log" or next;
+        local $/;
+        my $log = <$f>;
+        if ($log =~ /(ERROR: (?:AddressSanitizer|LeakSanitizer)[^\n]*)/) {
+            Test::More->builder->ok(0, "sanitizer report in the error log: $1");
+            $? = 1;
+        }
+    }
+}
+
 sub new {
     my ($class, %opt) = @_;
     my $self = bless {
@@ -54,6 +70,8 @@ sub new {
     chmod 0700, "$self->{dir}/keys";
 
     $self->add_key($_) for @{ $opt{keys} || ['k1'] };
+
+    push @test_dirs, $self->{dir};
 
     return $self;
 }
