@@ -101,6 +101,26 @@ ngx_http_snapcache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 }
 
 
+/*
+ * A fill whose worker was killed never releases its lock: treat it as
+ * expired at once rather than at its deadline.
+ */
+static ngx_uint_t
+ngx_http_snapcache_lock_live(ngx_http_snapcache_lock_t *lk)
+{
+    if ((ngx_msec_int_t) (lk->deadline - ngx_current_msec) <= 0) {
+        return 0;
+    }
+
+    if (lk->pid != ngx_pid && kill(lk->pid, 0) == -1 && ngx_errno == NGX_ESRCH)
+    {
+        return 0;
+    }
+
+    return 1;
+}
+
+
 /* Open addressing over a fixed table; hash 0 marks a free slot. */
 static ngx_http_snapcache_lock_t *
 ngx_http_snapcache_lock_find(ngx_http_snapcache_shctx_t *sh, uint64_t hash,
@@ -122,7 +142,7 @@ ngx_http_snapcache_lock_find(ngx_http_snapcache_shctx_t *sh, uint64_t hash,
         if (reuse == NULL
             && (lk->hash == 0
                 || lk->state != NGX_HTTP_SNAPCACHE_LOCK_FILLING
-                || (ngx_msec_int_t) (lk->deadline - ngx_current_msec) < 0))
+                || !ngx_http_snapcache_lock_live(lk)))
         {
             reuse = lk;
         }
@@ -168,7 +188,7 @@ ngx_http_snapcache_lock_acquire(ngx_http_snapcache_main_conf_t *smcf,
         rc = NGX_DECLINED;
 
     } else if (lk->state == NGX_HTTP_SNAPCACHE_LOCK_FILLING
-               && (ngx_msec_int_t) (lk->deadline - ngx_current_msec) > 0)
+               && ngx_http_snapcache_lock_live(lk))
     {
         *fill_id = lk->fill_id;
         rc = NGX_BUSY;
@@ -241,7 +261,7 @@ ngx_http_snapcache_lock_state(ngx_http_snapcache_main_conf_t *smcf,
         state = NGX_HTTP_SNAPCACHE_LOCK_GONE;
 
     } else if (lk->state == NGX_HTTP_SNAPCACHE_LOCK_FILLING
-               && (ngx_msec_int_t) (lk->deadline - ngx_current_msec) <= 0)
+               && !ngx_http_snapcache_lock_live(lk))
     {
         state = NGX_HTTP_SNAPCACHE_LOCK_GONE;
 
