@@ -1192,6 +1192,7 @@ ngx_http_snapcache_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_snapcache_main_conf_t *smcf = conf;
 
+    off_t        off;
     ngx_str_t   *value, s;
     ngx_int_t    n;
     ngx_uint_t   i;
@@ -1217,12 +1218,15 @@ ngx_http_snapcache_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             s.data = value[i].data + 5;
             s.len = value[i].len - 5;
 
-            smcf->store_size = ngx_parse_size(&s);
-            if (smcf->store_size == (size_t) NGX_ERROR
-                || smcf->store_size < 1024 * 1024)
+            /* ngx_parse_offset(), unlike ngx_parse_size(), knows "g" */
+            off = ngx_parse_offset(&s);
+            if (off == NGX_ERROR || off < 1024 * 1024
+                || (uint64_t) off > (uint64_t) NGX_MAX_SIZE_T_VALUE)
             {
                 goto invalid;
             }
+
+            smcf->store_size = (size_t) off;
 
             continue;
         }
