@@ -836,33 +836,45 @@ index_key(unsigned char *out, int64_t when, const void *key, size_t len)
 }
 
 
-/* Deletes a record and its two index entries. */
+/*
+ * Deletes a record and its two index entries.  The key is copied first:
+ * callers pass keys that point into a page of an index (eviction), and
+ * deleting from that index shifts the page under the pointer.
+ */
 static int
-delete_record(snapcache_cache_t *cache, MDB_txn *txn, MDB_val *k)
+delete_record(snapcache_cache_t *cache, MDB_txn *txn, const MDB_val *key)
 {
     int                 rc;
-    MDB_val             v, ik;
+    MDB_val             k, v, ik;
+    unsigned char       kbuf[SNAPCACHE_CACHE_KEY_MAX];
     unsigned char       ibuf[INDEX_KEY_MAX];
     snapcache_record_t  hdr;
 
-    rc = mdb_get(txn, cache->records, k, &v);
+    if (key->mv_size == 0 || key->mv_size > sizeof(kbuf)) {
+        return MDB_NOTFOUND;
+    }
+
+    memcpy(kbuf, key->mv_data, key->mv_size);
+    k.mv_data = kbuf;
+    k.mv_size = key->mv_size;
+
+    rc = mdb_get(txn, cache->records, &k, &v);
     if (rc != 0) {
         return rc;
     }
 
-    if (k->mv_size <= SNAPCACHE_CACHE_KEY_MAX
-        && snapcache_record_decode(v.mv_data, v.mv_size, &hdr, NULL)
-           == SNAPCACHE_CACHE_OK)
+    if (snapcache_record_decode(v.mv_data, v.mv_size, &hdr, NULL)
+        == SNAPCACHE_CACHE_OK)
     {
         ik.mv_data = ibuf;
-        ik.mv_size = index_key(ibuf, hdr.created, k->mv_data, k->mv_size);
+        ik.mv_size = index_key(ibuf, hdr.created, kbuf, k.mv_size);
         mdb_del(txn, cache->by_age, &ik, NULL);
 
-        ik.mv_size = index_key(ibuf, hdr.expires, k->mv_data, k->mv_size);
+        ik.mv_size = index_key(ibuf, hdr.expires, kbuf, k.mv_size);
         mdb_del(txn, cache->by_exp, &ik, NULL);
     }
 
-    return mdb_del(txn, cache->records, k, NULL);
+    return mdb_del(txn, cache->records, &k, NULL);
 }
 
 
@@ -1092,8 +1104,9 @@ snapcache_cache_evict(snapcache_cache_t *cache, int64_t now,
 }
 
 
+/* Whether usage plus need pages would cross the high watermark. */
 static int
-usage_above_high(snapcache_cache_t *cache)
+usage_above_high(snapcache_cache_t *cache, uint64_t need)
 {
     int       above;
     MDB_txn  *txn;
@@ -1102,7 +1115,7 @@ usage_above_high(snapcache_cache_t *cache)
         return 0;
     }
 
-    above = used_pages(cache, txn)
+    above = used_pages(cache, txn) + need
             > total_pages(cache) * cache->high_pct / 100;
 
     mdb_txn_abort(txn);
@@ -1146,9 +1159,11 @@ snapcache_cache_put_batch(snapcache_cache_t *cache,
     const snapcache_put_t *items, size_t n, int64_t now,
     snapcache_precommit_pt precommit, void *precommit_ctx)
 {
-    int       rc;
+    int       rc, dead;
     size_t    i, bytes;
-    uint64_t  evicted, need, target, low;
+    uint64_t  evicted, need, target, low, high, pages;
+
+    pages = 0;
 
     for (i = 0, bytes = 0; i < n; i++) {
         if (items[i].key.len == 0 || items[i].key.len > SNAPCACHE_CACHE_KEY_MAX
@@ -1158,18 +1173,31 @@ snapcache_cache_put_batch(snapcache_cache_t *cache,
         }
 
         bytes += SNAPCACHE_RECORD_HEADER_LEN + items[i].body_len;
+
+        /* its overflow pages (16 bytes of page header), one for indexes */
+        pages += (SNAPCACHE_RECORD_HEADER_LEN + items[i].body_len + 16
+                  + cache->page_size - 1) / cache->page_size + 1;
     }
 
     evicted = 0;
     low = total_pages(cache) * cache->low_pct / 100;
+    high = total_pages(cache) * cache->high_pct / 100;
 
-    if (usage_above_high(cache)) {
-        evict_to(cache, now, low, &evicted);
+    /* branch pages, the free list's own pages */
+    pages += 8;
+
+    /* evict before the batch would take usage over the high watermark */
+    if (usage_above_high(cache, pages)) {
+        target = high > pages ? high - pages : 0;
+        evict_to(cache, now, low < target ? low : target, &evicted);
     }
 
     rc = put_once(cache, items, n, now, precommit, precommit_ctx);
 
     if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL) {
+        /* a dead reader's slot pins every page freed since: clear it */
+        mdb_reader_check(cache->env, &dead);
+
         /* make room for this batch below the low watermark, then retry */
         need = bytes / cache->page_size + 4 * n + 16;
         target = low > 2 * need ? low - 2 * need : 0;
@@ -1360,6 +1388,21 @@ snapcache_cache_stats(snapcache_cache_t *cache, snapcache_cache_stats_t *s)
     s->total_pages = total_pages(cache);
     s->bytes = s->used_pages * cache->page_size;
     s->evictions = __atomic_load_n(&cache->evictions, __ATOMIC_RELAXED);
+
+    return SNAPCACHE_CACHE_OK;
+}
+
+
+int
+snapcache_cache_extent(snapcache_cache_t *cache, uint64_t *pages)
+{
+    MDB_envinfo  info;
+
+    if (mdb_env_info(cache->env, &info) != 0) {
+        return SNAPCACHE_CACHE_ERROR;
+    }
+
+    *pages = (uint64_t) info.me_last_pgno + 1;
 
     return SNAPCACHE_CACHE_OK;
 }

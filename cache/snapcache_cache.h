@@ -181,6 +181,13 @@ int snapcache_cache_evict(snapcache_cache_t *cache, int64_t now,
 int snapcache_cache_stats(snapcache_cache_t *cache,
     snapcache_cache_stats_t *stats);
 
+/*
+ * Pages of the data file LMDB has handed out so far (its last page + 1).
+ * It only grows while freed pages cannot be reused, e.g. behind a stale
+ * reader slot: the number to watch for that.
+ */
+int snapcache_cache_extent(snapcache_cache_t *cache, uint64_t *pages);
+
 /* Visits every record whose key starts with prefix (all when len 0). */
 int snapcache_cache_iterate(snapcache_cache_t *cache,
     const unsigned char *prefix, size_t prefix_len, int64_t now,
