@@ -36,6 +36,7 @@ struct snapcache_cache_s {
     unsigned        high_pct;
     unsigned        low_pct;
     uint64_t        evictions;
+    int64_t         last_sync;
 
     /* HMAC-SHA256 under the store secret, pads absorbed once */
     EVP_MD_CTX     *hmac_inner;
@@ -287,6 +288,8 @@ snapcache_record_decode(const void *data, size_t len,
     const unsigned char  *h;
 
     h = data;
+
+    memset(hdr, 0, sizeof(snapcache_record_t));
 
     if (len < SNAPCACHE_RECORD_HEADER_LEN
         || memcmp(h, RECORD_MAGIC, 4) != 0
@@ -683,8 +686,14 @@ snapcache_cache_open(const snapcache_cache_conf_t *conf,
     }
 
     if (rc == 0) {
-        rc = mdb_env_open(cache->env, conf->path, MDB_NOTLS | MDB_NORDAHEAD,
-                          0600);
+        /*
+         * MDB_NOSYNC: a commit per fill must not wait for the disk.  A
+         * crashed worker loses nothing (the pages are in the page cache);
+         * the writers sync at most once a second (sync_now) to bound
+         * what a crash of the machine can take back.
+         */
+        rc = mdb_env_open(cache->env, conf->path,
+                          MDB_NOTLS | MDB_NORDAHEAD | MDB_NOSYNC, 0600);
     }
 
     if (rc != 0) {
@@ -801,7 +810,7 @@ snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
         return SNAPCACHE_CACHE_EXPIRED;
     }
 
-    rec->body = alloc(alloc_ctx, rec->body_len);
+    rec->body = alloc(alloc_ctx, rec->body_len ? rec->body_len : 1);
     if (rec->body == NULL) {
         mdb_txn_abort(txn);
         return SNAPCACHE_CACHE_NOMEM;
@@ -1154,6 +1163,23 @@ put_once(snapcache_cache_t *cache, const snapcache_put_t *items, size_t n,
 }
 
 
+/* At most one fsync a second, by whichever writer thread gets there. */
+static void
+sync_now(snapcache_cache_t *cache, int64_t now)
+{
+    int64_t  last;
+
+    last = __atomic_load_n(&cache->last_sync, __ATOMIC_RELAXED);
+
+    if (now != last
+        && __atomic_compare_exchange_n(&cache->last_sync, &last, now, 0,
+                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    {
+        mdb_env_sync(cache->env, 1);
+    }
+}
+
+
 int
 snapcache_cache_put_batch(snapcache_cache_t *cache,
     const snapcache_put_t *items, size_t n, int64_t now,
@@ -1213,6 +1239,16 @@ snapcache_cache_put_batch(snapcache_cache_t *cache,
         evict_to(cache, now, target, &evicted);
 
         rc = put_once(cache, items, n, now, precommit, precommit_ctx);
+
+        if (rc == MDB_MAP_FULL && target > 0) {
+            /* still fragmented: one last, deeper eviction */
+            evict_to(cache, now, target / 4, &evicted);
+            rc = put_once(cache, items, n, now, precommit, precommit_ctx);
+        }
+    }
+
+    if (rc == 0) {
+        sync_now(cache, now);
     }
 
     switch (rc) {
@@ -1483,7 +1519,7 @@ snapcache_cache_strerror(int rc)
     case SNAPCACHE_CACHE_FULL:
         return "map full after eviction";
     case SNAPCACHE_CACHE_ABORTED:
-        return "aborted by a purge";
+        return "aborted by the precommit check";
     case SNAPCACHE_CACHE_SKIPPED:
         return "not stored by choice";
     case SNAPCACHE_CACHE_NOMEM:

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cache/snapcache_cache.h"
 #include "tools/snapcache_cli.h"
@@ -108,6 +109,14 @@ snapcache_cmd_inspect(int argc, char **argv)
         fprintf(stderr, "usage: snapcache inspect <store dir> "
                 "[--account A [--device D]]\n");
         return 2;
+    }
+
+    /* inspect reads a store; it must not create one */
+    snprintf(err, sizeof(err), "%s/data.mdb", dir);
+
+    if (access(err, R_OK) != 0) {
+        fprintf(stderr, "snapcache inspect: no store in \"%s\"\n", dir);
+        return 1;
     }
 
     memset(&conf, 0, sizeof(conf));
