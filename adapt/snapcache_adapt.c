@@ -108,7 +108,7 @@ q_is_zero(const char *p, const char *end)
 
 
 static int
-accepts_webp(const char *accept, size_t len)
+accepts(const char *accept, size_t len, const char *type)
 {
     const char  *p, *end;
 
@@ -120,8 +120,8 @@ accepts_webp(const char *accept, size_t len)
             p++;
         }
 
-        if (prefix_ci(p, end, "image/webp")) {
-            const char  *after = p + sizeof("image/webp") - 1;
+        if (prefix_ci(p, end, type)) {
+            const char  *after = p + strlen(type);
 
             if (after == end || *after == ',' || *after == ';'
                 || *after == ' ')
@@ -142,8 +142,16 @@ accepts_webp(const char *accept, size_t len)
 unsigned
 snapcache_adapt_format(const char *accept, size_t len, unsigned allowed)
 {
-    if (accept != NULL && (allowed & SNAPCACHE_ADAPT_WEBP)
-        && accepts_webp(accept, len))
+    if (accept == NULL) {
+        return SNAPCACHE_ADAPT_JPEG;
+    }
+
+    if ((allowed & SNAPCACHE_ADAPT_AVIF) && accepts(accept, len, "image/avif"))
+    {
+        return SNAPCACHE_ADAPT_AVIF;
+    }
+
+    if ((allowed & SNAPCACHE_ADAPT_WEBP) && accepts(accept, len, "image/webp"))
     {
         return SNAPCACHE_ADAPT_WEBP;
     }

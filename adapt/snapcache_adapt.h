@@ -48,8 +48,9 @@ int snapcache_adapt_choose(const snapcache_adapt_request_t *req,
 
 /*
  * Picks the output format from an Accept header value (may be NULL) and
- * the formats a variant allows: WebP when the client accepts image/webp
- * with a non-zero q and the variant enables it, else JPEG.
+ * the formats allowed (the variant's, as far as the build can encode
+ * them): AVIF, then WebP, when the client lists it with a non-zero q and
+ * it is allowed; else JPEG.
  */
 unsigned snapcache_adapt_format(const char *accept, size_t len,
     unsigned allowed);

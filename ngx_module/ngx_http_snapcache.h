@@ -25,6 +25,7 @@ typedef struct {
     ngx_uint_t                 width;
     ngx_uint_t                 quality;
     ngx_uint_t                 formats;      /* SNAPCACHE_ADAPT_* bits */
+    ngx_uint_t                 id;           /* the key's variant byte */
 } ngx_http_snapcache_variant_t;
 
 
@@ -103,6 +104,7 @@ typedef struct {
     ngx_slab_pool_t           *shpool;
     ngx_http_snapcache_shctx_t *sh;
 
+    ngx_array_t               *specs;        /* distinct variants, by id */
     void                      *store;        /* snapcache_cache_t */
     ngx_event_t                reader_check;
     ngx_uint_t                 used;         /* some location has snapcache */

@@ -47,6 +47,8 @@ static ngx_int_t ngx_http_snapcache_default_ladder(ngx_conf_t *cf,
     ngx_http_snapcache_loc_conf_t *conf);
 static char *ngx_http_snapcache_merge_ladder(ngx_conf_t *cf,
     ngx_http_snapcache_loc_conf_t *conf);
+static ngx_int_t ngx_http_snapcache_variant_id(ngx_conf_t *cf,
+    ngx_http_snapcache_variant_t *v);
 static char *ngx_http_snapcache_store(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_snapcache_zone(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -251,10 +253,14 @@ static ngx_int_t  ngx_http_snapcache_variant_index;
 
 /* The default ladder: thumb 320/q50, sd 640/q65, hd 1280/q75, full 1920/q85 */
 static ngx_http_snapcache_variant_t  ngx_http_snapcache_default_variants[] = {
-    { ngx_string("thumb"), 320, 50, SNAPCACHE_ADAPT_JPEG|SNAPCACHE_ADAPT_WEBP },
-    { ngx_string("sd"), 640, 65, SNAPCACHE_ADAPT_JPEG|SNAPCACHE_ADAPT_WEBP },
-    { ngx_string("hd"), 1280, 75, SNAPCACHE_ADAPT_JPEG|SNAPCACHE_ADAPT_WEBP },
-    { ngx_string("full"), 1920, 85, SNAPCACHE_ADAPT_JPEG|SNAPCACHE_ADAPT_WEBP }
+    { ngx_string("thumb"), 320, 50,
+      SNAPCACHE_ADAPT_JPEG|SNAPCACHE_ADAPT_WEBP, 0 },
+    { ngx_string("sd"), 640, 65,
+      SNAPCACHE_ADAPT_JPEG|SNAPCACHE_ADAPT_WEBP, 0 },
+    { ngx_string("hd"), 1280, 75,
+      SNAPCACHE_ADAPT_JPEG|SNAPCACHE_ADAPT_WEBP, 0 },
+    { ngx_string("full"), 1920, 85,
+      SNAPCACHE_ADAPT_JPEG|SNAPCACHE_ADAPT_WEBP, 0 }
 };
 
 
@@ -965,6 +971,12 @@ ngx_http_snapcache_merge_ladder(ngx_conf_t *cf,
 
     v = conf->variants->elts;
 
+    for (i = 0; i < conf->variants->nelts; i++) {
+        if (ngx_http_snapcache_variant_id(cf, &v[i]) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
     for (i = 1; i < conf->variants->nelts; i++) {
         for (j = i; j > 0 && v[j - 1].width > v[j].width; j--) {
             tmp = v[j];
@@ -974,10 +986,12 @@ ngx_http_snapcache_merge_ladder(ngx_conf_t *cf,
     }
 
     if (conf->default_variant.len == 0) {
-        /* the second-largest rung: good on most links, never the largest */
+        /*
+         * The second-largest rung: good on most links, never the largest.
+         * Only the index is set, so that a nested ladder gets its own.
+         */
         conf->default_index = conf->variants->nelts > 1
                               ? conf->variants->nelts - 2 : 0;
-        conf->default_variant = v[conf->default_index].name;
         return NGX_CONF_OK;
     }
 
@@ -996,6 +1010,64 @@ ngx_http_snapcache_merge_ladder(ngx_conf_t *cf,
                        "the ladder", &conf->default_variant);
 
     return NGX_CONF_ERROR;
+}
+
+
+/*
+ * Every distinct variant (name, width, quality, formats) in the whole
+ * configuration gets its own key byte, 1..254, so that two locations'
+ * ladders sharing one store can never read each other's rungs.
+ */
+static ngx_int_t
+ngx_http_snapcache_variant_id(ngx_conf_t *cf, ngx_http_snapcache_variant_t *v)
+{
+    ngx_uint_t                       i;
+    ngx_http_snapcache_variant_t    *spec, *s;
+    ngx_http_snapcache_main_conf_t  *smcf;
+
+    if (v->id) {
+        return NGX_OK;
+    }
+
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_snapcache_module);
+
+    if (smcf->specs == NULL) {
+        smcf->specs = ngx_array_create(cf->pool, 8,
+                                       sizeof(ngx_http_snapcache_variant_t));
+        if (smcf->specs == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    s = smcf->specs->elts;
+
+    for (i = 0; i < smcf->specs->nelts; i++) {
+        if (s[i].width == v->width && s[i].quality == v->quality
+            && s[i].formats == v->formats && s[i].name.len == v->name.len
+            && ngx_strncmp(s[i].name.data, v->name.data, v->name.len) == 0)
+        {
+            v->id = s[i].id;
+            return NGX_OK;
+        }
+    }
+
+    if (smcf->specs->nelts >= 254) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many distinct snapcache variants, at most "
+                           "254");
+        return NGX_ERROR;
+    }
+
+    spec = ngx_array_push(smcf->specs);
+    if (spec == NULL) {
+        return NGX_ERROR;
+    }
+
+    *spec = *v;
+    spec->id = smcf->specs->nelts;
+    v->id = spec->id;
+
+    return NGX_OK;
 }
 
 
@@ -1409,6 +1481,7 @@ ngx_http_snapcache_variant(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     v->width = 0;
     v->quality = 0;
     v->formats = SNAPCACHE_ADAPT_JPEG|SNAPCACHE_ADAPT_WEBP;
+    v->id = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {
 

@@ -125,7 +125,7 @@ ngx_http_snapcache_serve(ngx_http_request_t *r,
 
     ctx->lock_hash = ngx_http_snapcache_hash(ctx->ident.digest,
                                              sizeof(ctx->ident.digest));
-    ctx->variant_byte = sreq->variant_index + 1;
+    ctx->variant_byte = sreq->variant->id;
     ctx->format = ngx_http_snapcache_format(r, sreq->variant);
 
     ngx_http_snapcache_set_variant(r, &sreq->variant->name);

@@ -171,23 +171,46 @@ ngx_http_snapcache_reader_check(ngx_event_t *ev)
 }
 
 
-/* WebP when the client accepts it and the variant enables it. */
+/*
+ * AVIF, then WebP, when the client accepts it, the variant enables it
+ * and this build can encode it; JPEG otherwise.
+ */
 ngx_uint_t
 ngx_http_snapcache_format(ngx_http_request_t *r,
     ngx_http_snapcache_variant_t *variant)
 {
-    unsigned          f;
+    unsigned          f, allowed, built;
     ngx_table_elt_t  *accept;
 
     accept = r->headers_in.accept;
+    built = snapcache_transcode_formats();
+
+    allowed = SNAPCACHE_ADAPT_JPEG;
+
+    if ((variant->formats & SNAPCACHE_ADAPT_WEBP)
+        && (built & (1u << SNAPCACHE_TRANSCODE_WEBP)))
+    {
+        allowed |= SNAPCACHE_ADAPT_WEBP;
+    }
+
+    if ((variant->formats & SNAPCACHE_ADAPT_AVIF)
+        && (built & (1u << SNAPCACHE_TRANSCODE_AVIF)))
+    {
+        allowed |= SNAPCACHE_ADAPT_AVIF;
+    }
 
     f = snapcache_adapt_format(accept ? (const char *) accept->value.data
                                       : NULL,
-                               accept ? accept->value.len : 0,
-                               (unsigned) variant->formats);
+                               accept ? accept->value.len : 0, allowed);
 
-    return f == SNAPCACHE_ADAPT_WEBP ? SNAPCACHE_FORMAT_WEBP
-                                     : SNAPCACHE_FORMAT_JPEG;
+    switch (f) {
+    case SNAPCACHE_ADAPT_AVIF:
+        return SNAPCACHE_FORMAT_AVIF;
+    case SNAPCACHE_ADAPT_WEBP:
+        return SNAPCACHE_FORMAT_WEBP;
+    default:
+        return SNAPCACHE_FORMAT_JPEG;
+    }
 }
 
 

@@ -23,6 +23,12 @@ $t->start(
         . "    snapcache_zone snapcache:1m;\n",
     server_extra => "        snapcache_thread_pool snapcache;\n"
         . "        snapcache_max_original_size 4m;\n"
+        . "        location /avif/ {\n"
+        . "            snapcache;\n"
+        . "            snapcache_variant small width=320 quality=50 "
+        . "formats=jpeg,webp,avif;\n"
+        . "            snapcache_variant large width=640 quality=60;\n"
+        . "        }\n"
         . "        location = /stats { return 200 \"\$snapcache_stats\\n\"; }\n",
     origin_extra => "            proxy_read_timeout 2s;\n",
 );
@@ -121,6 +127,24 @@ my $webp = $t->request($t->sign_url(%id, v => 'thumb'),
 is($webp->{headers}{'content-type'}, 'image/webp', 'Accept: image/webp gets WebP');
 is($webp->{headers}{'x-snapcache'}, 'MISS', 'a WebP variant has its own key');
 owner_ok($webp->{body}, 'acct-1', 'cam-1', 'snap-1', 'webp');
+
+# a ladder of the location's own, with AVIF on its small rung
+my $av = $t->request($t->sign_url(%id, snapshot => 'snap-av', v => 'small',
+    prefix => '/avif/'), headers => { Accept => 'image/avif,image/webp' });
+is($av->{status}, 200, 'a location with its own ladder');
+is($av->{headers}{'content-type'}, 'image/avif',
+    'Accept: image/avif gets AVIF where the rung enables it');
+owner_ok($av->{body}, 'acct-1', 'cam-1', 'snap-av', 'avif');
+my $lg = $t->request($t->sign_url(%id, snapshot => 'snap-av', v => 'large',
+    prefix => '/avif/'), headers => { Accept => 'image/avif,image/webp' });
+is($lg->{headers}{'content-type'}, 'image/webp',
+    'and WebP on a rung without AVIF');
+is($t->request($t->sign_url(%id, v => 'thumb', prefix => '/avif/'))->{status},
+    400, 'a variant of another ladder is unknown there');
+my $own = $t->request($t->sign_url(%id, v => 'large', prefix => '/avif/'));
+is($own->{headers}{'x-snapcache'}, 'MISS',
+    'the second rung of another ladder is not the cached sd of this one');
+is(width_of($own->{body}), 640, 'and is its own 640-pixel variant');
 
 # ------------------------------------------------------------ tampering
 

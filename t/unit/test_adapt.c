@@ -110,6 +110,12 @@ test_format(void)
     is_int(FMT(NULL, both), SNAPCACHE_ADAPT_JPEG, "no Accept: JPEG");
     is_int(FMT("image/webp", SNAPCACHE_ADAPT_JPEG), SNAPCACHE_ADAPT_JPEG,
            "webp not enabled for the variant: JPEG");
+    is_int(FMT("image/avif,image/webp", both | SNAPCACHE_ADAPT_AVIF),
+           SNAPCACHE_ADAPT_AVIF, "AVIF first when accepted and allowed");
+    is_int(FMT("image/avif,image/webp", both), SNAPCACHE_ADAPT_WEBP,
+           "AVIF accepted but not allowed: WebP");
+    is_int(FMT("image/avif;q=0,image/webp", both | SNAPCACHE_ADAPT_AVIF),
+           SNAPCACHE_ADAPT_WEBP, "image/avif;q=0 refuses AVIF");
 
 #undef FMT
 }
