@@ -24,7 +24,7 @@
 #define SNAPCACHE_TAG_LEN            16
 #define SNAPCACHE_DIGEST_LEN         32
 #define SNAPCACHE_CACHE_ID_MAX       64
-#define SNAPCACHE_CACHE_KEY_MAX            (2 * SNAPCACHE_TAG_LEN                  \
+#define SNAPCACHE_CACHE_KEY_MAX      (2 * SNAPCACHE_TAG_LEN                    \
                                       + SNAPCACHE_CACHE_ID_MAX + 3)
 #define SNAPCACHE_RECORD_HEADER_LEN  80
 
@@ -73,7 +73,7 @@ typedef struct {
     unsigned char  acct_tag[SNAPCACHE_TAG_LEN];
     unsigned char  dev_tag[SNAPCACHE_TAG_LEN];
     unsigned char  digest[SNAPCACHE_DIGEST_LEN];
-    unsigned char  prefix[SNAPCACHE_CACHE_KEY_MAX];   /* tags | snapshot | 0x00 */
+    unsigned char  prefix[SNAPCACHE_CACHE_KEY_MAX];   /* tags|snapshot|0x00 */
     size_t         prefix_len;
 } snapcache_ident_t;
 

@@ -243,7 +243,8 @@ static ngx_str_t  ngx_http_snapcache_stat_names[] = {
 };
 
 
-static ngx_str_t  ngx_http_snapcache_status_var = ngx_string("snapcache_status");
+static ngx_str_t  ngx_http_snapcache_status_var =
+    ngx_string("snapcache_status");
 static ngx_str_t  ngx_http_snapcache_variant_var =
     ngx_string("snapcache_variant");
 static ngx_str_t  ngx_http_snapcache_stats_var = ngx_string("snapcache_stats");

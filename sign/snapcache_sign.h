@@ -62,7 +62,7 @@ typedef enum {
     SNAPCACHE_URL_ESCAPE,            /* "%xx" anywhere */
     SNAPCACHE_URL_DOT_SEGMENT,       /* "." or ".." */
     SNAPCACHE_URL_PATH_PARAM,        /* ";x" */
-    SNAPCACHE_URL_BAD_ID,            /* outside [A-Za-z0-9_-][A-Za-z0-9._-]{0,63} */
+    SNAPCACHE_URL_BAD_ID,            /* not [A-Za-z0-9_-][A-Za-z0-9._-]{0,63} */
     SNAPCACHE_URL_PARAM_UNKNOWN,
     SNAPCACHE_URL_PARAM_REPEATED,
     SNAPCACHE_URL_PARAM_MISSING,

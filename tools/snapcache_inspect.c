@@ -69,7 +69,8 @@ visit(void *ctx, const unsigned char *key, size_t key_len,
     printf(" v%u %s %ux%u %zu bytes expires %+lld s %s\n", hdr->variant,
            format_name(hdr->format), hdr->width, hdr->height, hdr->body_len,
            (long long) (hdr->expires - (int64_t) time(NULL)),
-           check == SNAPCACHE_CACHE_OK ? "ok" : snapcache_cache_strerror(check));
+           check == SNAPCACHE_CACHE_OK ? "ok"
+                                       : snapcache_cache_strerror(check));
 
     (void) key_len;
 
