@@ -94,6 +94,9 @@ module: $(MODULE)
 
 .SECONDEXPANSION:
 
+# keep objects that only unit tests and tools link, so they are not rebuilt
+.SECONDARY:
+
 $(B)/obj/%.o: %.c $(LIB_HDRS) t/unit/tap.h
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
