@@ -36,6 +36,7 @@ struct snapcache_cache_s {
     unsigned        high_pct;
     unsigned        low_pct;
     uint64_t        evictions;
+    uint64_t        deleted_bad;    /* foreign or corrupt, deleted by get */
     int64_t         last_sync;
 
     /* HMAC-SHA256 under the store secret, pads absorbed once */
@@ -768,6 +769,80 @@ snapcache_cache_reader_check(snapcache_cache_t *cache, int *cleared)
 
 /* ------------------------------------------------------------ get */
 
+static int delete_record(snapcache_cache_t *cache, MDB_txn *txn,
+    const MDB_val *key);
+
+
+/*
+ * The check get makes, on a value inside a transaction.  The checksum
+ * is left to the caller, who runs it on its own copy.
+ */
+static int
+record_check(const MDB_val *v, const snapcache_ident_t *ident,
+    snapcache_record_t *rec, const unsigned char **body)
+{
+    int  rc;
+
+    rc = snapcache_record_decode(v->mv_data, v->mv_size, rec, body);
+    if (rc != SNAPCACHE_CACHE_OK) {
+        return rc;
+    }
+
+    if (memcmp(rec->digest, ident->digest, SNAPCACHE_DIGEST_LEN) != 0) {
+        return SNAPCACHE_CACHE_FOREIGN;
+    }
+
+    return SNAPCACHE_CACHE_OK;
+}
+
+
+/*
+ * Deletes a record get found foreign or corrupt.  A fill may have
+ * replaced it since the read, so the check runs again under the write
+ * lock, and a good record is left alone.
+ */
+static void
+delete_if_bad(snapcache_cache_t *cache, const snapcache_key_t *key,
+    const snapcache_ident_t *ident)
+{
+    int                   rc;
+    MDB_txn              *txn;
+    MDB_val               k, v;
+    snapcache_record_t    hdr;
+    const unsigned char  *body;
+
+    if (mdb_txn_begin(cache->env, NULL, 0, &txn) != 0) {
+        return;
+    }
+
+    k.mv_data = (void *) key->data;
+    k.mv_size = key->len;
+
+    if (mdb_get(txn, cache->records, &k, &v) != 0) {
+        mdb_txn_abort(txn);
+        return;
+    }
+
+    rc = record_check(&v, ident, &hdr, &body);
+
+    if (rc == SNAPCACHE_CACHE_OK
+        && snapcache_cache_checksum(body, hdr.body_len) == hdr.checksum)
+    {
+        mdb_txn_abort(txn);
+        return;
+    }
+
+    if (delete_record(cache, txn, &k) != 0) {
+        mdb_txn_abort(txn);
+        return;
+    }
+
+    if (mdb_txn_commit(txn) == 0) {
+        __atomic_add_fetch(&cache->deleted_bad, 1, __ATOMIC_RELAXED);
+    }
+}
+
+
 int
 snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
     const snapcache_ident_t *ident, int64_t now, unsigned flags,
@@ -792,15 +867,11 @@ snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
                                   : SNAPCACHE_CACHE_ERROR;
     }
 
-    rc = snapcache_record_decode(v.mv_data, v.mv_size, rec, &body);
+    rc = record_check(&v, ident, rec, &body);
     if (rc != SNAPCACHE_CACHE_OK) {
         mdb_txn_abort(txn);
+        delete_if_bad(cache, key, ident);
         return rc;
-    }
-
-    if (memcmp(rec->digest, ident->digest, SNAPCACHE_DIGEST_LEN) != 0) {
-        mdb_txn_abort(txn);
-        return SNAPCACHE_CACHE_FOREIGN;
     }
 
     expired = rec->expires <= now;
@@ -821,6 +892,7 @@ snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
     mdb_txn_abort(txn);
 
     if (snapcache_cache_checksum(rec->body, rec->body_len) != rec->checksum) {
+        delete_if_bad(cache, key, ident);
         return SNAPCACHE_CACHE_CORRUPT;
     }
 
@@ -1424,6 +1496,7 @@ snapcache_cache_stats(snapcache_cache_t *cache, snapcache_cache_stats_t *s)
     s->total_pages = total_pages(cache);
     s->bytes = s->used_pages * cache->page_size;
     s->evictions = __atomic_load_n(&cache->evictions, __ATOMIC_RELAXED);
+    s->deleted_bad = __atomic_load_n(&cache->deleted_bad, __ATOMIC_RELAXED);
 
     return SNAPCACHE_CACHE_OK;
 }

@@ -11,7 +11,8 @@
  * Thread safety: one snapcache_cache_t per process, opened after fork.
  * Every call runs its own transaction (MDB_NOTLS), so any thread may call
  * any function at the same time; writers serialise on LMDB's writer lock.
- * get never writes.  Plain C11 plus LMDB and OpenSSL; no nginx header.
+ * get writes only to delete a foreign or corrupt record.  Plain C11
+ * plus LMDB and OpenSSL; no nginx header.
  */
 
 #ifndef SNAPCACHE_CACHE_H
@@ -117,6 +118,7 @@ typedef struct {
     uint64_t  used_pages;
     uint64_t  total_pages;
     uint64_t  evictions;           /* records evicted by this process */
+    uint64_t  deleted_bad;         /* foreign or corrupt, deleted by get */
     unsigned  page_size;
 } snapcache_cache_stats_t;
 
@@ -148,8 +150,10 @@ void snapcache_cache_key(const snapcache_ident_t *ident, unsigned variant,
  * Exact-key lookup.  The body is copied into alloc(ctx, len) inside the
  * read transaction, which then ends; the identity digest, the header and
  * the body checksum are checked on the copy.  FOREIGN and CORRUPT are
- * misses that the caller should log and delete (snapcache_cache_delete)
- * off the event loop; the next fill of the key overwrites them anyway.
+ * misses, and get deletes the record in a short write transaction after
+ * checking it again under the writer lock (a fill may have replaced it).
+ * Such records only come from damage or a bug, so the writer lock is
+ * taken only then; a good lookup never writes.
  */
 int snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
     const snapcache_ident_t *ident, int64_t now, unsigned flags,
