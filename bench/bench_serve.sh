@@ -16,6 +16,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. bench/lib.sh
 B=${SNAPCACHE_BUILD:-$ROOT/build}
 W=$B/bench-serve
 DUR=${DUR:-10}
@@ -25,31 +26,14 @@ rm -rf "$W"
 mkdir -p "$W"/{keys,photos,static,logs,tmp,store,cache}
 chmod 755 "$W" "$W"/photos "$W"/static
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P_SNAP=$(port); P_ORIG=$(port); P_STATIC=$(port); P_CLASSIC=$(port); P_FILTER=$(port)
 
 # ---------------------------------------------------------------- photos
 
-echo "== preparing 20 real photographs as 1920x1080 JPEG (q90)"
-n=0
-for f in /usr/share/backgrounds/mate/nature/*.jpg /usr/share/backgrounds/*.jpg \
-         /usr/share/backgrounds/*/*.jpg; do
-    [ -f "$f" ] || continue
-    [ $n -ge 20 ] && break
-    vipsthumbnail "$f" --size 1920x1080 --smartcrop centre \
-        -o "$W/photos/p$n.jpg[Q=90,strip]" 2>/dev/null || continue
-    n=$((n + 1))
-done
-i=0
-while [ $n -lt 20 ]; do
-    cp "$W/photos/p$i.jpg" "$W/photos/p$n.jpg"
-    vips flip "$W/photos/p$i.jpg" "$W/photos/p$n.jpg[Q=90]" horizontal
-    n=$((n + 1)); i=$((i + 1))
-done
+prepare_photos "$W/photos"
 mkdir -p "$W/photos/acct/cam"
 for i in $(seq 0 19); do cp "$W/photos/p$i.jpg" "$W/photos/acct/cam/p$i"; done
 chmod -R a+rX "$W/photos"
-echo "   $(ls "$W"/photos/p*.jpg | wc -l) originals, $(du -sh "$W/photos" | cut -f1)"
 
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$W/keys/k.key"
 chmod 600 "$W/keys/k.key"
@@ -192,13 +176,6 @@ awk -v a="$R_SNAP" -v b="$R_STATIC" -v c="$R_CLASSIC" 'BEGIN {
 
 echo "== misses: 20 distinct 1920x1080 originals under 5 devices = 100 cold"
 echo "   keys -> thumb, 4 client processes; image_filter resizes the same 100"
-time_it() {  # command...: prints seconds
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$@"
-    t1=$(date +%s.%N)
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
-}
 split_cfg() {  # name: URLs on stdin -> 4 curl config files
     awk -v w="$W" -v n="$1" '{
         f = w "/" n (NR % 4) ".cfg";

@@ -6,7 +6,8 @@
  * has, over the same keys, measured in the same run.
  *
  * Lookups go to a random sample of distinct keys, warmed once, so both
- * sides read from the page cache: with 1M records the map (about 29 GB)
+ * sides read from the page cache and their mapped pages, as a worker's
+ * long-lived environment does: with 1M records the map (about 29 GB)
  * is larger than this machine's memory, and a cold read would measure
  * the disk.  The cold first pass is printed too.
  *
@@ -247,12 +248,16 @@ time_get(snapcache_cache_t *cache, const lookup_t *l, uint64_t m)
 }
 
 
-/* The floor: LMDB's own lookup, no copy, one read transaction each. */
+/*
+ * The floor: LMDB's own lookup, no copy, one read transaction each, in
+ * an environment of its own (the store is closed meanwhile): one warm
+ * pass, then the best of ROUNDS.
+ */
 static double
 time_raw(size_t map, const lookup_t *l, uint64_t m)
 {
-    int       rc;
-    double    t0, t;
+    int       r, rc;
+    double    t0, t, best;
     MDB_dbi   dbi;
     MDB_env  *env;
     MDB_txn  *txn;
@@ -275,27 +280,37 @@ time_raw(size_t map, const lookup_t *l, uint64_t m)
     /* committed, not aborted: an aborted open closes the handle */
     mdb_txn_commit(txn);
 
-    t0 = now_s();
+    best = 1e30;
 
-    for (i = 0; i < m; i++) {
-        mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+    for (r = 0; r <= ROUNDS; r++) {
+        t0 = now_s();
 
-        k.mv_data = (void *) l[i].key.data;
-        k.mv_size = l[i].key.len;
+        for (i = 0; i < m; i++) {
+            mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
 
-        rc = mdb_get(txn, dbi, &k, &v);
-        if (rc != 0) {
-            fprintf(stderr, "bench_store: raw get: %s\n", mdb_strerror(rc));
-            exit(1);
+            k.mv_data = (void *) l[i].key.data;
+            k.mv_size = l[i].key.len;
+
+            rc = mdb_get(txn, dbi, &k, &v);
+            if (rc != 0) {
+                fprintf(stderr, "bench_store: raw get: %s\n",
+                        mdb_strerror(rc));
+                exit(1);
+            }
+
+            mdb_txn_abort(txn);
         }
 
-        mdb_txn_abort(txn);
+        t = (now_s() - t0) / (double) m;
+
+        if (r > 0 && t < best) {
+            best = t;
+        }
     }
 
-    t = (now_s() - t0) / (double) m;
     mdb_env_close(env);
 
-    return t;
+    return best;
 }
 
 
@@ -332,20 +347,21 @@ run(uint64_t n, uint64_t m)
 
     l = sample(cache, n, m);
 
+    /*
+     * The store stays open, as in a worker: after the first pass the
+     * pages are mapped, and each side is timed warm.
+     */
     cold = time_get(cache, l, m);
     get_ns = 1e30;
-    raw_ns = 1e30;
 
-    /* alternate, best of each: both sides see the same page cache */
     for (r = 0; r < ROUNDS; r++) {
-        snapcache_cache_close(cache);
-        t = time_raw(map, l, m);
-        raw_ns = t < raw_ns ? t : raw_ns;
-
-        cache = store_open(map);
         t = time_get(cache, l, m);
         get_ns = t < get_ns ? t : get_ns;
     }
+
+    snapcache_cache_close(cache);
+    raw_ns = time_raw(map, l, m);
+    cache = store_open(map);
 
     get_ns *= 1e9;
     raw_ns *= 1e9;

@@ -1,0 +1,190 @@
+/*
+ * The transcode benchmark's in-process half: for each variant, images
+ * per second single-threaded through snapcache_transcode(), and through
+ * the bare libvips calls it is built on (thumbnail, then save), which is
+ * the limit: the same decoder and encoder with nothing around them.  Both
+ * run in this process with the settings snapcache_transcode_init() made,
+ * alternately, best of ROUNDS each.
+ *
+ * usage: bench_transcode file...
+ * prints one line per variant: "<width> <format> <ours/s> <limit/s>"
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <vips/vips.h>
+
+#include "transcode/snapcache_transcode.h"
+
+
+#define ROUNDS      5
+#define QUALITY     80
+#define MAX_BYTES   (32 * 1024 * 1024)
+#define MAX_PIXELS  (40 * 1000 * 1000)
+
+
+typedef struct {
+    int          nfiles;
+    void       **bufs;
+    size_t      *lens;
+} originals_t;
+
+
+static double
+now_s(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+
+static double
+run_ours(const originals_t *o, const snapcache_variant_spec_t *spec)
+{
+    int                        i, rc;
+    double                     t0;
+    snapcache_transcode_out_t  out;
+
+    t0 = now_s();
+
+    for (i = 0; i < o->nfiles; i++) {
+        rc = snapcache_transcode(o->bufs[i], o->lens[i], spec, MAX_BYTES,
+                                 MAX_PIXELS, &out);
+        if (rc != SNAPCACHE_TRANSCODE_OK) {
+            fprintf(stderr, "bench_transcode: %s\n",
+                    snapcache_transcode_strerror(rc));
+            exit(1);
+        }
+
+        snapcache_transcode_free(out.data);
+    }
+
+    return o->nfiles / (now_s() - t0);
+}
+
+
+/* The limit: what libvips itself needs for this variant. */
+static double
+run_limit(const originals_t *o, const snapcache_variant_spec_t *spec)
+{
+    int         i, rc;
+    void       *buf;
+    size_t      len;
+    double      t0;
+    VipsImage  *img;
+
+    t0 = now_s();
+
+    for (i = 0; i < o->nfiles; i++) {
+        if (vips_thumbnail_buffer(o->bufs[i], o->lens[i], &img, spec->width,
+                                  "height", VIPS_MAX_COORD, NULL)
+            != 0)
+        {
+            fprintf(stderr, "bench_transcode: %s\n", vips_error_buffer());
+            exit(1);
+        }
+
+        if (spec->format == SNAPCACHE_TRANSCODE_WEBP) {
+            rc = vips_webpsave_buffer(img, &buf, &len, "Q", spec->quality,
+                                      "strip", TRUE, NULL);
+        } else {
+            rc = vips_jpegsave_buffer(img, &buf, &len, "Q", spec->quality,
+                                      "strip", TRUE, "optimize_coding", TRUE,
+                                      "interlace",
+                                      spec->width
+                                      >= spec->progressive_min_width,
+                                      NULL);
+        }
+
+        if (rc != 0) {
+            fprintf(stderr, "bench_transcode: %s\n", vips_error_buffer());
+            exit(1);
+        }
+
+        g_free(buf);
+        g_object_unref(img);
+    }
+
+    return o->nfiles / (now_s() - t0);
+}
+
+
+static void
+bench(const originals_t *o, int width, int format)
+{
+    int                       r;
+    double                    ours, limit, t;
+    snapcache_variant_spec_t  spec;
+
+    memset(&spec, 0, sizeof(spec));
+    spec.width = width;
+    spec.quality = QUALITY;
+    spec.format = format;
+    spec.progressive_min_width = 1000;
+
+    ours = 0;
+    limit = 0;
+
+    for (r = 0; r < ROUNDS; r++) {
+        t = run_ours(o, &spec);
+        ours = t > ours ? t : ours;
+
+        t = run_limit(o, &spec);
+        limit = t > limit ? t : limit;
+    }
+
+    printf("%d %s %.1f %.1f\n", width,
+           format == SNAPCACHE_TRANSCODE_WEBP ? "webp" : "jpeg", ours, limit);
+    fflush(stdout);
+}
+
+
+int
+main(int argc, char **argv)
+{
+    int          i;
+    char         err[256];
+    gsize        len;
+    gchar       *data;
+    originals_t  o;
+
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench_transcode file...\n");
+        return 1;
+    }
+
+    if (snapcache_transcode_init(err, sizeof(err)) != SNAPCACHE_TRANSCODE_OK) {
+        fprintf(stderr, "bench_transcode: %s\n", err);
+        return 1;
+    }
+
+    o.nfiles = argc - 1;
+    o.bufs = calloc(o.nfiles, sizeof(void *));
+    o.lens = calloc(o.nfiles, sizeof(size_t));
+    if (o.bufs == NULL || o.lens == NULL) {
+        return 1;
+    }
+
+    for (i = 0; i < o.nfiles; i++) {
+        if (!g_file_get_contents(argv[i + 1], &data, &len, NULL)) {
+            fprintf(stderr, "bench_transcode: cannot read %s\n", argv[i + 1]);
+            return 1;
+        }
+
+        o.bufs[i] = data;
+        o.lens[i] = len;
+    }
+
+    bench(&o, 320, SNAPCACHE_TRANSCODE_JPEG);
+    bench(&o, 640, SNAPCACHE_TRANSCODE_JPEG);
+    bench(&o, 1280, SNAPCACHE_TRANSCODE_JPEG);
+    bench(&o, 320, SNAPCACHE_TRANSCODE_WEBP);
+
+    return 0;
+}
