@@ -15,8 +15,8 @@ ABS_B  := $(abspath $(B))
 CC     ?= cc
 CLANG  ?= clang
 
-PKG_CFLAGS := $(shell pkg-config --cflags vips lmdb 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs vips lmdb 2>/dev/null)
+PKG_CFLAGS := $(shell pkg-config --cflags vips lmdb libwebpmux 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs vips lmdb libwebpmux 2>/dev/null)
 
 ifneq ($(SAN),)
 SAN_FLAGS  := -fsanitize=$(SAN) -fno-omit-frame-pointer
@@ -60,7 +60,7 @@ endif
 # ---------------------------------------------------------------- deps
 
 DEB_PKGS := build-essential pkg-config nginx nginx-dev libvips-dev \
-            libvips-tools liblmdb-dev lmdb-utils libssl-dev perl \
+            libvips-tools libwebp-dev liblmdb-dev lmdb-utils libssl-dev perl \
             clang libclang-rt-14-dev iproute2 curl procps
 BENCH_PKGS := wrk hyperfine libnginx-mod-http-image-filter \
               mate-backgrounds lomiri-wallpapers-20.04
@@ -133,7 +133,8 @@ $(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS) $(LIB_SRCS) $(LIB_HDRS)
 
 # ---------------------------------------------------------------- test
 
-TEST_ENV := SNAPCACHE_BUILD=$(ABS_B) SNAPCACHE_SAN=$(SAN)
+TEST_ENV := SNAPCACHE_BUILD=$(ABS_B) SNAPCACHE_SAN=$(SAN) \
+            SNAPCACHE_FUZZ_SEEDS=$(ABS_B)/fuzz/seeds-fuzz_transcode
 ifeq ($(SAN),address)
 TEST_ENV += ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
             SNAPCACHE_PRELOAD=$(shell $(CC) -print-file-name=libasan.so)
@@ -141,6 +142,7 @@ endif
 
 .PHONY: test prove fuzz-smoke asan
 test: deps build
+	@mkdir -p $(B)/fuzz/seeds-fuzz_transcode
 	$(TEST_ENV) prove $(PROVE_FLAGS) $(UNIT_BINS) t/*.t
 	@if [ -z "$(SAN)" ]; then $(MAKE) --no-print-directory fuzz-smoke; fi
 
@@ -161,8 +163,9 @@ $(B)/fuzz/%: fuzz/%.c $$($$*_DEPS) $(LIB_HDRS)
 .PHONY: fuzz
 fuzz: $(FUZZ_BINS)
 
-# A short run of every target on its seed corpus; `make fuzz` builds
-# them for longer runs by hand.
+# A short run of every target on its seed corpus (fuzz/corpus/<name>,
+# and build/fuzz/seeds-<name> that the unit tests write); `make fuzz`
+# builds them for longer runs by hand.
 fuzz-smoke:
 	@if ! command -v $(CLANG) >/dev/null; then \
 	    echo "fuzz-smoke: skipped, clang is not installed"; exit 0; fi; \
@@ -170,6 +173,7 @@ fuzz-smoke:
 	for f in $(FUZZ); do \
 	    mkdir -p $(B)/fuzz/corpus-$$f; \
 	    seeds=""; [ -d fuzz/corpus/$$f ] && seeds=fuzz/corpus/$$f; \
+	    [ -d $(B)/fuzz/seeds-$$f ] && seeds="$$seeds $(B)/fuzz/seeds-$$f"; \
 	    $(B)/fuzz/$$f -runs=20000 -max_total_time=20 \
 	        $(B)/fuzz/corpus-$$f $$seeds > $(B)/fuzz/$$f.log 2>&1 \
 	        || { tail -40 $(B)/fuzz/$$f.log; exit 1; }; \

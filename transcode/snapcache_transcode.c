@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include <vips/vips.h>
+#include <webp/mux.h>
 
 #include "transcode/snapcache_transcode.h"
 
@@ -138,15 +139,17 @@ vips_failure(int fallback)
 }
 
 
-int
-snapcache_transcode_probe(const void *data, size_t len, size_t max_bytes,
-    unsigned long max_pixels, snapcache_probe_t *probe)
+/* The probe, and the EXIF orientation the header carries (1 if none). */
+static int
+header_read(const void *data, size_t len, size_t max_bytes,
+    unsigned long max_pixels, snapcache_probe_t *probe, int *orientation)
 {
     int          format;
     const char  *loader;
     VipsImage   *img;
 
     memset(probe, 0, sizeof(snapcache_probe_t));
+    *orientation = 1;
 
     if (len > max_bytes) {
         return SNAPCACHE_TRANSCODE_TOO_LARGE;
@@ -175,6 +178,7 @@ snapcache_transcode_probe(const void *data, size_t len, size_t max_bytes,
     probe->format = format;
     probe->width = vips_image_get_width(img);
     probe->height = vips_image_get_height(img);
+    *orientation = vips_image_get_orientation(img);
     g_object_unref(img);
 
     if (probe->width <= 0 || probe->height <= 0) {
@@ -191,11 +195,118 @@ snapcache_transcode_probe(const void *data, size_t len, size_t max_bytes,
 }
 
 
-/* sRGB, and no alpha for JPEG: what every display decodes alike. */
+int
+snapcache_transcode_probe(const void *data, size_t len, size_t max_bytes,
+    unsigned long max_pixels, snapcache_probe_t *probe)
+{
+    int  orientation;
+
+    return header_read(data, len, max_bytes, max_pixels, probe,
+                       &orientation);
+}
+
+
+/*
+ * libjpeg can decode at 1/2, 1/4 or 1/8 scale for little more than the
+ * entropy decoding.  vips_thumbnail in libvips 8.14 keeps a factor of two
+ * in hand for its own filter, which triples the pixels it then resizes;
+ * we take the largest scale that still leaves at least the target width
+ * (the height, if the image is turned a quarter by its orientation).
+ */
+static int
+jpeg_shrink(const snapcache_probe_t *probe, int orientation, int width)
+{
+    int  w, s;
+
+    w = orientation >= 5 && orientation <= 8 ? probe->height : probe->width;
+
+    for (s = 8; s > 1; s /= 2) {
+        if (w / s >= width) {
+            return s;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * Decodes with truncation as an error (never a grey-filled picture),
+ * shrinking on load; then auto-rotates and resizes to the width, never
+ * up.
+ */
+static int
+thumbnail(const void *data, size_t len, const snapcache_probe_t *probe,
+    int orientation, int width, VipsImage **out)
+{
+    int         rc;
+    VipsImage  *in;
+
+    if (probe->format != SNAPCACHE_TRANSCODE_JPEG) {
+        return vips_thumbnail_buffer((void *) data, len, out, width,
+                                     "height", VIPS_MAX_COORD,
+                                     "size", VIPS_SIZE_DOWN,
+                                     "option_string", "fail_on=truncated",
+                                     NULL);
+    }
+
+    if (vips_jpegload_buffer((void *) data, len, &in,
+                             "shrink", jpeg_shrink(probe, orientation, width),
+                             "access", VIPS_ACCESS_SEQUENTIAL,
+                             "fail_on", VIPS_FAIL_ON_TRUNCATED, NULL)
+        != 0)
+    {
+        return -1;
+    }
+
+    rc = vips_thumbnail_image(in, out, width, "height", VIPS_MAX_COORD,
+                              "size", VIPS_SIZE_DOWN, NULL);
+    g_object_unref(in);
+
+    return rc;
+}
+
+
+/*
+ * The encoders' strip option is not enough: in libvips 8.14 webpsave
+ * still writes EXIF and XMP.  So every metadata field (EXIF, GPS, XMP,
+ * IPTC, ICC, orientation) leaves the image before any encoder sees it.
+ */
+static int
+strip_metadata(VipsImage **img)
+{
+    int          i;
+    gchar      **fields;
+    VipsImage   *t;
+
+    if (vips_copy(*img, &t, NULL) != 0) {
+        return -1;
+    }
+
+    fields = vips_image_get_fields(t);
+
+    for (i = 0; fields[i]; i++) {
+        /* the header's own fields are not in the table: a no-op */
+        vips_image_remove(t, fields[i]);
+    }
+
+    g_strfreev(fields);
+    g_object_unref(*img);
+    *img = t;
+
+    return 0;
+}
+
+
+/* sRGB, no alpha for JPEG, no metadata: what every display decodes alike. */
 static int
 normalise(VipsImage **img, int format)
 {
     VipsImage  *t;
+
+    if (strip_metadata(img) != 0) {
+        return -1;
+    }
 
     if (vips_image_get_interpretation(*img) != VIPS_INTERPRETATION_sRGB) {
         if (vips_colourspace(*img, &t, VIPS_INTERPRETATION_sRGB, NULL) != 0) {
@@ -226,6 +337,57 @@ normalise(VipsImage **img, int format)
 }
 
 
+/*
+ * webpsave in libvips 8.14 writes an EXIF chunk even with strip and no
+ * metadata left (it rebuilds one from the resolution), so the container
+ * is rebuilt here without EXIF, XMP and ICC chunks.
+ */
+static int
+webp_strip(void **buf, size_t *len)
+{
+    int            i, rc;
+    void          *copy;
+    WebPMux       *mux;
+    WebPData       in, out;
+    const char    *chunks[] = { "EXIF", "XMP ", "ICCP", NULL };
+
+    in.bytes = *buf;
+    in.size = *len;
+
+    mux = WebPMuxCreate(&in, 0);
+    if (mux == NULL) {
+        return -1;
+    }
+
+    for (i = 0; chunks[i]; i++) {
+        rc = WebPMuxDeleteChunk(mux, chunks[i]);
+        if (rc != WEBP_MUX_OK && rc != WEBP_MUX_NOT_FOUND) {
+            WebPMuxDelete(mux);
+            return -1;
+        }
+    }
+
+    WebPDataInit(&out);
+    rc = WebPMuxAssemble(mux, &out);
+    WebPMuxDelete(mux);
+
+    if (rc != WEBP_MUX_OK) {
+        return -1;
+    }
+
+    /* the caller frees with g_free */
+    copy = g_memdup2(out.bytes, out.size);
+
+    g_free(*buf);
+    *buf = copy;
+    *len = out.size;
+
+    WebPDataClear(&out);
+
+    return 0;
+}
+
+
 static int
 encode(VipsImage *img, const snapcache_variant_spec_t *spec, void **buf,
     size_t *len)
@@ -244,8 +406,21 @@ encode(VipsImage *img, const snapcache_variant_spec_t *spec, void **buf,
                                     "optimize_coding", TRUE, NULL);
 
     case SNAPCACHE_TRANSCODE_WEBP:
-        return vips_webpsave_buffer(img, buf, len, "Q", spec->quality,
-                                    "strip", TRUE, NULL);
+        if (vips_webpsave_buffer(img, buf, len, "Q", spec->quality,
+                                 "strip", TRUE, NULL)
+            != 0)
+        {
+            return -1;
+        }
+
+        if (webp_strip(buf, len) != 0) {
+            g_free(*buf);
+            *buf = NULL;
+            vips_error("snapcache", "cannot strip the WebP container");
+            return -1;
+        }
+
+        return 0;
 
     default:
         return vips_heifsave_buffer(img, buf, len, "Q", spec->quality,
@@ -261,7 +436,7 @@ snapcache_transcode(const void *data, size_t len,
     const snapcache_variant_spec_t *spec, size_t max_bytes,
     unsigned long max_pixels, snapcache_transcode_out_t *out)
 {
-    int                rc;
+    int                rc, orientation;
     void              *buf;
     size_t             n;
     VipsImage         *img;
@@ -281,22 +456,12 @@ snapcache_transcode(const void *data, size_t len,
         return SNAPCACHE_TRANSCODE_ENCODER_MISSING;
     }
 
-    rc = snapcache_transcode_probe(data, len, max_bytes, max_pixels, &probe);
+    rc = header_read(data, len, max_bytes, max_pixels, &probe, &orientation);
     if (rc != SNAPCACHE_TRANSCODE_OK) {
         return rc;
     }
 
-    /*
-     * Shrink-on-load to the width, never up; orientation is applied;
-     * a truncated input is an error, not a grey-filled picture.
-     */
-    if (vips_thumbnail_buffer((void *) data, len, &img, spec->width,
-                              "height", VIPS_MAX_COORD,
-                              "size", VIPS_SIZE_DOWN,
-                              "option_string", "fail_on=truncated",
-                              NULL)
-        != 0)
-    {
+    if (thumbnail(data, len, &probe, orientation, spec->width, &img) != 0) {
         return vips_failure(SNAPCACHE_TRANSCODE_CORRUPT);
     }
 

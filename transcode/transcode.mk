@@ -13,3 +13,6 @@ bench_transcode_DEPS := transcode/snapcache_transcode.c
 .PHONY: bench-transcode
 bench-transcode: deps-bench build $(B)/bin/bench_transcode
 	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_transcode.sh
+
+UNIT_TESTS += test_transcode
+test_transcode_DEPS := transcode/snapcache_transcode.c t/lib/owner_marker.c
