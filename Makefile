@@ -183,7 +183,7 @@ fuzz-smoke:
 # --------------------------------------------------------------- bench
 
 .PHONY: bench bench-serve
-bench: deps-bench build $(BENCHES) bench-serve
+bench: deps-bench build $(BENCHES) bench-serve bench-store bench-transcode
 
 
 bench_limit_MAIN := bench/bench_limit.c
