@@ -2,7 +2,8 @@
 # Serving-path benchmark: snapcache against the anchors, measured in the
 # same run on the same machine.
 #
-#   hits   wrk -t2 -c64 on one signed 320-px variant, against
+#   hits   wrk -t2 -c64 on one signed variant, 320 px (thumb) and then
+#          640 px (sd, near the ~24 KB of a snapshot thumbnail), against
 #          (a) nginx serving the same bytes as a static file, and
 #          (b) secure_link + proxy_cache in front of image_filter
 #   misses a cold cache over 20 distinct 1920x1080 originals, against
@@ -91,7 +92,7 @@ http {
     # anchor (b): secure_link + proxy_cache in front of image_filter
     server {
         listen 127.0.0.1:$P_CLASSIC;
-        location /img/ {
+        location ~ ^/img(640)?/ {
             secure_link \$arg_md5,\$arg_expires;
             secure_link_md5 "\$secure_link_expires\$uri secret";
             if (\$secure_link = "") { return 403; }
@@ -109,6 +110,11 @@ http {
         location /img/ {
             alias $W/photos/;
             image_filter resize 320 -;
+        }
+        location /img640/ {
+            alias $W/photos/;
+            image_filter_jpeg_quality 65;
+            image_filter resize 640 -;
         }
     }
 }
@@ -147,30 +153,35 @@ wrk_run() {  # name url
 
 # ---------------------------------------------------------------- hits
 
-echo "== hits: wrk -t2 -c64 -d${DUR}s, one 320-px variant"
-# the photograph whose thumb is largest, nearest the ~24 KB of a snapshot
-best=0; bsize=0
-for i in $(seq 0 19); do
-    n=$(curl -s "$(sign acct cam "p$i" thumb)" | wc -c)
-    if [ "$n" -gt "$bsize" ]; then best=$i; bsize=$n; fi
-done
-/usr/sbin/nginx -p "$W/" -c "$W/nginx.conf" -s stop
-sleep 1; rm -rf "$W/store"/*
-/usr/sbin/nginx -p "$W/" -c "$W/nginx.conf"; sleep 0.5
-URL=$(sign acct cam "p$best" thumb)
-curl -s -o "$W/static/thumb.jpg" "$URL"
-curl -s -o /dev/null "$URL"
-echo "   variant: $(stat -c %s "$W/static/thumb.jpg") bytes"
-CURL=$(classic_url "/img/p$best.jpg")
-curl -s -o /dev/null "$CURL"
+# hits VARIANT FILTER_PREFIX: the photograph whose variant is largest, as
+# one signed URL, against the same bytes as a static file and against the
+# classic setup resizing the same photograph
+hits() {
+    local v=$1 prefix=$2 best=0 bsize=0 n i url curl_url
+    echo "== hits: wrk -t2 -c64 -d${DUR}s, one '$v' variant"
+    for i in $(seq 0 19); do
+        n=$(curl -s "$(sign acct cam "p$i" "$v")" | wc -c)
+        if [ "$n" -gt "$bsize" ]; then best=$i; bsize=$n; fi
+    done
+    url=$(sign acct cam "p$best" "$v")
+    curl -s -o "$W/static/$v.jpg" "$url"
+    curl -s -o /dev/null "$url"
+    echo "   variant: $(stat -c %s "$W/static/$v.jpg") bytes," \
+         "$(vipsheader "$W/static/$v.jpg" | cut -d' ' -f2)"
+    curl_url=$(classic_url "/$prefix/p$best.jpg")
+    curl -s -o /dev/null "$curl_url"
 
-R_SNAP=$(wrk_run "snapcache HIT" "$URL")
-R_STATIC=$(wrk_run "static file (same bytes)" \
-    "http://127.0.0.1:$P_STATIC/thumb.jpg")
-R_CLASSIC=$(wrk_run "secure_link+proxy_cache+image_filter" "$CURL")
-awk -v a="$R_SNAP" -v b="$R_STATIC" -v c="$R_CLASSIC" 'BEGIN {
-    printf "   ratio snapcache/static  %.2fx\n", a / b;
-    printf "   ratio snapcache/classic %.2fx\n", a / c }'
+    R_SNAP=$(wrk_run "snapcache HIT" "$url")
+    R_STATIC=$(wrk_run "static file (same bytes)" \
+        "http://127.0.0.1:$P_STATIC/$v.jpg")
+    R_CLASSIC=$(wrk_run "secure_link+proxy_cache+image_filter" "$curl_url")
+    awk -v a="$R_SNAP" -v b="$R_STATIC" -v c="$R_CLASSIC" 'BEGIN {
+        printf "   ratio snapcache/static  %.2fx\n", a / b;
+        printf "   ratio snapcache/classic %.2fx\n", a / c }'
+}
+
+hits thumb img
+hits sd img640
 
 # ---------------------------------------------------------------- misses
 
