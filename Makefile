@@ -185,13 +185,9 @@ fuzz-smoke:
 .PHONY: bench bench-serve
 bench: deps-bench build $(BENCHES) bench-serve bench-store bench-transcode
 
-
-bench_limit_MAIN := bench/bench_limit.c
-bench_limit_DEPS :=
-
 # hits against static nginx and secure_link+proxy_cache+image_filter,
 # misses against image_filter and in-process libvips, worker RSS
-bench-serve: deps-bench build $(B)/bin/bench_limit
+bench-serve: deps-bench build $(B)/bin/bench_transcode
 	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_serve.sh
 
 # ----------------------------------------------------------------- run

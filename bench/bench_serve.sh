@@ -8,7 +8,7 @@
 #          (b) secure_link + proxy_cache in front of image_filter
 #   misses a cold cache over 20 distinct 1920x1080 originals, against
 #          image_filter resizing the same originals, and libvips
-#          in-process (build/bin/bench_limit) as the limit
+#          in-process (build/bin/bench_transcode -t 2) as the limit
 #   memory worker RSS after 1k and after 10k misses
 #
 # Prints figures and ratios; asserts nothing.
@@ -207,8 +207,8 @@ T_SNAP=$(time_it run4 cold)
 T_FILTER=$(time_it run4 filter)
 echo "   snapcache     $(awk -v t="$T_SNAP" 'BEGIN { printf "%.1f", 100 / t }') images/s"
 echo "   image_filter  $(awk -v t="$T_FILTER" 'BEGIN { printf "%.1f", 100 / t }') images/s"
-if [ -x "$B/bin/bench_limit" ]; then
-    L=$("$B/bin/bench_limit" 320 50 "$W"/photos/p*.jpg)
+if [ -x "$B/bin/bench_transcode" ]; then
+    L=$("$B/bin/bench_transcode" -t 2 320 50 "$W"/photos/p*.jpg)
     echo "   libvips in-process, 2 threads: $L images/s (the limit)"
     awk -v t="$T_SNAP" -v l="$L" 'BEGIN { printf "   ratio snapcache/limit %.2fx\n", (100 / t) / l }'
 fi

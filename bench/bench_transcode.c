@@ -9,9 +9,13 @@
  * photographs, so the limit picks its shrink from the width alone.
  *
  * usage: bench_transcode file...
- * prints one line per variant: "<width> <format> <ours/s> <limit/s>"
+ *   prints one line per variant: "<width> <format> <ours/s> <limit/s>"
+ * usage: bench_transcode -t threads width quality file...
+ *   prints the limit's images/s with that many threads (JPEG), for the
+ *   misses of bench_serve.sh
  */
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,57 +91,126 @@ shrink_for(int width, int target)
 
 
 /*
- * The limit: the libvips calls ours is built on, and nothing else (no
- * probe, no checks), for the same output: JPEG shrink-on-load, thumbnail,
- * save.
+ * The limit, for one original: the libvips calls ours is built on, and
+ * nothing else (no probe, no checks), for the same output: JPEG
+ * shrink-on-load, thumbnail, save.
  */
+static void
+limit_one(const originals_t *o, int i, const snapcache_variant_spec_t *spec)
+{
+    int         rc;
+    void       *buf;
+    size_t      len;
+    VipsImage  *in, *img;
+
+    if (vips_jpegload_buffer(o->bufs[i], o->lens[i], &in, "shrink",
+                             shrink_for(o->widths[i], spec->width),
+                             "access", VIPS_ACCESS_SEQUENTIAL, NULL)
+        != 0
+        || vips_thumbnail_image(in, &img, spec->width,
+                                "height", VIPS_MAX_COORD, NULL) != 0)
+    {
+        fprintf(stderr, "bench_transcode: %s\n", vips_error_buffer());
+        exit(1);
+    }
+
+    g_object_unref(in);
+
+    if (spec->format == SNAPCACHE_TRANSCODE_WEBP) {
+        rc = vips_webpsave_buffer(img, &buf, &len, "Q", spec->quality,
+                                  "strip", TRUE, NULL);
+    } else {
+        rc = vips_jpegsave_buffer(img, &buf, &len, "Q", spec->quality,
+                                  "strip", TRUE, "optimize_coding", TRUE,
+                                  "interlace",
+                                  spec->width >= spec->progressive_min_width,
+                                  NULL);
+    }
+
+    if (rc != 0) {
+        fprintf(stderr, "bench_transcode: %s\n", vips_error_buffer());
+        exit(1);
+    }
+
+    g_free(buf);
+    g_object_unref(img);
+}
+
+
 static double
 run_limit(const originals_t *o, const snapcache_variant_spec_t *spec)
 {
-    int         i, rc;
-    void       *buf;
-    size_t      len;
-    double      t0;
-    VipsImage  *in, *img;
+    int     i;
+    double  t0;
 
     t0 = now_s();
 
     for (i = 0; i < o->nfiles; i++) {
-        if (vips_jpegload_buffer(o->bufs[i], o->lens[i], &in, "shrink",
-                                 shrink_for(o->widths[i], spec->width),
-                                 "access", VIPS_ACCESS_SEQUENTIAL, NULL)
-            != 0
-            || vips_thumbnail_image(in, &img, spec->width,
-                                    "height", VIPS_MAX_COORD, NULL) != 0)
-        {
-            fprintf(stderr, "bench_transcode: %s\n", vips_error_buffer());
-            exit(1);
-        }
-
-        g_object_unref(in);
-
-        if (spec->format == SNAPCACHE_TRANSCODE_WEBP) {
-            rc = vips_webpsave_buffer(img, &buf, &len, "Q", spec->quality,
-                                      "strip", TRUE, NULL);
-        } else {
-            rc = vips_jpegsave_buffer(img, &buf, &len, "Q", spec->quality,
-                                      "strip", TRUE, "optimize_coding", TRUE,
-                                      "interlace",
-                                      spec->width
-                                      >= spec->progressive_min_width,
-                                      NULL);
-        }
-
-        if (rc != 0) {
-            fprintf(stderr, "bench_transcode: %s\n", vips_error_buffer());
-            exit(1);
-        }
-
-        g_free(buf);
-        g_object_unref(img);
+        limit_one(o, i, spec);
     }
 
     return o->nfiles / (now_s() - t0);
+}
+
+
+typedef struct {
+    const originals_t               *o;
+    const snapcache_variant_spec_t  *spec;
+    int                              start;
+    int                              step;
+} limit_job_t;
+
+
+static void *
+limit_thread(void *arg)
+{
+    int           r, i;
+    limit_job_t  *job;
+
+    job = arg;
+
+    for (r = 0; r < ROUNDS; r++) {
+        for (i = job->start; i < job->o->nfiles; i += job->step) {
+            limit_one(job->o, i, job->spec);
+        }
+    }
+
+    return NULL;
+}
+
+
+/* The limit with n threads, for bench_serve.sh's misses. */
+static void
+limit_threads(const originals_t *o, int n, int width, int quality)
+{
+    int                       i;
+    double                    t0;
+    pthread_t                 tid[16];
+    limit_job_t               jobs[16];
+    snapcache_variant_spec_t  spec;
+
+    memset(&spec, 0, sizeof(spec));
+    spec.width = width;
+    spec.quality = quality;
+    spec.format = SNAPCACHE_TRANSCODE_JPEG;
+    spec.progressive_min_width = 1000;
+
+    n = n < 1 ? 1 : n > 16 ? 16 : n;
+    t0 = now_s();
+
+    for (i = 0; i < n; i++) {
+        jobs[i].o = o;
+        jobs[i].spec = &spec;
+        jobs[i].start = i;
+        jobs[i].step = n;
+        pthread_create(&tid[i], NULL, limit_thread, &jobs[i]);
+    }
+
+    for (i = 0; i < n; i++) {
+        pthread_join(tid[i], NULL);
+    }
+
+    printf("%.1f\n", o->nfiles * ROUNDS / (now_s() - t0));
 }
 
 
@@ -174,15 +247,22 @@ bench(const originals_t *o, int width, int format)
 int
 main(int argc, char **argv)
 {
-    int                i;
+    int                i, first;
     char               err[256];
     gsize              len;
     gchar             *data;
     originals_t        o;
     snapcache_probe_t  probe;
 
-    if (argc < 2) {
-        fprintf(stderr, "usage: bench_transcode file...\n");
+    first = 1;
+
+    if (argc > 4 && strcmp(argv[1], "-t") == 0) {
+        first = 5;
+    }
+
+    if (argc <= first) {
+        fprintf(stderr, "usage: bench_transcode file...\n"
+                "       bench_transcode -t threads width quality file...\n");
         return 1;
     }
 
@@ -191,7 +271,7 @@ main(int argc, char **argv)
         return 1;
     }
 
-    o.nfiles = argc - 1;
+    o.nfiles = argc - first;
     o.bufs = calloc(o.nfiles, sizeof(void *));
     o.lens = calloc(o.nfiles, sizeof(size_t));
     o.widths = calloc(o.nfiles, sizeof(int));
@@ -200,8 +280,9 @@ main(int argc, char **argv)
     }
 
     for (i = 0; i < o.nfiles; i++) {
-        if (!g_file_get_contents(argv[i + 1], &data, &len, NULL)) {
-            fprintf(stderr, "bench_transcode: cannot read %s\n", argv[i + 1]);
+        if (!g_file_get_contents(argv[first + i], &data, &len, NULL)) {
+            fprintf(stderr, "bench_transcode: cannot read %s\n",
+                    argv[first + i]);
             return 1;
         }
 
@@ -210,13 +291,18 @@ main(int argc, char **argv)
             || probe.format != SNAPCACHE_TRANSCODE_JPEG)
         {
             fprintf(stderr, "bench_transcode: %s is not a usable JPEG\n",
-                    argv[i + 1]);
+                    argv[first + i]);
             return 1;
         }
 
         o.bufs[i] = data;
         o.lens[i] = len;
         o.widths[i] = probe.width;
+    }
+
+    if (first == 5) {
+        limit_threads(&o, atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+        return 0;
     }
 
     bench(&o, 320, SNAPCACHE_TRANSCODE_JPEG);
