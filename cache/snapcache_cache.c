@@ -954,12 +954,15 @@ static int delete_record(snapcache_cache_t *cache, MDB_txn *txn,
 
 
 /*
- * The check get makes, on a value inside a transaction.  The checksum
- * is left to the caller, who runs it on its own copy.
+ * The check get makes, on a value inside a transaction: a sound header,
+ * the owner's identity digest, and the variant and format its key names
+ * (one owner's original under the key of its thumbnail is no hit either).
+ * The checksum is left to the caller, who runs it on its own copy.
  */
 static int
-record_check(const MDB_val *v, const snapcache_ident_t *ident,
-    snapcache_record_t *rec, const unsigned char **body)
+record_check(const snapcache_key_t *key, const MDB_val *v,
+    const snapcache_ident_t *ident, snapcache_record_t *rec,
+    const unsigned char **body)
 {
     int  rc;
 
@@ -970,6 +973,12 @@ record_check(const MDB_val *v, const snapcache_ident_t *ident,
 
     if (memcmp(rec->digest, ident->digest, SNAPCACHE_DIGEST_LEN) != 0) {
         return SNAPCACHE_CACHE_FOREIGN;
+    }
+
+    if (key->len < 2 || rec->variant != key->data[key->len - 2]
+        || rec->format != key->data[key->len - 1])
+    {
+        return SNAPCACHE_CACHE_CORRUPT;
     }
 
     return SNAPCACHE_CACHE_OK;
@@ -1003,7 +1012,7 @@ delete_if_bad(snapcache_cache_t *cache, const snapcache_key_t *key,
         return;
     }
 
-    rc = record_check(&v, ident, &hdr, &body);
+    rc = record_check(key, &v, ident, &hdr, &body);
 
     if (rc == SNAPCACHE_CACHE_OK
         && snapcache_cache_checksum(body, hdr.body_len) == hdr.checksum)
@@ -1048,10 +1057,14 @@ snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
                                   : SNAPCACHE_CACHE_ERROR;
     }
 
-    rc = record_check(&v, ident, rec, &body);
+    rc = record_check(key, &v, ident, rec, &body);
     if (rc != SNAPCACHE_CACHE_OK) {
         mdb_txn_abort(txn);
-        delete_if_bad(cache, key, ident);
+
+        if (!(flags & SNAPCACHE_GET_KEEP_BAD)) {
+            delete_if_bad(cache, key, ident);
+        }
+
         return rc;
     }
 
@@ -1073,7 +1086,10 @@ snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
     mdb_txn_abort(txn);
 
     if (crc != rec->checksum) {
-        delete_if_bad(cache, key, ident);
+        if (!(flags & SNAPCACHE_GET_KEEP_BAD)) {
+            delete_if_bad(cache, key, ident);
+        }
+
         return SNAPCACHE_CACHE_CORRUPT;
     }
 
@@ -1769,7 +1785,7 @@ snapcache_cache_strerror(int rc)
     case SNAPCACHE_CACHE_FOREIGN:
         return "foreign (identity digest mismatch)";
     case SNAPCACHE_CACHE_CORRUPT:
-        return "corrupt (header or body checksum)";
+        return "corrupt (header, body checksum or key mismatch)";
     case SNAPCACHE_CACHE_FULL:
         return "map full after eviction";
     case SNAPCACHE_CACHE_ABORTED:

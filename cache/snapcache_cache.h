@@ -41,6 +41,9 @@
 
 /* get flags */
 #define SNAPCACHE_GET_STALE          0x01  /* copy out an expired record too */
+#define SNAPCACHE_GET_KEEP_BAD       0x02  /* leave a foreign or corrupt
+                                              record for the next put of
+                                              its key to replace */
 
 
 typedef enum {
@@ -152,8 +155,10 @@ void snapcache_cache_key(const snapcache_ident_t *ident, unsigned variant,
  * the body checksum are checked on the copy.  FOREIGN and CORRUPT are
  * misses, and get deletes the record in a short write transaction after
  * checking it again under the writer lock (a fill may have replaced it).
- * Such records only come from damage or a bug, so the writer lock is
- * taken only then; a good lookup never writes.
+ * Such records only come from damage or a bug; a good lookup never
+ * writes.  A caller that must never wait for the writer lock (an event
+ * loop) passes SNAPCACHE_GET_KEEP_BAD: the record stays until the next
+ * put of its key, which replaces it.
  */
 int snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
     const snapcache_ident_t *ident, int64_t now, unsigned flags,

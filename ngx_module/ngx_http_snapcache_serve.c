@@ -172,7 +172,8 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
     snapcache_cache_key(&ctx->ident, variant, format, &key);
 
     rc = snapcache_cache_get(ctx->smcf->store, &key, &ctx->ident,
-                             (int64_t) ngx_time(), SNAPCACHE_GET_STALE, rec,
+                             (int64_t) ngx_time(),
+                             SNAPCACHE_GET_STALE | SNAPCACHE_GET_KEEP_BAD, rec,
                              ngx_http_snapcache_pool_alloc, r->pool);
 
     switch (rc) {
@@ -193,7 +194,8 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
         ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_CORRUPT,
                                     1);
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "snapcache: %s record deleted, treated as a miss",
+                      "snapcache: %s record, treated as a miss; "
+                      "the fill replaces it",
                       snapcache_cache_strerror(rc));
         return rc;
 

@@ -3,3 +3,6 @@ LIB_HDRS   += t/lib/owner_marker.h
 EXTRA_BINS += $(B)/bin/snapmark
 snapmark_MAIN := t/lib/snapmark.c
 snapmark_DEPS := t/lib/owner_marker.c
+EXTRA_BINS += $(B)/bin/snapdamage
+snapdamage_MAIN := t/lib/snapdamage.c
+snapdamage_DEPS :=

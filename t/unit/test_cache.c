@@ -727,7 +727,44 @@ test_foreign_and_corrupt(void)
            "then a plain miss");
     snapcache_cache_close(cache);
 
+    /* KEEP_BAD: reported, left for the next put of the key */
     is_int(raw_plant(&key, &it), 0, "planted it again");
+    cache = store_open();
+    is_int(get_one(cache, &ia, 3, 1, NOW, SNAPCACHE_GET_KEEP_BAD, &rec),
+           SNAPCACHE_CACHE_FOREIGN, "with KEEP_BAD: still FOREIGN");
+    ok(rec.body == NULL, "nothing copied");
+    snapcache_cache_close(cache);
+    is_int(raw_has(&key), 1, "and the record is left in place");
+
+    cache = store_open();
+    body_make(body, sizeof(body), &oa, 3, 1, 3);
+    is_int(put_one(cache, &ia, 3, 1, body, sizeof(body), NOW, LATER),
+           SNAPCACHE_CACHE_OK, "the fill's put of the key");
+    rc = get_one(cache, &ia, 3, 1, NOW, 0, &rec);
+    ok(rc == SNAPCACHE_CACHE_HIT
+       && body_check(rec.body, rec.body_len, &oa, 3, 1),
+       "replaces it: alice's own record hits");
+    free(rec.body);
+    snapcache_cache_close(cache);
+
+    /* alice's own record, but of another variant, under this key */
+    {
+        snapcache_put_t  own;
+
+        body_make(body, sizeof(body), &oa, 2, 1, 4);
+        item_fill(&own, &ia, 2, 1, body, sizeof(body), LATER);
+        is_int(raw_plant(&key, &own), 0,
+               "planted alice's variant 2 under her variant 3 key");
+        cache = store_open();
+        rc = get_one(cache, &ia, 3, 1, NOW, 0, &rec);
+        is_int(rc, SNAPCACHE_CACHE_CORRUPT,
+               "a record of another variant than its key: CORRUPT");
+        free(rec.body);
+        snapcache_cache_close(cache);
+    }
+
+    body_make(body, sizeof(body), &ob, 3, 1, 1);
+    is_int(raw_plant(&key, &it), 0, "planted it once more");
     cache = store_open();
     rc = get_one(cache, &ia, 3, 1, LATER + 10, SNAPCACHE_GET_STALE, &rec);
     is_int(rc, SNAPCACHE_CACHE_FOREIGN, "FOREIGN even when stale is asked");
