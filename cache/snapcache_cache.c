@@ -975,8 +975,10 @@ record_check(const snapcache_key_t *key, const MDB_val *v,
         return SNAPCACHE_CACHE_FOREIGN;
     }
 
+    /* a kept original's key says FORMAT_ANY; its record, what it is */
     if (key->len < 2 || rec->variant != key->data[key->len - 2]
-        || rec->format != key->data[key->len - 1])
+        || (key->data[key->len - 1] != SNAPCACHE_FORMAT_ANY
+            && rec->format != key->data[key->len - 1]))
     {
         return SNAPCACHE_CACHE_CORRUPT;
     }

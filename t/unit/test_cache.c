@@ -747,6 +747,27 @@ test_foreign_and_corrupt(void)
     free(rec.body);
     snapcache_cache_close(cache);
 
+    /* a kept original: its key says FORMAT_ANY, its record what it is */
+    {
+        snapcache_put_t  orig;
+
+        cache = store_open();
+        body_make(body, sizeof(body), &oa, 0, SNAPCACHE_FORMAT_ANY, 5);
+        item_fill(&orig, &ia, SNAPCACHE_VARIANT_ORIGINAL,
+                  SNAPCACHE_FORMAT_ANY, body, sizeof(body), LATER);
+        orig.format = SNAPCACHE_FORMAT_PNG;
+        is_int(snapcache_cache_put_batch(cache, &orig, 1, NOW, NULL, NULL),
+               SNAPCACHE_CACHE_OK, "put a kept original (a PNG)");
+        rc = get_one(cache, &ia, SNAPCACHE_VARIANT_ORIGINAL,
+                     SNAPCACHE_FORMAT_ANY, NOW, 0, &rec);
+        ok(rc == SNAPCACHE_CACHE_HIT && rec.format == SNAPCACHE_FORMAT_PNG
+           && body_check(rec.body, rec.body_len, &oa, 0,
+                         SNAPCACHE_FORMAT_ANY),
+           "its key (FORMAT_ANY) hits, and the record says PNG");
+        free(rec.body);
+        snapcache_cache_close(cache);
+    }
+
     /* alice's own record, but of another variant, under this key */
     {
         snapcache_put_t  own;
