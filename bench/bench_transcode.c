@@ -76,6 +76,17 @@ run_ours(const originals_t *o, const snapcache_variant_spec_t *spec)
 }
 
 
+static void
+spec_of(snapcache_variant_spec_t *spec, int width, int quality, int format)
+{
+    memset(spec, 0, sizeof(snapcache_variant_spec_t));
+    spec->width = width;
+    spec->quality = quality;
+    spec->format = format;
+    spec->progressive_min_width = 1000;
+}
+
+
 /* libjpeg's largest scale that keeps the width: what ours picks. */
 static int
 shrink_for(int width, int target)
@@ -189,11 +200,7 @@ limit_threads(const originals_t *o, int n, int width, int quality)
     limit_job_t               jobs[16];
     snapcache_variant_spec_t  spec;
 
-    memset(&spec, 0, sizeof(spec));
-    spec.width = width;
-    spec.quality = quality;
-    spec.format = SNAPCACHE_TRANSCODE_JPEG;
-    spec.progressive_min_width = 1000;
+    spec_of(&spec, width, quality, SNAPCACHE_TRANSCODE_JPEG);
 
     n = n < 1 ? 1 : n > 16 ? 16 : n;
     t0 = now_s();
@@ -221,11 +228,7 @@ bench(const originals_t *o, int width, int format)
     double                    ours, limit, t;
     snapcache_variant_spec_t  spec;
 
-    memset(&spec, 0, sizeof(spec));
-    spec.width = width;
-    spec.quality = QUALITY;
-    spec.format = format;
-    spec.progressive_min_width = 1000;
+    spec_of(&spec, width, QUALITY, format);
 
     ours = 0;
     limit = 0;

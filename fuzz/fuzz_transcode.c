@@ -97,7 +97,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             || out.width > (probe.width > probe.height ? probe.width
                                                        : probe.height)
             || out.height < 1
-            || out.format != spec.format)
+            || out.format != spec.format
+            || memcmp(&out.source, &probe, sizeof(probe)) != 0)
         {
             abort();
         }

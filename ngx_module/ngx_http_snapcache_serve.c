@@ -846,18 +846,8 @@ ngx_http_snapcache_task_handler(void *data, ngx_log_t *log)
 
     int                        rc, n;
     snapcache_put_t            items[2];
-    snapcache_probe_t          probe;
     snapcache_variant_spec_t   spec;
     snapcache_transcode_out_t  out;
-
-    rc = snapcache_transcode_probe(t->orig, t->orig_len, t->max_bytes,
-                                   t->max_pixels, &probe);
-    if (rc != SNAPCACHE_TRANSCODE_OK) {
-        t->error = rc;
-        return;
-    }
-
-    t->orig_format = probe.format;
 
     ngx_memzero(&spec, sizeof(spec));
     spec.width = (int) t->width;
@@ -890,9 +880,9 @@ ngx_http_snapcache_task_handler(void *data, ngx_log_t *log)
                             SNAPCACHE_FORMAT_ANY, &items[n].key);
         items[n].ident = &t->ident;
         items[n].variant = SNAPCACHE_VARIANT_ORIGINAL;
-        items[n].format = probe.format;
-        items[n].width = probe.width;
-        items[n].height = probe.height;
+        items[n].format = out.source.format;
+        items[n].width = out.source.width;
+        items[n].height = out.source.height;
         items[n].expires = t->expires;
         items[n].body = t->orig;
         items[n].body_len = t->orig_len;

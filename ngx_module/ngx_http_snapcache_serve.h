@@ -41,7 +41,6 @@ typedef struct {
     uint64_t                         fill_id;
 
     int                              error;
-    int                              orig_format;
     int                              store_rc;
     u_char                          *out;
     size_t                           out_len;

@@ -480,6 +480,7 @@ snapcache_transcode(const void *data, size_t len,
     out->width = vips_image_get_width(img);
     out->height = vips_image_get_height(img);
     out->format = spec->format;
+    out->source = probe;
 
     g_object_unref(img);
     vips_error_clear();

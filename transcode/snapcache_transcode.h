@@ -54,11 +54,12 @@ typedef struct {
 
 
 typedef struct {
-    unsigned char  *data;         /* free with snapcache_transcode_free */
-    size_t          len;
-    int             width;
-    int             height;
-    int             format;
+    unsigned char      *data;     /* free with snapcache_transcode_free */
+    size_t              len;
+    int                 width;
+    int                 height;
+    int                 format;
+    snapcache_probe_t   source;   /* the original's, so no second probe */
 } snapcache_transcode_out_t;
 
 

@@ -363,6 +363,8 @@ test_sizes(void)
                 rc = run(&in, widths[j], outs[k], 0, &out);
 
                 if (rc != SNAPCACHE_TRANSCODE_OK || out.format != outs[k]
+                    || out.source.format != fmts[i]
+                    || out.source.width != 1920 || out.source.height != 1080
                     || !magic_is(&out, outs[k])
                     || !decodes_to(&out, widths[j], h))
                 {
@@ -377,7 +379,7 @@ test_sizes(void)
         }
 
         is_int(bad, 0, "%s input: every width and output format has the "
-               "right size and magic", format_name(fmts[i]));
+               "right size and magic, and names its source", format_name(fmts[i]));
         blob_free(&in);
     }
 
