@@ -1,6 +1,12 @@
 
 /*
- * snapcache: types shared by the nginx glue in ngx_module/.
+ * snapcache: the one header of the nginx glue in ngx_module/.
+ *
+ * The types every file shares, then each file's exported functions,
+ * grouped by the file that defines them.  Everything else is static.
+ * Calls go one way: module -> store, variables, shm, origin;
+ * handler -> hit, fill; fill -> hit, origin, shm.  Nothing calls into
+ * the directives file.
  */
 
 
@@ -13,11 +19,16 @@
 #include <ngx_http.h>
 
 #include "sign/snapcache_sign.h"
+#include "cache/snapcache_cache.h"
+#include "transcode/snapcache_transcode.h"
 
 
 #define NGX_HTTP_SNAPCACHE_LOCKS       1024
 #define NGX_HTTP_SNAPCACHE_GENS        4096
 #define NGX_HTTP_SNAPCACHE_MAX_RUNGS   16
+
+
+typedef struct ngx_http_snapcache_ctx_s   ngx_http_snapcache_ctx_t;
 
 
 typedef struct {
@@ -142,9 +153,131 @@ typedef struct {
 } ngx_http_snapcache_req_t;
 
 
+/* A fill's thread task; it lives in a pool of its own. */
+typedef struct {
+    ngx_thread_task_t               *task;
+    ngx_pool_t                      *pool;
+    ngx_http_request_t              *request;    /* NULL once detached */
+    ngx_http_snapcache_main_conf_t  *smcf;
+    ngx_log_t                       *log;
+    ngx_event_t                      timer;
+
+    u_char                          *orig;
+    size_t                           orig_len;
+    snapcache_ident_t                ident;
+    ngx_http_snapcache_gen_t         gen;
+    ngx_uint_t                       variant_byte;
+    ngx_uint_t                       width;
+    ngx_uint_t                       quality;
+    ngx_uint_t                       format;
+    time_t                           expires;
+    size_t                           max_bytes;
+    ngx_uint_t                       max_pixels;
+
+    uint64_t                         lock_hash;
+    uint64_t                         fill_id;
+
+    int                              error;
+    int                              store_rc;
+    u_char                          *out;
+    size_t                           out_len;
+    int                              out_width;
+    int                              out_height;
+    uint32_t                         out_checksum;
+
+    unsigned                         store_original:1;
+    unsigned                         no_store:1;
+    unsigned                         lock_held:1;
+    unsigned                         transcoded:1;
+} ngx_http_snapcache_task_t;
+
+
+/* How an origin fetch ended: NGX_HTTP_OK with the body, or a status. */
+typedef void (*ngx_http_snapcache_fetched_pt)(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status);
+
+
+struct ngx_http_snapcache_ctx_s {
+    ngx_http_request_t              *request;
+    ngx_http_snapcache_loc_conf_t   *slcf;
+    ngx_http_snapcache_main_conf_t  *smcf;
+    ngx_http_snapcache_req_t        *sreq;
+
+    snapcache_ident_t                ident;
+    ngx_uint_t                       variant_byte;
+    ngx_uint_t                       format;
+
+    snapcache_record_t               stale;
+
+    uint64_t                         lock_hash;
+    uint64_t                         fill_id;
+    ngx_msec_t                       wait_deadline;
+    ngx_event_t                      wait_event;
+    ngx_http_snapcache_gen_t         gen;
+    ngx_http_snapcache_task_t       *task;
+
+    /* set on the origin subrequest's own ctx: where to collect */
+    ngx_http_snapcache_ctx_t        *origin;
+    ngx_http_request_t              *sr;
+    ngx_http_snapcache_fetched_pt    fetched;
+    ngx_int_t                        origin_rc;
+    ngx_uint_t                       origin_status;
+    off_t                            origin_clen;
+    time_t                           origin_max_age;
+    time_t                           origin_expires;
+    u_char                          *origin_buf;
+    size_t                           origin_len;
+    size_t                           origin_cap;
+
+    unsigned                         lock_held:1;
+    unsigned                         no_store:1;
+    unsigned                         has_stale:1;
+    unsigned                         body_in_pool:1;
+    unsigned                         origin_complete:1;
+    unsigned                         origin_finished:1;
+    unsigned                         origin_too_big:1;
+    unsigned                         origin_in_file:1;
+};
+
+
 extern ngx_module_t  ngx_http_snapcache_module;
 
 
+/* ngx_http_snapcache_variables.c */
+ngx_int_t ngx_http_snapcache_add_variables(ngx_conf_t *cf);
+void ngx_http_snapcache_set_status(ngx_http_request_t *r,
+    ngx_http_snapcache_status_e status);
+void ngx_http_snapcache_set_variant(ngx_http_request_t *r, ngx_str_t *name);
+ngx_str_t *ngx_http_snapcache_status_name(ngx_http_snapcache_status_e status);
+
+/* ngx_http_snapcache_handler.c */
+ngx_int_t ngx_http_snapcache_handler(ngx_http_request_t *r);
+
+/* ngx_http_snapcache_hit.c */
+ngx_int_t ngx_http_snapcache_lookup(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, ngx_uint_t variant, ngx_uint_t format,
+    snapcache_record_t *rec);
+ngx_int_t ngx_http_snapcache_send_record(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, snapcache_record_t *rec,
+    ngx_http_snapcache_status_e status);
+ngx_int_t ngx_http_snapcache_send_body(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, u_char *body, size_t len,
+    ngx_uint_t format, time_t expires, uint32_t etag_sum,
+    ngx_http_snapcache_status_e status);
+ngx_uint_t ngx_http_snapcache_format(ngx_http_request_t *r,
+    ngx_http_snapcache_variant_t *variant);
+
+/* ngx_http_snapcache_fill.c */
+ngx_int_t ngx_http_snapcache_fill(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx);
+void ngx_http_snapcache_fill_cleanup(void *data);
+
+/* ngx_http_snapcache_origin.c */
+ngx_int_t ngx_http_snapcache_origin_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_snapcache_fetch_origin(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, ngx_http_snapcache_fetched_pt fetched);
+
+/* ngx_http_snapcache_shm.c */
 ngx_int_t ngx_http_snapcache_zone_add(ngx_conf_t *cf,
     ngx_http_snapcache_main_conf_t *smcf, ngx_str_t *name, size_t size);
 ngx_int_t ngx_http_snapcache_lock_acquire(ngx_http_snapcache_main_conf_t *smcf,
@@ -163,6 +296,13 @@ void ngx_http_snapcache_gen_bump(ngx_http_snapcache_main_conf_t *smcf,
     const u_char *acct_tag, const u_char *dev_tag);
 void ngx_http_snapcache_stat_add(ngx_http_snapcache_main_conf_t *smcf,
     ngx_uint_t counter, ngx_atomic_int_t n);
+
+/* ngx_http_snapcache_store.c */
+ngx_int_t ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,
+    ngx_http_snapcache_main_conf_t *smcf);
+ngx_int_t ngx_http_snapcache_open_store(ngx_cycle_t *cycle,
+    ngx_http_snapcache_main_conf_t *smcf);
+void ngx_http_snapcache_close_store(ngx_http_snapcache_main_conf_t *smcf);
 
 
 #endif /* _NGX_HTTP_SNAPCACHE_H_INCLUDED_ */

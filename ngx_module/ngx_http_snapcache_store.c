@@ -1,19 +1,20 @@
 
 /*
- * snapcache: the store's lifecycle in nginx and the small helpers of the
- * serving path.  The LMDB environment is opened in each worker, never in
- * the master (LMDB forbids use after fork); libvips starts there too.
+ * snapcache: the store's lifecycle in nginx.  The master prepares the
+ * store directory; the LMDB environment is opened in each worker, never
+ * in the master (LMDB forbids use after fork); libvips starts there too.
  */
 
 
-#include "ngx_module/ngx_http_snapcache_serve.h"
-#include "adapt/snapcache_adapt.h"
+#include "ngx_module/ngx_http_snapcache.h"
 
 
 #define NGX_HTTP_SNAPCACHE_READER_CHECK  5000
 
 
 static void ngx_http_snapcache_reader_check(ngx_event_t *ev);
+
+
 
 
 /*
@@ -168,147 +169,4 @@ ngx_http_snapcache_reader_check(ngx_event_t *ev)
     if (!ngx_exiting) {
         ngx_add_timer(ev, NGX_HTTP_SNAPCACHE_READER_CHECK);
     }
-}
-
-
-/*
- * AVIF, then WebP, when the client accepts it, the variant enables it
- * and this build can encode it; JPEG otherwise.
- */
-ngx_uint_t
-ngx_http_snapcache_format(ngx_http_request_t *r,
-    ngx_http_snapcache_variant_t *variant)
-{
-    unsigned          f, allowed, built;
-    ngx_table_elt_t  *accept;
-
-    accept = r->headers_in.accept;
-    built = snapcache_transcode_formats();
-
-    allowed = SNAPCACHE_ADAPT_JPEG;
-
-    if ((variant->formats & SNAPCACHE_ADAPT_WEBP)
-        && (built & (1u << SNAPCACHE_TRANSCODE_WEBP)))
-    {
-        allowed |= SNAPCACHE_ADAPT_WEBP;
-    }
-
-    if ((variant->formats & SNAPCACHE_ADAPT_AVIF)
-        && (built & (1u << SNAPCACHE_TRANSCODE_AVIF)))
-    {
-        allowed |= SNAPCACHE_ADAPT_AVIF;
-    }
-
-    f = snapcache_adapt_format(accept ? (const char *) accept->value.data
-                                      : NULL,
-                               accept ? accept->value.len : 0, allowed);
-
-    switch (f) {
-    case SNAPCACHE_ADAPT_AVIF:
-        return SNAPCACHE_FORMAT_AVIF;
-    case SNAPCACHE_ADAPT_WEBP:
-        return SNAPCACHE_FORMAT_WEBP;
-    default:
-        return SNAPCACHE_FORMAT_JPEG;
-    }
-}
-
-
-/* The origin's Cache-Control max-age, or -1 when it sent none. */
-time_t
-ngx_http_snapcache_max_age(ngx_http_request_t *r)
-{
-    u_char           *p, *last;
-    time_t            n;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_out.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return -1;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].hash == 0 || h[i].key.len != sizeof("Cache-Control") - 1
-            || ngx_strncasecmp(h[i].key.data, (u_char *) "Cache-Control",
-                               h[i].key.len) != 0)
-        {
-            continue;
-        }
-
-        p = h[i].value.data;
-        last = p + h[i].value.len;
-
-        if (ngx_strlcasestrn(p, last, (u_char *) "no-store", 8 - 1)
-            || ngx_strlcasestrn(p, last, (u_char *) "no-cache", 8 - 1))
-        {
-            return 0;
-        }
-
-        p = ngx_strlcasestrn(p, last, (u_char *) "max-age=", 8 - 1);
-        if (p == NULL) {
-            continue;
-        }
-
-        p += 8;
-        n = 0;
-
-        while (p < last && *p >= '0' && *p <= '9' && n < 100000000) {
-            n = n * 10 + (*p++ - '0');
-        }
-
-        return n;
-    }
-}
-
-
-time_t
-ngx_http_snapcache_ttl(ngx_http_snapcache_loc_conf_t *slcf, time_t max_age)
-{
-    time_t  ttl;
-
-    ttl = max_age >= 0 ? max_age : slcf->ttl;
-
-    return ngx_max(slcf->ttl_min, ngx_min(ttl, slcf->ttl_max));
-}
-
-
-void
-ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t)
-{
-    ngx_uint_t  level;
-
-    if (t->transcoded) {
-        ngx_http_snapcache_stat_add(t->smcf,
-                                    NGX_HTTP_SNAPCACHE_ST_TRANSCODES, 1);
-    }
-
-    if (!t->transcoded || t->no_store) {
-        return;
-    }
-
-    if (t->store_rc == SNAPCACHE_CACHE_OK) {
-        ngx_http_snapcache_stat_add(t->smcf, NGX_HTTP_SNAPCACHE_ST_STORED, 1);
-        return;
-    }
-
-    ngx_http_snapcache_stat_add(t->smcf, NGX_HTTP_SNAPCACHE_ST_NOT_STORED, 1);
-
-    level = (t->store_rc == SNAPCACHE_CACHE_ABORTED) ? NGX_LOG_INFO
-                                                     : NGX_LOG_WARN;
-
-    ngx_log_error(level, t->log, 0, "snapcache: fill served uncached: %s",
-                  t->store_rc == SNAPCACHE_CACHE_ABORTED
-                  ? "a purge happened during the fill"
-                  : snapcache_cache_strerror(t->store_rc));
 }

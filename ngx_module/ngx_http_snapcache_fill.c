@@ -1,0 +1,618 @@
+
+/*
+ * snapcache: the fill.  One fill per snapshot across all workers (a
+ * lock in the shared zone; the others wait on it) gets the original
+ * from a kept original record or from the origin, transcodes it and
+ * stores it on the thread pool, and answers.  libvips and LMDB writes
+ * run on the pool only, never on the event loop.
+ */
+
+
+#include "ngx_module/ngx_http_snapcache.h"
+
+
+#define NGX_HTTP_SNAPCACHE_WAIT_MSEC  10
+
+
+static ngx_int_t ngx_http_snapcache_try_fill(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx);
+static void ngx_http_snapcache_wait_handler(ngx_event_t *ev);
+static ngx_int_t ngx_http_snapcache_start_fill(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx);
+static void ngx_http_snapcache_origin_fetched(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status);
+static void ngx_http_snapcache_fill_failed(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status);
+static ngx_int_t ngx_http_snapcache_post_task(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, u_char *orig, size_t len,
+    ngx_uint_t store_original);
+static void ngx_http_snapcache_task_handler(void *data, ngx_log_t *log);
+static int ngx_http_snapcache_store_check(void *data);
+static void ngx_http_snapcache_task_done(ngx_event_t *ev);
+static void ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t);
+static void ngx_http_snapcache_task_timeout(ngx_event_t *ev);
+static void ngx_http_snapcache_task_free(ngx_http_snapcache_task_t *t);
+static uint64_t ngx_http_snapcache_hash(const u_char *p, size_t len);
+
+
+/*
+ * A miss: the request waits, off the event loop's hands, for a fill of
+ * its own or for the one another request started.
+ */
+ngx_int_t
+ngx_http_snapcache_fill(ngx_http_request_t *r, ngx_http_snapcache_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    ctx->lock_hash = ngx_http_snapcache_hash(ctx->ident.digest,
+                                             sizeof(ctx->ident.digest));
+
+    /* a client that goes away is noticed while we wait or fill */
+    r->read_event_handler = ngx_http_test_reading;
+
+    r->main->count++;
+
+    rc = ngx_http_snapcache_try_fill(r, ctx);
+
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+
+    return NGX_DONE;
+}
+
+
+/*
+ * Takes the fill lock for this snapshot, or waits on the fill that holds
+ * it.  Returns NGX_DONE while something is in flight, or a status to
+ * finalize with.
+ */
+static ngx_int_t
+ngx_http_snapcache_try_fill(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_snapcache_lock_acquire(ctx->smcf, ctx->lock_hash,
+                                         ctx->slcf->fill_timeout
+                                         + ctx->slcf->lock_timeout,
+                                         &ctx->fill_id);
+
+    if (rc == NGX_BUSY) {
+        if (ctx->wait_deadline == 0) {
+            ctx->wait_deadline = ngx_current_msec + ctx->slcf->lock_timeout;
+            ngx_http_snapcache_stat_add(ctx->smcf,
+                                        NGX_HTTP_SNAPCACHE_ST_COALESCED, 1);
+        }
+
+        ctx->wait_event.handler = ngx_http_snapcache_wait_handler;
+        ctx->wait_event.data = r;
+        ctx->wait_event.log = r->connection->log;
+
+        ngx_add_timer(&ctx->wait_event, NGX_HTTP_SNAPCACHE_WAIT_MSEC);
+
+        return NGX_DONE;
+    }
+
+    ctx->lock_held = (rc == NGX_OK);
+
+    return ngx_http_snapcache_start_fill(r, ctx);
+}
+
+
+static void
+ngx_http_snapcache_wait_handler(ngx_event_t *ev)
+{
+    ngx_int_t                  rc;
+    ngx_uint_t                 state, status;
+    ngx_connection_t          *c;
+    snapcache_record_t         rec;
+    ngx_http_request_t        *r;
+    ngx_http_snapcache_ctx_t  *ctx;
+
+    r = ev->data;
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_snapcache_module);
+
+    status = 0;
+    state = ngx_http_snapcache_lock_state(ctx->smcf, ctx->lock_hash,
+                                          ctx->fill_id, &status);
+
+    switch (state) {
+
+    case NGX_HTTP_SNAPCACHE_LOCK_FILLING:
+
+        if ((ngx_msec_int_t) (ngx_current_msec - ctx->wait_deadline) < 0) {
+            ngx_add_timer(&ctx->wait_event, NGX_HTTP_SNAPCACHE_WAIT_MSEC);
+            return;
+        }
+
+        /* the fill overran snapcache_lock_timeout: fill, but never store */
+        ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                      "snapcache: lock timeout, filling without storing");
+        ngx_http_snapcache_stat_add(ctx->smcf,
+                                    NGX_HTTP_SNAPCACHE_ST_LOCK_TIMEOUTS, 1);
+        ctx->no_store = 1;
+        rc = ngx_http_snapcache_start_fill(r, ctx);
+        break;
+
+    case NGX_HTTP_SNAPCACHE_LOCK_FAILED:
+        rc = status ? (ngx_int_t) status : NGX_HTTP_BAD_GATEWAY;
+        ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
+        break;
+
+    default:
+        /* DONE, or the fill is gone: the record may be there now */
+        rc = ngx_http_snapcache_lookup(r, ctx, ctx->variant_byte, ctx->format,
+                                       &rec);
+
+        if (rc == SNAPCACHE_CACHE_HIT) {
+            ngx_http_snapcache_stat_add(ctx->smcf,
+                                        NGX_HTTP_SNAPCACHE_ST_HITS, 1);
+            rc = ngx_http_snapcache_send_record(r, ctx, &rec,
+                                                NGX_HTTP_SNAPCACHE_HIT);
+            break;
+        }
+
+        rc = ngx_http_snapcache_try_fill(r, ctx);
+        break;
+    }
+
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * The fill proper: the kept original when there is one, else the origin.
+ * Purge generations are read first, so that a purge during the fill
+ * throws the result away at store time.
+ */
+static ngx_int_t
+ngx_http_snapcache_start_fill(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx)
+{
+    ngx_int_t           rc;
+    snapcache_record_t  orig;
+
+    ngx_http_snapcache_gen_read(ctx->smcf, ctx->ident.acct_tag,
+                                ctx->ident.dev_tag, &ctx->gen);
+
+    ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_FILLS, 1);
+
+    if (ctx->slcf->keep_original) {
+        rc = ngx_http_snapcache_lookup(r, ctx, SNAPCACHE_VARIANT_ORIGINAL,
+                                       SNAPCACHE_FORMAT_ANY, &orig);
+
+        if (rc == SNAPCACHE_CACHE_HIT) {
+            ctx->origin_expires = orig.expires;
+            return ngx_http_snapcache_post_task(r, ctx, orig.body,
+                                                orig.body_len, 0);
+        }
+    }
+
+    return ngx_http_snapcache_fetch_origin(r, ctx,
+                                           ngx_http_snapcache_origin_fetched);
+}
+
+
+/* The origin fetch ended: fail, or transcode and store its body. */
+static void
+ngx_http_snapcache_origin_fetched(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status)
+{
+    ngx_int_t  rc;
+
+    if (status != NGX_HTTP_OK) {
+        ngx_http_snapcache_fill_failed(r, ctx, status);
+        return;
+    }
+
+    rc = ngx_http_snapcache_post_task(r, ctx, ctx->origin_buf,
+                                      ctx->origin_len, 1);
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+/*
+ * Ends a failed fill: waiters get the same status, the client gets it
+ * too, unless a stale copy of this very key can stand in.
+ */
+static void
+ngx_http_snapcache_fill_failed(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status)
+{
+    ngx_int_t  rc;
+
+    if (ctx->lock_held) {
+        ngx_http_snapcache_lock_release(ctx->smcf, ctx->lock_hash,
+                                        ctx->fill_id,
+                                        NGX_HTTP_SNAPCACHE_LOCK_FAILED,
+                                        status);
+        ctx->lock_held = 0;
+    }
+
+    if (ctx->has_stale && status != NGX_HTTP_NOT_FOUND) {
+        ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_STALE, 1);
+        rc = ngx_http_snapcache_send_record(r, ctx, &ctx->stale,
+                                            NGX_HTTP_SNAPCACHE_STALE);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_ERRORS, 1);
+    ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
+
+    ngx_http_finalize_request(r, status);
+}
+
+
+/*
+ * The thread task owns a pool of its own, so that it outlives a request
+ * whose client went away: the fill still completes for the waiters,
+ * and the task frees everything when it ends.
+ */
+static ngx_int_t
+ngx_http_snapcache_post_task(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, u_char *orig, size_t len,
+    ngx_uint_t store_original)
+{
+    ngx_pool_t                  *pool;
+    ngx_thread_task_t           *task;
+    ngx_http_snapcache_task_t   *t;
+
+    pool = ngx_create_pool(4096, ngx_cycle->log);
+    if (pool == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    task = ngx_thread_task_alloc(pool, sizeof(ngx_http_snapcache_task_t));
+    if (task == NULL) {
+        ngx_destroy_pool(pool);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    t = task->ctx;
+    t->task = task;
+    t->pool = pool;
+    t->request = r;
+    t->smcf = ctx->smcf;
+    t->log = ngx_cycle->log;
+
+    t->orig = ngx_pnalloc(pool, len);
+    if (t->orig == NULL) {
+        ngx_destroy_pool(pool);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(t->orig, orig, len);
+    t->orig_len = len;
+    t->store_original = store_original && ctx->slcf->keep_original;
+    t->no_store = ctx->no_store;
+    t->ident = ctx->ident;
+    t->gen = ctx->gen;
+    t->variant_byte = ctx->variant_byte;
+    t->width = ctx->sreq->variant->width;
+    t->quality = ctx->sreq->variant->quality;
+    t->format = ctx->format;
+    t->expires = ctx->origin_expires;
+    t->max_bytes = ctx->slcf->max_original_size;
+    t->max_pixels = ctx->slcf->max_pixels;
+
+    if (ctx->lock_held) {
+        t->lock_held = 1;
+        t->lock_hash = ctx->lock_hash;
+        t->fill_id = ctx->fill_id;
+        ctx->lock_held = 0;
+    }
+
+    task->handler = ngx_http_snapcache_task_handler;
+    task->event.data = t;
+    task->event.handler = ngx_http_snapcache_task_done;
+
+    t->timer.handler = ngx_http_snapcache_task_timeout;
+    t->timer.data = t;
+    t->timer.log = ngx_cycle->log;
+
+    if (ngx_thread_task_post(ctx->slcf->thread_pool, task) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "snapcache: thread pool \"%V\" queue is full, "
+                      "answering 503", &ctx->slcf->thread_pool_name);
+
+        if (t->lock_held) {
+            ngx_http_snapcache_lock_release(ctx->smcf, t->lock_hash,
+                                            t->fill_id,
+                                            NGX_HTTP_SNAPCACHE_LOCK_FREE, 0);
+        }
+
+        ngx_destroy_pool(pool);
+        ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
+
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    ngx_add_timer(&t->timer, ctx->slcf->fill_timeout);
+
+    ctx->task = t;
+
+    return NGX_DONE;
+}
+
+
+/*
+ * On a pool thread: probe, transcode, and store.  libvips and LMDB
+ * writes happen here only, never on the event loop.
+ */
+static void
+ngx_http_snapcache_task_handler(void *data, ngx_log_t *log)
+{
+    ngx_http_snapcache_task_t *t = data;
+
+    int                        rc, n;
+    snapcache_put_t            items[2];
+    snapcache_variant_spec_t   spec;
+    snapcache_transcode_out_t  out;
+
+    ngx_memzero(&spec, sizeof(spec));
+    spec.width = (int) t->width;
+    spec.quality = (int) t->quality;
+    spec.format = (int) t->format;
+
+    rc = snapcache_transcode(t->orig, t->orig_len, &spec, t->max_bytes,
+                             t->max_pixels, &out);
+    if (rc != SNAPCACHE_TRANSCODE_OK) {
+        t->error = rc;
+        return;
+    }
+
+    t->transcoded = 1;
+    t->out = out.data;
+    t->out_len = out.len;
+    t->out_width = out.width;
+    t->out_height = out.height;
+    t->out_checksum = snapcache_cache_checksum(out.data, out.len);
+
+    if (t->no_store) {
+        t->store_rc = SNAPCACHE_CACHE_SKIPPED;
+        return;
+    }
+
+    n = 0;
+
+    if (t->store_original) {
+        snapcache_cache_key(&t->ident, SNAPCACHE_VARIANT_ORIGINAL,
+                            SNAPCACHE_FORMAT_ANY, &items[n].key);
+        items[n].ident = &t->ident;
+        items[n].variant = SNAPCACHE_VARIANT_ORIGINAL;
+        items[n].format = out.source.format;
+        items[n].width = out.source.width;
+        items[n].height = out.source.height;
+        items[n].expires = t->expires;
+        items[n].body = t->orig;
+        items[n].body_len = t->orig_len;
+        n++;
+    }
+
+    snapcache_cache_key(&t->ident, t->variant_byte, t->format, &items[n].key);
+    items[n].ident = &t->ident;
+    items[n].variant = t->variant_byte;
+    items[n].format = t->format;
+    items[n].width = out.width;
+    items[n].height = out.height;
+    items[n].expires = t->expires;
+    items[n].body = out.data;
+    items[n].body_len = out.len;
+    n++;
+
+    t->store_rc = snapcache_cache_put_batch(t->smcf->store, items, n,
+                                            (int64_t) time(NULL),
+                                            ngx_http_snapcache_store_check, t);
+}
+
+
+/*
+ * Runs inside the write transaction, just before commit.  Purge bumps
+ * the generation before it deletes, and deletes in write transactions
+ * that cannot start until this one commits: so either we see the bump
+ * and abort, or the purge's delete comes after our commit and removes
+ * what we stored.
+ */
+static int
+ngx_http_snapcache_store_check(void *data)
+{
+    ngx_http_snapcache_task_t *t = data;
+
+    return ngx_http_snapcache_gen_changed(t->smcf, t->ident.acct_tag,
+                                          t->ident.dev_tag, &t->gen)
+           ? -1 : 0;
+}
+
+
+static void
+ngx_http_snapcache_task_done(ngx_event_t *ev)
+{
+    ngx_http_snapcache_task_t *t = ev->data;
+
+    ngx_int_t                  rc;
+    ngx_uint_t                 status;
+    ngx_connection_t          *c;
+    ngx_http_request_t        *r;
+    ngx_http_snapcache_ctx_t  *ctx;
+
+    if (t->timer.timer_set) {
+        ngx_del_timer(&t->timer);
+    }
+
+    ngx_http_snapcache_task_account(t);
+
+    status = 0;
+
+    if (!t->transcoded) {
+        status = NGX_HTTP_BAD_GATEWAY;
+        ngx_log_error(NGX_LOG_ERR, t->log, 0,
+                      "snapcache: fill failed: the original is not a "
+                      "usable image: %s, nothing cached",
+                      snapcache_transcode_strerror(t->error));
+    }
+
+    if (t->lock_held) {
+        ngx_http_snapcache_lock_release(t->smcf, t->lock_hash, t->fill_id,
+                                        status ? NGX_HTTP_SNAPCACHE_LOCK_FAILED
+                                               : NGX_HTTP_SNAPCACHE_LOCK_DONE,
+                                        status);
+        t->lock_held = 0;
+    }
+
+    r = t->request;
+
+    if (r == NULL) {
+        /* the client went away or the fill timed out: just clean up */
+        ngx_http_snapcache_task_free(t);
+        return;
+    }
+
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_snapcache_module);
+    ctx->task = NULL;
+
+    if (status) {
+        ngx_http_snapcache_task_free(t);
+        ngx_http_snapcache_fill_failed(r, ctx, status);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    rc = ngx_http_snapcache_send_body(r, ctx, t->out, t->out_len, t->format,
+                                      t->expires, t->out_checksum,
+                                      NGX_HTTP_SNAPCACHE_MISS);
+
+    ngx_http_snapcache_task_free(t);
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t)
+{
+    ngx_uint_t  level;
+
+    if (t->transcoded) {
+        ngx_http_snapcache_stat_add(t->smcf,
+                                    NGX_HTTP_SNAPCACHE_ST_TRANSCODES, 1);
+    }
+
+    if (!t->transcoded || t->no_store) {
+        return;
+    }
+
+    if (t->store_rc == SNAPCACHE_CACHE_OK) {
+        ngx_http_snapcache_stat_add(t->smcf, NGX_HTTP_SNAPCACHE_ST_STORED, 1);
+        return;
+    }
+
+    ngx_http_snapcache_stat_add(t->smcf, NGX_HTTP_SNAPCACHE_ST_NOT_STORED, 1);
+
+    level = (t->store_rc == SNAPCACHE_CACHE_ABORTED) ? NGX_LOG_INFO
+                                                     : NGX_LOG_WARN;
+
+    ngx_log_error(level, t->log, 0, "snapcache: fill served uncached: %s",
+                  t->store_rc == SNAPCACHE_CACHE_ABORTED
+                  ? "a purge happened during the fill"
+                  : snapcache_cache_strerror(t->store_rc));
+}
+
+
+/*
+ * A task that overruns snapcache_fill_timeout cannot be cancelled: the
+ * thread still owns its memory.  The client gets a 504 now and the task
+ * is detached; it cleans up after itself when it ends.
+ */
+static void
+ngx_http_snapcache_task_timeout(ngx_event_t *ev)
+{
+    ngx_http_snapcache_task_t *t = ev->data;
+
+    ngx_connection_t          *c;
+    ngx_http_request_t        *r;
+    ngx_http_snapcache_ctx_t  *ctx;
+
+    r = t->request;
+    if (r == NULL) {
+        return;
+    }
+
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_snapcache_module);
+
+    ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                  "snapcache: fill timed out after %M ms, answering 504",
+                  ctx->slcf->fill_timeout);
+
+    t->request = NULL;
+    ctx->task = NULL;
+
+    ngx_http_snapcache_stat_add(t->smcf, NGX_HTTP_SNAPCACHE_ST_ERRORS, 1);
+    ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
+    ngx_http_finalize_request(r, NGX_HTTP_GATEWAY_TIME_OUT);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_snapcache_task_free(ngx_http_snapcache_task_t *t)
+{
+    if (t->out) {
+        snapcache_transcode_free(t->out);
+        t->out = NULL;
+    }
+
+    ngx_destroy_pool(t->pool);
+}
+
+
+/* Request pool cleanup: detach a running task, drop a lock we hold. */
+void
+ngx_http_snapcache_fill_cleanup(void *data)
+{
+    ngx_http_snapcache_ctx_t *ctx = data;
+
+    if (ctx->wait_event.timer_set) {
+        ngx_del_timer(&ctx->wait_event);
+    }
+
+    if (ctx->task) {
+        ctx->task->request = NULL;
+        ctx->task = NULL;
+    }
+
+    if (ctx->lock_held) {
+        ngx_http_snapcache_lock_release(ctx->smcf, ctx->lock_hash,
+                                        ctx->fill_id,
+                                        NGX_HTTP_SNAPCACHE_LOCK_FREE, 0);
+        ctx->lock_held = 0;
+    }
+}
+
+
+/* FNV-1a: the lock table only needs spread, not secrecy. */
+static uint64_t
+ngx_http_snapcache_hash(const u_char *p, size_t len)
+{
+    uint64_t  h;
+
+    h = 0xcbf29ce484222325ULL;
+
+    while (len--) {
+        h ^= *p++;
+        h *= 0x100000001b3ULL;
+    }
+
+    return h;
+}

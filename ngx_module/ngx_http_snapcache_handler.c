@@ -1,0 +1,501 @@
+
+/*
+ * snapcache: the request entry and the gate.  The target is parsed
+ * strictly from the raw request line and the signature is checked
+ * before every response; a request that is not verified never reaches
+ * the store or the origin.  A verified one is answered from the store
+ * (ngx_http_snapcache_hit.c) or by a fill (ngx_http_snapcache_fill.c).
+ */
+
+
+#include "ngx_module/ngx_http_snapcache.h"
+#include "adapt/snapcache_adapt.h"
+
+
+static ngx_int_t ngx_http_snapcache_redact_request_line(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_snapcache_split_target(ngx_http_request_t *r,
+    ngx_http_snapcache_loc_conf_t *slcf, ngx_str_t *path, ngx_str_t *query,
+    ngx_uint_t *has_query);
+static ngx_int_t ngx_http_snapcache_find_variant(
+    ngx_http_snapcache_loc_conf_t *slcf, snapcache_str_t name);
+static ngx_int_t ngx_http_snapcache_check_variants(ngx_http_request_t *r,
+    ngx_http_snapcache_loc_conf_t *slcf, ngx_http_snapcache_req_t *sr);
+static ngx_table_elt_t *ngx_http_snapcache_find_header(ngx_http_request_t *r,
+    const char *name);
+static ngx_int_t ngx_http_snapcache_serve(ngx_http_request_t *r,
+    ngx_http_snapcache_loc_conf_t *slcf, ngx_http_snapcache_req_t *sreq);
+static ngx_int_t ngx_http_snapcache_forward_to_origin(ngx_http_request_t *r,
+    ngx_http_snapcache_loc_conf_t *slcf, ngx_http_snapcache_req_t *sr);
+static ngx_int_t ngx_http_snapcache_send_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *reason);
+
+
+ngx_int_t
+ngx_http_snapcache_handler(ngx_http_request_t *r)
+{
+    int                             rc;
+    ngx_int_t                       nrc;
+    ngx_str_t                       path, query;
+    ngx_uint_t                      has_query;
+    ngx_http_snapcache_req_t        *sr;
+    ngx_http_snapcache_loc_conf_t   *slcf;
+    ngx_http_snapcache_main_conf_t  *smcf;
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_snapcache_module);
+
+    if (ngx_http_snapcache_redact_request_line(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "snapcache: method not allowed");
+        return ngx_http_snapcache_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                             "method");
+    }
+
+    if (ngx_http_snapcache_split_target(r, slcf, &path, &query, &has_query)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "snapcache: rejected request: target outside \"%V\"",
+                      &slcf->prefix);
+        return ngx_http_snapcache_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "malformed");
+    }
+
+    sr = ngx_pcalloc(r->pool, sizeof(ngx_http_snapcache_req_t));
+    if (sr == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = snapcache_url_parse((const char *) path.data, path.len,
+                             has_query ? (const char *) query.data : NULL,
+                             query.len, &sr->url);
+
+    if (rc != SNAPCACHE_URL_OK) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "snapcache: rejected request: %s",
+                      snapcache_url_strerror(rc));
+        return ngx_http_snapcache_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "malformed");
+    }
+
+    rc = snapcache_sign_verify(&sr->url, slcf->keys->elts, slcf->keys->nelts,
+                               (int64_t) ngx_time(),
+                               (int64_t) slcf->max_lifetime);
+
+    if (rc != SNAPCACHE_SIGN_OK) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "snapcache: denied: %s%s, kid \"%*s\"",
+                      snapcache_sign_reason(rc),
+                      rc == SNAPCACHE_SIGN_LIFETIME
+                          ? " (exp beyond snapcache_url_max_lifetime)" : "",
+                      sr->url.kid.len, sr->url.kid.data);
+        ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_DENIED);
+        return ngx_http_snapcache_send_error(r, NGX_HTTP_FORBIDDEN,
+                                             snapcache_sign_reason(rc));
+    }
+
+    nrc = ngx_http_snapcache_check_variants(r, slcf, sr);
+    if (nrc != NGX_OK) {
+        return ngx_http_snapcache_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "variant");
+    }
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_snapcache_module);
+
+    if (smcf->store_path.len == 0) {
+        return ngx_http_snapcache_forward_to_origin(r, slcf, sr);
+    }
+
+    return ngx_http_snapcache_serve(r, slcf, sr);
+}
+
+
+/*
+ * nginx writes r->request_line into every error log line of the request
+ * and into $request in the access log.  A signature is a bearer token
+ * until exp, so every "sig=" value in it is replaced before anything can
+ * be logged.  r->unparsed_uri, which the parser reads, is left intact.
+ */
+static ngx_int_t
+ngx_http_snapcache_redact_request_line(ngx_http_request_t *r)
+{
+    u_char  *p, *q, *end, *dst, *line;
+
+    p = r->request_line.data;
+    end = p + r->request_line.len;
+
+    q = ngx_strlchr(p, end, '?');
+    if (q == NULL) {
+        return NGX_OK;
+    }
+
+    line = ngx_pnalloc(r->pool, r->request_line.len);
+    if (line == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst = ngx_cpymem(line, p, q - p);
+    p = q;
+
+    while (p < end) {
+        *dst++ = *p;
+
+        if ((*p == '?' || *p == '&') && end - p > 4
+            && ngx_strncmp(p + 1, "sig=", 4) == 0)
+        {
+            dst = ngx_cpymem(dst, "sig=", 4);
+            *dst++ = 'x';
+
+            for (p += 5; p < end && *p != '&' && *p != ' '; p++) {
+                /* void */
+            }
+
+            continue;
+        }
+
+        p++;
+    }
+
+    r->request_line.data = line;
+    r->request_line.len = dst - line;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Takes the path and query from the raw request line, not from r->uri,
+ * which nginx has already decoded and normalised: a request is answered
+ * only if its bytes on the wire are canonical.
+ */
+static ngx_int_t
+ngx_http_snapcache_split_target(ngx_http_request_t *r,
+    ngx_http_snapcache_loc_conf_t *slcf, ngx_str_t *path, ngx_str_t *query,
+    ngx_uint_t *has_query)
+{
+    u_char  *p, *q, *end;
+
+    p = r->unparsed_uri.data;
+    end = p + r->unparsed_uri.len;
+
+    if (r->unparsed_uri.len < slcf->prefix.len
+        || ngx_strncmp(p, slcf->prefix.data, slcf->prefix.len) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    p += slcf->prefix.len;
+
+    q = ngx_strlchr(p, end, '?');
+
+    path->data = p;
+    path->len = (q ? q : end) - p;
+
+    *has_query = (q != NULL);
+    query->data = q ? q + 1 : end;
+    query->len = q ? (size_t) (end - q - 1) : 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_snapcache_find_variant(ngx_http_snapcache_loc_conf_t *slcf,
+    snapcache_str_t name)
+{
+    ngx_uint_t                     i;
+    ngx_http_snapcache_variant_t  *v;
+
+    v = slcf->variants->elts;
+
+    for (i = 0; i < slcf->variants->nelts; i++) {
+        if (v[i].name.len == name.len
+            && ngx_strncmp(v[i].name.data, name.data, name.len) == 0)
+        {
+            return (ngx_int_t) i;
+        }
+    }
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * max= names the best variant the URL grants; v= may only pick at or
+ * below it.  A name off the ladder, or v above max, is refused rather
+ * than clamped: we never serve something other than what was asked.
+ * The rest of the choice is adapt/'s, which never sees an id.
+ */
+static ngx_int_t
+ngx_http_snapcache_check_variants(ngx_http_request_t *r,
+    ngx_http_snapcache_loc_conf_t *slcf, ngx_http_snapcache_req_t *sr)
+{
+    ngx_int_t                      max, v;
+    ngx_table_elt_t               *h;
+    snapcache_adapt_choice_t       choice;
+    snapcache_adapt_request_t      req;
+    ngx_http_snapcache_variant_t  *variants;
+
+    variants = slcf->variants->elts;
+    max = SNAPCACHE_ADAPT_NONE;
+    v = SNAPCACHE_ADAPT_NONE;
+
+    if (sr->url.max.len) {
+        max = ngx_http_snapcache_find_variant(slcf, sr->url.max);
+        if (max == NGX_ERROR) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "snapcache: rejected request: unknown variant "
+                          "in max");
+            return NGX_ERROR;
+        }
+    }
+
+    if (sr->url.v.len) {
+        v = ngx_http_snapcache_find_variant(slcf, sr->url.v);
+        if (v == NGX_ERROR
+            || (max != SNAPCACHE_ADAPT_NONE && v > max))
+        {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "snapcache: rejected request: %s",
+                          v == NGX_ERROR ? "unknown variant in v"
+                                         : "v is above the signed max");
+            return NGX_ERROR;
+        }
+    }
+
+    h = ngx_http_snapcache_find_header(r, "Save-Data");
+
+    req.nvariants = (unsigned) slcf->variants->nelts;
+    req.explicit_v = (int) v;
+    req.max = (int) max;
+    req.def = (int) slcf->default_index;
+    req.save_data = h && h->value.len == 2
+                    && ngx_strncasecmp(h->value.data, (u_char *) "on", 2)
+                       == 0;
+
+    if (snapcache_adapt_choose(&req, &choice) != 0) {
+        return NGX_ERROR;
+    }
+
+    sr->variant_index = choice.index;
+    sr->variant = &variants[choice.index];
+
+    return NGX_OK;
+}
+
+
+static ngx_table_elt_t *
+ngx_http_snapcache_find_header(ngx_http_request_t *r, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+/*
+ * A verified request: the exact key from the store when it is there,
+ * else a fill.  The ctx's cleanup detaches a running fill task and
+ * drops a fill lock if the request goes away first.
+ */
+static ngx_int_t
+ngx_http_snapcache_serve(ngx_http_request_t *r,
+    ngx_http_snapcache_loc_conf_t *slcf, ngx_http_snapcache_req_t *sreq)
+{
+    ngx_int_t                        rc;
+    snapcache_record_t               rec;
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_snapcache_ctx_t        *ctx;
+    ngx_http_snapcache_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_snapcache_module);
+
+    if (smcf->store == NULL) {
+        /* fail closed: no store, no answer, and say why */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "snapcache: the store is not open in this worker, "
+                      "see the error at worker start");
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_snapcache_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ctx->slcf = slcf;
+    ctx->smcf = smcf;
+    ctx->sreq = sreq;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_snapcache_fill_cleanup;
+    cln->data = ctx;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_snapcache_module);
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (snapcache_cache_ident(smcf->store, sreq->url.account.data,
+                              sreq->url.account.len, sreq->url.device.data,
+                              sreq->url.device.len, sreq->url.snapshot.data,
+                              sreq->url.snapshot.len, &ctx->ident)
+        != SNAPCACHE_CACHE_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->variant_byte = sreq->variant->id;
+    ctx->format = ngx_http_snapcache_format(r, sreq->variant);
+
+    ngx_http_snapcache_set_variant(r, &sreq->variant->name);
+
+    rc = ngx_http_snapcache_lookup(r, ctx, ctx->variant_byte, ctx->format,
+                                   &rec);
+
+    if (rc == SNAPCACHE_CACHE_HIT) {
+        ngx_http_snapcache_stat_add(smcf, NGX_HTTP_SNAPCACHE_ST_HITS, 1);
+        return ngx_http_snapcache_send_record(r, ctx, &rec,
+                                              NGX_HTTP_SNAPCACHE_HIT);
+    }
+
+    ngx_http_snapcache_stat_add(smcf, NGX_HTTP_SNAPCACHE_ST_MISSES, 1);
+
+    return ngx_http_snapcache_fill(r, ctx);
+}
+
+
+/*
+ * Without a store, a verified request is answered by the origin
+ * location.  The target is rebuilt from the verified ids only; the
+ * client's query never travels on.
+ */
+static ngx_int_t
+ngx_http_snapcache_forward_to_origin(ngx_http_request_t *r,
+    ngx_http_snapcache_loc_conf_t *slcf, ngx_http_snapcache_req_t *sr)
+{
+    u_char     *p;
+    ngx_str_t   uri, args;
+
+    uri.len = slcf->origin.len + 1 + sr->url.account.len + 1
+              + sr->url.device.len + 1 + sr->url.snapshot.len;
+
+    uri.data = ngx_pnalloc(r->pool, uri.len);
+    if (uri.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(uri.data, slcf->origin.data, slcf->origin.len);
+    *p++ = '/';
+    p = ngx_cpymem(p, sr->url.account.data, sr->url.account.len);
+    *p++ = '/';
+    p = ngx_cpymem(p, sr->url.device.data, sr->url.device.len);
+    *p++ = '/';
+    ngx_memcpy(p, sr->url.snapshot.data, sr->url.snapshot.len);
+
+    ngx_str_null(&args);
+
+    ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_BYPASS);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_internal_redirect(r, &uri, &args);
+}
+
+
+static ngx_int_t
+ngx_http_snapcache_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *reason)
+{
+    size_t        len;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    if (status != NGX_HTTP_FORBIDDEN) {
+        ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    len = ngx_strlen(reason);
+
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, reason, len);
+    *b->last++ = '\n';
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len + 1;
+    ngx_str_set(&r->headers_out.content_type, "text/plain");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    if (status == NGX_HTTP_NOT_ALLOWED) {
+        ngx_table_elt_t  *allow;
+
+        allow = ngx_list_push(&r->headers_out.headers);
+        if (allow == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        allow->hash = 1;
+        ngx_str_set(&allow->key, "Allow");
+        ngx_str_set(&allow->value, "GET, HEAD");
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}

@@ -1,0 +1,269 @@
+
+/*
+ * snapcache: serving a record.  A lookup copies the record out of the
+ * map into the request pool inside its read transaction, and checks it;
+ * everything sent is that copy (or a fill's output), never a pointer
+ * into the map.
+ */
+
+
+#include "ngx_module/ngx_http_snapcache.h"
+#include "adapt/snapcache_adapt.h"
+
+
+static ngx_table_elt_t *ngx_http_snapcache_add_header(ngx_http_request_t *r,
+    const char *key, ngx_str_t *value);
+static void *ngx_http_snapcache_pool_alloc(void *data, size_t size);
+
+
+static ngx_str_t  ngx_http_snapcache_content_types[] = {
+    ngx_null_string,
+    ngx_string("image/jpeg"),
+    ngx_string("image/png"),
+    ngx_string("image/webp"),
+    ngx_string("image/avif")
+};
+
+
+/*
+ * Exact-key lookup; the record is copied into the request pool inside
+ * the read transaction.  An expired record is kept aside as the STALE
+ * fallback and reported as a miss.
+ */
+ngx_int_t
+ngx_http_snapcache_lookup(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, ngx_uint_t variant, ngx_uint_t format,
+    snapcache_record_t *rec)
+{
+    int               rc;
+    snapcache_key_t   key;
+
+    snapcache_cache_key(&ctx->ident, variant, format, &key);
+
+    rc = snapcache_cache_get(ctx->smcf->store, &key, &ctx->ident,
+                             (int64_t) ngx_time(),
+                             SNAPCACHE_GET_STALE | SNAPCACHE_GET_KEEP_BAD, rec,
+                             ngx_http_snapcache_pool_alloc, r->pool);
+
+    switch (rc) {
+
+    case SNAPCACHE_CACHE_HIT:
+        return rc;
+
+    case SNAPCACHE_CACHE_EXPIRED:
+        if (variant == ctx->variant_byte && format == ctx->format) {
+            ctx->stale = *rec;
+            ctx->has_stale = 1;
+        }
+
+        return rc;
+
+    case SNAPCACHE_CACHE_FOREIGN:
+    case SNAPCACHE_CACHE_CORRUPT:
+        ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_CORRUPT,
+                                    1);
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "snapcache: %s record, treated as a miss; "
+                      "the fill replaces it",
+                      snapcache_cache_strerror(rc));
+        return rc;
+
+    default:
+        return rc;
+    }
+}
+
+
+/* A record's body was copied into the request pool by the lookup. */
+ngx_int_t
+ngx_http_snapcache_send_record(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, snapcache_record_t *rec,
+    ngx_http_snapcache_status_e status)
+{
+    ctx->body_in_pool = 1;
+
+    return ngx_http_snapcache_send_body(r, ctx, rec->body, rec->body_len,
+                                        rec->format, rec->expires,
+                                        rec->checksum, status);
+}
+
+
+ngx_int_t
+ngx_http_snapcache_send_body(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, u_char *body, size_t len,
+    ngx_uint_t format, time_t expires, uint32_t etag_sum,
+    ngx_http_snapcache_status_e status)
+{
+    u_char           *p;
+    time_t            age;
+    ngx_int_t         rc;
+    ngx_str_t         v;
+    ngx_buf_t        *b;
+    ngx_chain_t       out;
+    ngx_table_elt_t  *etag;
+
+    ngx_http_snapcache_set_status(r, status);
+
+    if (format == 0
+        || format >= sizeof(ngx_http_snapcache_content_types)
+                     / sizeof(ngx_str_t))
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    age = expires - ngx_time();
+    if (age < 0 || status == NGX_HTTP_SNAPCACHE_STALE) {
+        age = 0;
+    }
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = len;
+    r->headers_out.content_type = ngx_http_snapcache_content_types[format];
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    p = ngx_pnalloc(r->pool, sizeof("private, max-age=") + NGX_TIME_T_LEN
+                             + sizeof("\"-\"") + 2 * NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    v.data = p;
+    v.len = ngx_sprintf(p, "private, max-age=%T", age) - p;
+
+    if (ngx_http_snapcache_add_header(r, "Cache-Control", &v) == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* checksum and length of the exact bytes: stable across refills */
+    p += v.len;
+    v.data = p;
+    v.len = ngx_sprintf(p, "\"%08xD-%xz\"", etag_sum, len) - p;
+
+    etag = ngx_http_snapcache_add_header(r, "ETag", &v);
+    if (etag == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.etag = etag;
+
+    ngx_str_set(&v, "Accept, Save-Data");
+    if (ngx_http_snapcache_add_header(r, "Vary", &v) == NULL
+        || ngx_http_snapcache_add_header(r, "X-Snapcache",
+                                      ngx_http_snapcache_status_name(status))
+           == NULL
+        || ngx_http_snapcache_add_header(r, "X-Snapcache-Variant",
+                                         &ctx->sreq->variant->name)
+           == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (len) {
+        if (ctx->body_in_pool) {
+            b->start = body;
+
+        } else {
+            /* the task's output dies with the task: keep a copy */
+            b->start = ngx_pnalloc(r->pool, len);
+            if (b->start == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            ngx_memcpy(b->start, body, len);
+        }
+
+        b->pos = b->start;
+        b->last = b->start + len;
+        b->end = b->last;
+        b->memory = 1;
+    }
+
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * AVIF, then WebP, when the client accepts it, the variant enables it
+ * and this build can encode it; JPEG otherwise.
+ */
+ngx_uint_t
+ngx_http_snapcache_format(ngx_http_request_t *r,
+    ngx_http_snapcache_variant_t *variant)
+{
+    unsigned          f, allowed, built;
+    ngx_table_elt_t  *accept;
+
+    accept = r->headers_in.accept;
+    built = snapcache_transcode_formats();
+
+    allowed = SNAPCACHE_ADAPT_JPEG;
+
+    if ((variant->formats & SNAPCACHE_ADAPT_WEBP)
+        && (built & (1u << SNAPCACHE_TRANSCODE_WEBP)))
+    {
+        allowed |= SNAPCACHE_ADAPT_WEBP;
+    }
+
+    if ((variant->formats & SNAPCACHE_ADAPT_AVIF)
+        && (built & (1u << SNAPCACHE_TRANSCODE_AVIF)))
+    {
+        allowed |= SNAPCACHE_ADAPT_AVIF;
+    }
+
+    f = snapcache_adapt_format(accept ? (const char *) accept->value.data
+                                      : NULL,
+                               accept ? accept->value.len : 0, allowed);
+
+    switch (f) {
+    case SNAPCACHE_ADAPT_AVIF:
+        return SNAPCACHE_FORMAT_AVIF;
+    case SNAPCACHE_ADAPT_WEBP:
+        return SNAPCACHE_FORMAT_WEBP;
+    default:
+        return SNAPCACHE_FORMAT_JPEG;
+    }
+}
+
+
+static ngx_table_elt_t *
+ngx_http_snapcache_add_header(ngx_http_request_t *r, const char *key,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value = *value;
+
+    return h;
+}
+
+
+static void *
+ngx_http_snapcache_pool_alloc(void *data, size_t size)
+{
+    return ngx_pnalloc((ngx_pool_t *) data, size ? size : 1);
+}
