@@ -13,6 +13,8 @@
 
 
 static ngx_int_t ngx_http_snapcache_init(ngx_conf_t *cf);
+static char *ngx_http_snapcache_check_sec(ngx_conf_t *cf, void *post,
+    void *data);
 static void *ngx_http_snapcache_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_snapcache_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_snapcache_create_loc_conf(ngx_conf_t *cf);
@@ -39,6 +41,32 @@ static void ngx_http_snapcache_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_snapcache_init_module(ngx_cycle_t *cycle);
 
 
+/*
+ * Numbers that would make every request fail are refused at startup:
+ * a zero pixel or size limit refuses every original, a zero timeout
+ * fails every fill.
+ */
+static ngx_conf_num_bounds_t  ngx_http_snapcache_positive_sec = {
+    ngx_http_snapcache_check_sec, 1, 10 * 365 * 86400
+};
+
+static ngx_conf_num_bounds_t  ngx_http_snapcache_any_sec = {
+    ngx_http_snapcache_check_sec, 0, 10 * 365 * 86400
+};
+
+static ngx_conf_num_bounds_t  ngx_http_snapcache_positive_msec = {
+    ngx_conf_check_num_bounds, 1, 24 * 3600 * 1000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_snapcache_original_size_bounds = {
+    ngx_conf_check_num_bounds, 1024, 1024 * 1024 * 1024
+};
+
+static ngx_conf_num_bounds_t  ngx_http_snapcache_max_pixels_bounds = {
+    ngx_conf_check_num_bounds, 1, 0x7fffffff
+};
+
+
 static ngx_command_t  ngx_http_snapcache_commands[] = {
 
     { ngx_string("snapcache"),
@@ -60,7 +88,7 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_snapcache_loc_conf_t, max_lifetime),
-      NULL },
+      &ngx_http_snapcache_positive_sec },
 
     { ngx_string("snapcache_origin"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -102,21 +130,21 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_snapcache_loc_conf_t, ttl),
-      NULL },
+      &ngx_http_snapcache_positive_sec },
 
     { ngx_string("snapcache_ttl_min"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_snapcache_loc_conf_t, ttl_min),
-      NULL },
+      &ngx_http_snapcache_any_sec },
 
     { ngx_string("snapcache_ttl_max"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_snapcache_loc_conf_t, ttl_max),
-      NULL },
+      &ngx_http_snapcache_positive_sec },
 
     { ngx_string("snapcache_keep_original"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
@@ -130,14 +158,14 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_snapcache_loc_conf_t, max_original_size),
-      NULL },
+      &ngx_http_snapcache_original_size_bounds },
 
     { ngx_string("snapcache_max_pixels"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_snapcache_loc_conf_t, max_pixels),
-      NULL },
+      &ngx_http_snapcache_max_pixels_bounds },
 
     { ngx_string("snapcache_thread_pool"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -151,14 +179,14 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_snapcache_loc_conf_t, lock_timeout),
-      NULL },
+      &ngx_http_snapcache_positive_msec },
 
     { ngx_string("snapcache_fill_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_snapcache_loc_conf_t, fill_timeout),
-      NULL },
+      &ngx_http_snapcache_positive_msec },
 
       ngx_null_command
 };
@@ -206,6 +234,24 @@ static ngx_http_snapcache_variant_t  ngx_http_snapcache_default_variants[] = {
     { ngx_string("full"), 1920, 85,
       SNAPCACHE_ADAPT_JPEG|SNAPCACHE_ADAPT_WEBP, 0 }
 };
+
+
+/* ngx_conf_check_num_bounds() for a time_t, whose size may differ. */
+static char *
+ngx_http_snapcache_check_sec(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_conf_num_bounds_t *bounds = post;
+    time_t *sp = data;
+
+    if (*sp < bounds->low || *sp > bounds->high) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "value must be between %i and %i seconds",
+                           bounds->low, bounds->high);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
 
 
 static ngx_int_t

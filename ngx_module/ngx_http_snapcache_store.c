@@ -12,64 +12,370 @@
 #define NGX_HTTP_SNAPCACHE_READER_CHECK  5000
 
 
+static ngx_int_t ngx_http_snapcache_check_parents(ngx_cycle_t *cycle,
+    u_char *path);
+static ngx_int_t ngx_http_snapcache_check_owner(ngx_cycle_t *cycle,
+    ngx_file_info_t *fi, ngx_uid_t user, u_char *path, const char *name);
+static ngx_int_t ngx_http_snapcache_store_file(ngx_cycle_t *cycle,
+    int dirfd, u_char *path, const char *name, ngx_uid_t user,
+    ngx_uint_t change);
+static ngx_int_t ngx_http_snapcache_worker_reaches(ngx_cycle_t *cycle,
+    u_char *path, ngx_uid_t user, ngx_gid_t group);
 static void ngx_http_snapcache_reader_check(ngx_event_t *ev);
 
 
 
 
 /*
- * In the master, as root: create the store directory and hand it and
- * its files to the worker user, as nginx does for its temp paths, so
- * that workers can open the store after dropping privileges.
+ * In the master, as root, at every start, reload and "nginx -t": make
+ * the store directory and give it and LMDB's two files to the worker
+ * user, so that workers can open the store after dropping privileges.
+ * The directory may be writable by the worker user, so nothing in it is
+ * trusted: every change goes through descriptors opened without
+ * following links, and anything unexpected stops the configuration
+ * before a single file is changed.
  */
 ngx_int_t
 ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,
     ngx_http_snapcache_main_conf_t *smcf)
 {
+    int               fd;
     u_char            path[NGX_MAX_PATH];
+    ngx_int_t         rc;
+    ngx_err_t         err;
     ngx_uint_t        i;
     ngx_core_conf_t  *ccf;
+    ngx_file_info_t   fi;
 
-    static const char  *files[] = { "", "/data.mdb", "/lock.mdb", NULL };
+    static const char  *files[] = { "data.mdb", "lock.mdb", NULL };
 
-    if (smcf->store_path.len == 0
-        || smcf->store_path.len + sizeof("/lock.mdb") > NGX_MAX_PATH)
-    {
+    if (smcf->store_path.len == 0) {
         return NGX_OK;
+    }
+
+    if (smcf->store_path.len + 1 > NGX_MAX_PATH) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "snapcache: the store path \"%V\" is too long",
+                      &smcf->store_path);
+        return NGX_ERROR;
     }
 
     ngx_memcpy(path, smcf->store_path.data, smcf->store_path.len);
     path[smcf->store_path.len] = '\0';
 
-    if (ngx_create_dir(path, 0700) == NGX_FILE_ERROR
-        && ngx_errno != NGX_EEXIST)
-    {
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    if (ngx_http_snapcache_check_parents(cycle, path) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (mkdir((const char *) path, 0700) == -1 && ngx_errno != NGX_EEXIST) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
                       "snapcache: cannot create the store directory \"%s\"",
                       path);
         return NGX_ERROR;
     }
 
-    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+    fd = open((const char *) path, O_RDONLY|O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC);
 
-    if (geteuid() != 0 || ccf->user == (ngx_uid_t) NGX_CONF_UNSET_UINT) {
-        return NGX_OK;
+    if (fd == -1) {
+        err = ngx_errno;
+
+        if (lstat((const char *) path, &fi) == 0 && S_ISLNK(fi.st_mode)) {
+            err = ELOOP;
+        }
+
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, err,
+                      "snapcache: the store \"%s\" %s", path,
+                      err == ELOOP
+                      ? "is a symbolic link; give the real directory"
+                      : err == ENOTDIR ? "is not a directory"
+                                       : "cannot be opened");
+        return NGX_ERROR;
     }
 
-    for (i = 0; files[i]; i++) {
-        ngx_sprintf(path, "%V%s%Z", &smcf->store_path, files[i]);
+    rc = NGX_ERROR;
 
-        if (chown((const char *) path, ccf->user, (gid_t) -1) == -1
-            && ngx_errno != NGX_ENOENT)
-        {
+    if (fstat(fd, &fi) == -1) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "snapcache: fstat() \"%s\" failed", path);
+        goto done;
+    }
+
+    if (geteuid() != 0 || ccf->user == (ngx_uid_t) NGX_CONF_UNSET_UINT) {
+        /* the workers run as we do: they can use what we can */
+        if (faccessat(fd, ".", R_OK|W_OK|X_OK, AT_EACCESS) == -1) {
             ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
-                          "snapcache: cannot give \"%s\" to the worker "
-                          "user (uid %d)", path, (int) ccf->user);
-            return NGX_ERROR;
+                          "snapcache: the store directory \"%s\" is not "
+                          "writable", path);
+            goto done;
+        }
+
+        rc = NGX_OK;
+        goto done;
+    }
+
+    if (ngx_http_snapcache_check_owner(cycle, &fi, ccf->user, path, "")
+        != NGX_OK)
+    {
+        goto done;
+    }
+
+    if (fi.st_mode & (S_IWGRP|S_IWOTH)) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "snapcache: the store directory \"%s\" is writable "
+                      "by group or others; make it 0700", path);
+        goto done;
+    }
+
+    /* check every file first, so that a refusal changes nothing */
+    for (i = 0; files[i]; i++) {
+        if (ngx_http_snapcache_store_file(cycle, fd, path, files[i],
+                                          ccf->user, 0)
+            != NGX_OK)
+        {
+            goto done;
         }
     }
 
+    for (i = 0; files[i]; i++) {
+        if (ngx_http_snapcache_store_file(cycle, fd, path, files[i],
+                                          ccf->user, 1)
+            != NGX_OK)
+        {
+            goto done;
+        }
+    }
+
+    if (fi.st_uid != ccf->user
+        && fchown(fd, ccf->user, (gid_t) -1) == -1)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "snapcache: cannot give the store directory \"%s\" "
+                      "to the worker user (uid %d)", path, (int) ccf->user);
+        goto done;
+    }
+
+    if ((fi.st_mode & S_IRWXU) != S_IRWXU
+        && fchmod(fd, (fi.st_mode & 07777) | S_IRWXU) == -1)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "snapcache: fchmod() \"%s\" failed", path);
+        goto done;
+    }
+
+    rc = ngx_http_snapcache_worker_reaches(cycle, path, ccf->user,
+                                           ccf->group);
+
+done:
+
+    close(fd);
+
+    return rc;
+}
+
+
+/*
+ * Each directory above the store must be one that only root (or the
+ * user nginx runs as) can change: otherwise the worker user could move
+ * the store away and put a link to any directory in its place between
+ * two starts.  World-writable directories with the sticky bit, like
+ * /tmp, are fine: nobody else can rename our entries there.
+ */
+static ngx_int_t
+ngx_http_snapcache_check_parents(ngx_cycle_t *cycle, u_char *path)
+{
+    u_char           *p, save;
+    ngx_file_info_t   fi;
+
+    for (p = path + 1; *p; p++) {
+
+        if (*p != '/') {
+            continue;
+        }
+
+        save = *p;
+        *p = '\0';
+
+        if (stat((const char *) path, &fi) == -1) {
+            /* mkdir() below reports a missing parent */
+            *p = save;
+            return NGX_OK;
+        }
+
+        if ((fi.st_uid != 0 && fi.st_uid != geteuid())
+            || ((fi.st_mode & (S_IWGRP|S_IWOTH))
+                && !(fi.st_mode & S_ISVTX)))
+        {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "snapcache: \"%s\", above the store, can be "
+                          "changed by uid %d or by a group or others; "
+                          "the store must sit in directories only root "
+                          "can change", path, (int) fi.st_uid);
+            *p = save;
+            return NGX_ERROR;
+        }
+
+        *p = save;
+    }
+
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_snapcache_check_owner(ngx_cycle_t *cycle, ngx_file_info_t *fi,
+    ngx_uid_t user, u_char *path, const char *name)
+{
+    if (fi->st_uid == 0 || fi->st_uid == user) {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                  "snapcache: \"%s%s%s\" belongs to uid %d, neither root "
+                  "nor the worker user (uid %d); refusing to use it",
+                  path, name[0] ? "/" : "", name, (int) fi->st_uid,
+                  (int) user);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * One of LMDB's files: absent, or a regular file with one link that
+ * belongs to root or the worker user.  O_PATH opens nothing (a FIFO or
+ * a device is never opened) and O_NOFOLLOW gives the link itself, so
+ * the file checked is the file changed.
+ */
+static ngx_int_t
+ngx_http_snapcache_store_file(ngx_cycle_t *cycle, int dirfd, u_char *path,
+    const char *name, ngx_uid_t user, ngx_uint_t change)
+{
+    int              fd;
+    ngx_int_t        rc;
+    const char      *why;
+    ngx_file_info_t  fi;
+
+    fd = openat(dirfd, name, O_PATH|O_NOFOLLOW|O_CLOEXEC);
+
+    if (fd == -1) {
+        if (ngx_errno == NGX_ENOENT) {
+            return NGX_OK;
+        }
+
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "snapcache: cannot open \"%s/%s\"", path, name);
+        return NGX_ERROR;
+    }
+
+    rc = NGX_ERROR;
+    why = NULL;
+
+    if (fstat(fd, &fi) == -1) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "snapcache: fstat() \"%s/%s\" failed", path, name);
+        goto done;
+    }
+
+    if (S_ISLNK(fi.st_mode)) {
+        why = "is a symbolic link";
+
+    } else if (!S_ISREG(fi.st_mode)) {
+        why = "is not a regular file";
+
+    } else if (fi.st_nlink != 1) {
+        why = "has other hard links";
+    }
+
+    if (why) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "snapcache: \"%s/%s\" %s; refusing to use the store "
+                      "(move the directory away to start a new one)",
+                      path, name, why);
+        goto done;
+    }
+
+    if (ngx_http_snapcache_check_owner(cycle, &fi, user, path, name)
+        != NGX_OK)
+    {
+        goto done;
+    }
+
+    if (change && fi.st_uid != user
+        && fchownat(fd, "", user, (gid_t) -1, AT_EMPTY_PATH) == -1)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "snapcache: cannot give \"%s/%s\" to the worker "
+                      "user (uid %d)", path, name, (int) user);
+        goto done;
+    }
+
+    rc = NGX_OK;
+
+done:
+
+    close(fd);
+
+    return rc;
+}
+
+
+/*
+ * The worker user must be able to reach the store through every
+ * directory above it (search permission), or every request would fail
+ * at run time: say so now.  Supplementary groups are not considered.
+ */
+static ngx_int_t
+ngx_http_snapcache_worker_reaches(ngx_cycle_t *cycle, u_char *path,
+    ngx_uid_t user, ngx_gid_t group)
+{
+    u_char           *p, save;
+    ngx_uint_t        mode;
+    ngx_file_info_t   fi;
+
+    for (p = path + 1; /* void */; p++) {
+
+        if (*p != '/' && *p != '\0') {
+            continue;
+        }
+
+        save = *p;
+        *p = '\0';
+
+        if (stat((const char *) path, &fi) == -1) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                          "snapcache: stat() \"%s\" failed", path);
+            *p = save;
+            return NGX_ERROR;
+        }
+
+        if (fi.st_uid == user) {
+            mode = (fi.st_mode >> 6) & 7;
+
+        } else if (fi.st_gid == group) {
+            mode = (fi.st_mode >> 3) & 7;
+
+        } else {
+            mode = fi.st_mode & 7;
+        }
+
+        if (!(mode & 1) || (save == '\0' && (mode & 3) != 3)) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "snapcache: the worker user (uid %d) cannot %s "
+                          "\"%s\", so every request would fail; fix the "
+                          "permissions or the \"user\" directive",
+                          (int) user, save == '\0' ? "write to" : "search",
+                          path);
+            *p = save;
+            return NGX_ERROR;
+        }
+
+        *p = save;
+
+        if (save == '\0') {
+            return NGX_OK;
+        }
+    }
 }
 
 

@@ -4,10 +4,12 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -441,21 +443,22 @@ int
 snapcache_sign_key_load(snapcache_sign_key_t *key, const char *kid,
     const char *path, int *world_readable, char *err, size_t err_size)
 {
-    int          rc;
-    FILE        *f;
+    int          fd, rc;
     char         buf[4 * SNAPCACHE_KEY_MAX];
     size_t       n;
+    ssize_t      got;
     struct stat  st;
 
-    f = fopen(path, "r");
-    if (f == NULL) {
+    /* O_NONBLOCK: a FIFO planted as the key file must not hang startup */
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd == -1) {
         snprintf(err, err_size, "cannot open key file \"%s\": %s", path,
                  strerror(errno));
         return -1;
     }
 
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
         snprintf(err, err_size, "key file \"%s\" is not a regular file",
                  path);
         return -1;
@@ -465,8 +468,22 @@ snapcache_sign_key_load(snapcache_sign_key_t *key, const char *kid,
         *world_readable = (st.st_mode & S_IROTH) != 0;
     }
 
-    n = fread(buf, 1, sizeof(buf), f);
-    fclose(f);
+    n = 0;
+
+    while (n < sizeof(buf)) {
+        got = read(fd, buf + n, sizeof(buf) - n);
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+
+        if (got <= 0) {
+            break;
+        }
+
+        n += (size_t) got;
+    }
+
+    close(fd);
 
     if (n == sizeof(buf)) {
         snprintf(err, err_size, "key file \"%s\" is too long", path);

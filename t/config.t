@@ -88,4 +88,66 @@ for my $loc ('~ ^/snap/', '= /snap/', '/snap') {
         servers => $s);
 }
 
+# a FIFO in place of a key file must not hang nginx -t
+use POSIX qw(mkfifo);
+mkfifo("$d/keys/fifo.key", 0600) or die $!;
+{
+    local $SIG{ALRM} = sub { die "nginx -t hung on a FIFO key file\n" };
+    alarm 20;
+    conf_error('a FIFO as key file', qr/key file ".*fifo\.key" is not a regular file/,
+        server_extra => "        snapcache_sign_key fifo $d/keys/fifo.key;");
+    alarm 0;
+}
+
+# the origin location must exist, in the same server, and be internal
+my $keyline = "        snapcache_sign_key k1 $d/keys/k1.key;\n";
+my $gone = "    server {\n        listen 127.0.0.1:$port;\n$keyline"
+    . "        snapcache_origin /_origin;\n"
+    . "        location /snap/ { snapcache; }\n    }\n";
+conf_error('no origin location', qr/"snapcache_origin \/_origin" of location "\/snap\/" matches no location/,
+    servers => $gone);
+
+my $public = "    server {\n        listen 127.0.0.1:$port;\n$keyline"
+    . "        snapcache_origin /_origin;\n"
+    . "        location /snap/ { snapcache; }\n"
+    . "        location /_origin/ { proxy_pass http://127.0.0.1:9/; }\n"
+    . "    }\n";
+conf_error('origin location not internal', qr/is served by location "\/_origin\/", which is not "internal"/,
+    servers => $public);
+
+my $catchall = "    server {\n        listen 127.0.0.1:$port;\n$keyline"
+    . "        snapcache_origin /_origin;\n"
+    . "        location /snap/ { snapcache; }\n"
+    . "        location / { root $d; }\n    }\n";
+conf_error('origin caught by a public location', qr/is served by location "\/", which is not "internal"/,
+    servers => $catchall);
+
+my $regex = "    server {\n        listen 127.0.0.1:$port;\n$keyline"
+    . "        snapcache_origin /_origin;\n"
+    . "        location /snap/ { snapcache; }\n"
+    . "        location /_origin/ { internal; proxy_pass http://127.0.0.1:9/; }\n"
+    . "        location ~ ^/_origin/a/ { proxy_pass http://127.0.0.1:9; }\n"
+    . "    }\n";
+conf_error('origin taken over by a public regex location', qr/which is not "internal"/,
+    servers => $regex);
+
+my $nested = "    server {\n        listen 127.0.0.1:$port;\n$keyline"
+    . "        location /app/ {\n"
+    . "            snapcache_origin /app/_origin;\n"
+    . "            location /app/snap/ { snapcache; }\n"
+    . "            location /app/_origin/ { internal; proxy_pass http://127.0.0.1:9/; }\n"
+    . "        }\n    }\n";
+$t->write_config(servers => $nested);
+($rc, $out) = $t->test_config;
+is($rc, 0, 'a nested internal origin location is found') or diag $out;
+
+# numbers that would make every request fail
+for my $bad ('snapcache_max_pixels 0', 'snapcache_max_original_size 0',
+    'snapcache_fill_timeout 0', 'snapcache_lock_timeout 0',
+    'snapcache_url_max_lifetime 0', 'snapcache_ttl 0', 'snapcache_ttl_max 0')
+{
+    conf_error($bad, qr/value must be (?:between|equal)/,
+        server_extra => "        $bad;");
+}
+
 done_testing;
