@@ -128,6 +128,7 @@ typedef struct {
     ngx_array_t               *keys;         /* snapcache_sign_key_t */
     time_t                     max_lifetime;
     ngx_str_t                  origin;
+    ngx_array_t               *origin_pass_headers;  /* ngx_str_t */
     ngx_array_t               *variants;     /* the ladder, small first */
     ngx_str_t                  default_variant;
     ngx_uint_t                 default_index;
@@ -276,6 +277,8 @@ void ngx_http_snapcache_fill_cleanup(void *data);
 ngx_int_t ngx_http_snapcache_origin_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_snapcache_fetch_origin(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_http_snapcache_fetched_pt fetched);
+ngx_int_t ngx_http_snapcache_origin_headers(ngx_http_request_t *r,
+    ngx_http_request_t *dst, ngx_http_snapcache_loc_conf_t *slcf);
 
 /* ngx_http_snapcache_shm.c */
 ngx_int_t ngx_http_snapcache_zone_add(ngx_conf_t *cf,

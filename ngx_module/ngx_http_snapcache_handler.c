@@ -403,7 +403,8 @@ ngx_http_snapcache_serve(ngx_http_request_t *r,
 /*
  * Without a store, a verified request is answered by the origin
  * location.  The target is rebuilt from the verified ids only; the
- * client's query never travels on.
+ * client's query and headers never travel on (so $http_* variables in
+ * the access log are empty for these requests).
  */
 static ngx_int_t
 ngx_http_snapcache_forward_to_origin(ngx_http_request_t *r,
@@ -433,6 +434,11 @@ ngx_http_snapcache_forward_to_origin(ngx_http_request_t *r,
     ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_BYPASS);
 
     if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the origin gets the same headers as a fill's subrequest would */
+    if (ngx_http_snapcache_origin_headers(r, r, slcf) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 

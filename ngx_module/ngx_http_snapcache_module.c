@@ -30,6 +30,8 @@ static char *ngx_http_snapcache_merge_ladder(ngx_conf_t *cf,
     ngx_http_snapcache_loc_conf_t *conf);
 static ngx_int_t ngx_http_snapcache_variant_id(ngx_conf_t *cf,
     ngx_http_snapcache_variant_t *v);
+static char *ngx_http_snapcache_origin_pass_header(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_snapcache_store(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_snapcache_zone(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -95,6 +97,13 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_snapcache_loc_conf_t, origin),
+      NULL },
+
+    { ngx_string("snapcache_origin_pass_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_snapcache_origin_pass_header,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("snapcache_store"),
@@ -327,6 +336,7 @@ ngx_http_snapcache_create_loc_conf(ngx_conf_t *cf)
     conf->enable = NGX_CONF_UNSET;
     conf->keys = NGX_CONF_UNSET_PTR;
     conf->max_lifetime = NGX_CONF_UNSET;
+    conf->origin_pass_headers = NGX_CONF_UNSET_PTR;
     conf->variants = NGX_CONF_UNSET_PTR;
     conf->ttl = NGX_CONF_UNSET;
     conf->ttl_min = NGX_CONF_UNSET;
@@ -353,6 +363,8 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->keys, prev->keys, NULL);
     ngx_conf_merge_sec_value(conf->max_lifetime, prev->max_lifetime, 3600);
     ngx_conf_merge_str_value(conf->origin, prev->origin, "");
+    ngx_conf_merge_ptr_value(conf->origin_pass_headers,
+                             prev->origin_pass_headers, NULL);
     ngx_conf_merge_ptr_value(conf->variants, prev->variants, NULL);
     ngx_conf_merge_str_value(conf->default_variant, prev->default_variant,
                              "");
@@ -714,6 +726,82 @@ ngx_http_snapcache_init_main_conf(ngx_conf_t *cf, void *conf)
         {
             return NGX_CONF_ERROR;
         }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * snapcache_origin_pass_header <name> ...: client headers the origin may
+ * see.  Those that frame the request or ask for part of the image, or a
+ * conditional answer, are refused: the fill needs a whole, fresh image.
+ */
+static char *
+ngx_http_snapcache_origin_pass_header(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_snapcache_loc_conf_t *slcf = conf;
+
+    u_char       c;
+    ngx_str_t   *value, *name;
+    ngx_uint_t   i, j;
+
+    static const char  *refused[] = {
+        "host", "connection", "keep-alive", "upgrade", "te", "trailer",
+        "content-length", "transfer-encoding", "expect", "range",
+        "if-range", "if-match", "if-none-match", "if-modified-since",
+        "if-unmodified-since", "accept", "accept-encoding", NULL
+    };
+
+    if (slcf->origin_pass_headers == NGX_CONF_UNSET_PTR) {
+        slcf->origin_pass_headers = ngx_array_create(cf->pool, 4,
+                                                     sizeof(ngx_str_t));
+        if (slcf->origin_pass_headers == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        for (j = 0; j < value[i].len; j++) {
+            c = ngx_tolower(value[i].data[j]);
+
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+                  || c == '-' || c == '_'))
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid header name \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        for (j = 0; refused[j]; j++) {
+            if (value[i].len == ngx_strlen(refused[j])
+                && ngx_strncasecmp(value[i].data, (u_char *) refused[j],
+                                   value[i].len)
+                   == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\" cannot be passed to the origin: "
+                                   "the module sets it or a fill needs a "
+                                   "whole image", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        if (value[i].len == 0) {
+            return "has an empty header name";
+        }
+
+        name = ngx_array_push(slcf->origin_pass_headers);
+        if (name == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *name = value[i];
     }
 
     return NGX_CONF_OK;

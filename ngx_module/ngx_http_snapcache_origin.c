@@ -21,10 +21,6 @@ static ngx_int_t ngx_http_snapcache_check_origin_location(ngx_conf_t *cf,
     ngx_http_core_loc_conf_t *srv, ngx_http_core_loc_conf_t *clcf);
 static ngx_http_core_loc_conf_t *ngx_http_snapcache_find_location(
     ngx_http_core_loc_conf_t *pclcf, ngx_str_t *uri);
-static ngx_int_t ngx_http_snapcache_filter_origin_headers(
-    ngx_http_request_t *r, ngx_http_request_t *sr);
-static ngx_uint_t ngx_http_snapcache_header_dropped(ngx_table_elt_t *h,
-    const char **names);
 static ngx_int_t ngx_http_snapcache_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_snapcache_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
@@ -322,7 +318,7 @@ ngx_http_snapcache_fetch_origin(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_snapcache_filter_origin_headers(r, sr) != NGX_OK) {
+    if (ngx_http_snapcache_origin_headers(r, sr, ctx->slcf) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -351,87 +347,89 @@ ngx_http_snapcache_fetch_origin(ngx_http_request_t *r,
 
 
 /*
- * The origin sees the verified ids in its URI and nothing of the
- * client's credentials or conditions: Range, If-*, Cookie and
- * Authorization are dropped, so the answer is a whole, fresh original.
+ * The origin request carries only what this module decides: the
+ * verified ids in its URI, the image formats we decode, and the client
+ * headers the operator named in snapcache_origin_pass_header (none by
+ * default).  Nothing else of the client's request travels on: no
+ * X-Original-URL for a framework to honour, no credentials, no
+ * conditions or ranges, and no body or Content-Length.  dst may be the
+ * request whose headers src are (an internal redirect without a store).
  */
-static ngx_int_t
-ngx_http_snapcache_filter_origin_headers(ngx_http_request_t *r,
-    ngx_http_request_t *sr)
+ngx_int_t
+ngx_http_snapcache_origin_headers(ngx_http_request_t *r,
+    ngx_http_request_t *dst, ngx_http_snapcache_loc_conf_t *slcf)
 {
-    ngx_uint_t        i;
+    ngx_str_t        *name;
+    ngx_uint_t        i, n;
+    ngx_list_t        src;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h, *nh;
 
-    static const char  *dropped[] = {
-        "range", "if-range", "if-match", "if-none-match",
-        "if-modified-since", "if-unmodified-since", "cookie",
-        "authorization", "proxy-authorization", "accept-encoding", NULL
-    };
+    src = r->headers_in.headers;
 
-    if (ngx_list_init(&sr->headers_in.headers, r->pool, 8,
+    ngx_memzero(&dst->headers_in, sizeof(ngx_http_headers_in_t));
+
+    if (ngx_list_init(&dst->headers_in.headers, r->pool, 4,
                       sizeof(ngx_table_elt_t))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    dst->headers_in.content_length_n = -1;
+    dst->headers_in.keep_alive_n = -1;
+    dst->request_body = NULL;
 
-    for (i = 0; /* void */; i++) {
+    nh = ngx_list_push(&dst->headers_in.headers);
+    if (nh == NULL) {
+        return NGX_ERROR;
+    }
 
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
+    nh->hash = 1;
+    ngx_str_set(&nh->key, "Accept");
+    ngx_str_set(&nh->value, "image/jpeg, image/png, image/webp");
+    nh->lowcase_key = (u_char *) "accept";
+
+    if (slcf->origin_pass_headers == NULL) {
+        return NGX_OK;
+    }
+
+    name = slcf->origin_pass_headers->elts;
+
+    for (n = 0; n < slcf->origin_pass_headers->nelts; n++) {
+
+        part = &src.part;
+        h = part->elts;
+
+        for (i = 0; /* void */; i++) {
+
+            if (i >= part->nelts) {
+                if (part->next == NULL) {
+                    break;
+                }
+
+                part = part->next;
+                h = part->elts;
+                i = 0;
             }
 
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
+            if (h[i].key.len != name[n].len
+                || ngx_strncasecmp(h[i].key.data, name[n].data,
+                                   name[n].len) != 0)
+            {
+                continue;
+            }
 
-        if (ngx_http_snapcache_header_dropped(&h[i], dropped)) {
-            continue;
-        }
+            nh = ngx_list_push(&dst->headers_in.headers);
+            if (nh == NULL) {
+                return NGX_ERROR;
+            }
 
-        nh = ngx_list_push(&sr->headers_in.headers);
-        if (nh == NULL) {
-            return NGX_ERROR;
+            *nh = h[i];
         }
-
-        *nh = h[i];
     }
-
-    sr->headers_in.range = NULL;
-    sr->headers_in.if_range = NULL;
-    sr->headers_in.if_match = NULL;
-    sr->headers_in.if_none_match = NULL;
-    sr->headers_in.if_modified_since = NULL;
-    sr->headers_in.if_unmodified_since = NULL;
-    sr->headers_in.authorization = NULL;
-    sr->headers_in.cookies.nelts = 0;
-#if (NGX_HTTP_GZIP || NGX_HTTP_HEADERS)
-    sr->headers_in.accept_encoding = NULL;
-#endif
 
     return NGX_OK;
-}
-
-
-static ngx_uint_t
-ngx_http_snapcache_header_dropped(ngx_table_elt_t *h, const char **names)
-{
-    for ( /* void */ ; *names; names++) {
-        if (h->key.len == ngx_strlen(*names)
-            && ngx_strncasecmp(h->key.data, (u_char *) *names, h->key.len)
-               == 0)
-        {
-            return 1;
-        }
-    }
-
-    return 0;
 }
 
 

@@ -296,7 +296,7 @@ sub access_log {
 
 # Behaviour is chosen by the snapshot id's prefix, so one origin serves
 # every test: missing*, e500*, slowe500*, hang*, slow*, trunc*, notimg*,
-# huge*; any
+# big* (8 MB of padding after the image), huge*; any
 # other id gets that owner's marker image.
 sub start_origin {
     my ($self, %o) = @_;
@@ -347,6 +347,11 @@ sub _origin_serve {
     print $l "$method $path $hdrs\n";
     close $l;
 
+    # like some web frameworks, this origin lets X-Original-URL override
+    # the path: snapcache must never pass it on
+    my ($orig_url) = $req =~ m{^X-Original-URL:[ \t]*(\S+)}mi;
+    $path = $orig_url if defined $orig_url;
+
     my ($acct, $dev, $snap) = $path =~ m{^/([^/]+)/([^/]+)/([^/?]+)$};
     $snap //= '';
 
@@ -374,6 +379,7 @@ sub _origin_serve {
             len => length $body);
         return;
     }
+    if ($snap =~ /^big/) { $send->('200 OK', $body . ("\0" x (8 << 20))); return }
     if ($snap =~ /^huge/) { $send->('200 OK', $body . ("\0" x (64 << 20))); return }
     if ($snap =~ /^slow/) {
         syswrite $c, "HTTP/1.1 200 OK\r\nContent-Length: " . length($body)
