@@ -246,6 +246,7 @@ extern ngx_module_t  ngx_http_snapcache_module;
 
 /* ngx_http_snapcache_variables.c */
 ngx_int_t ngx_http_snapcache_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_snapcache_redact_init(ngx_conf_t *cf);
 void ngx_http_snapcache_set_status(ngx_http_request_t *r,
     ngx_http_snapcache_status_e status);
 void ngx_http_snapcache_set_variant(ngx_http_request_t *r, ngx_str_t *name);

@@ -12,8 +12,6 @@
 #include "adapt/snapcache_adapt.h"
 
 
-static ngx_int_t ngx_http_snapcache_redact_request_line(
-    ngx_http_request_t *r);
 static ngx_int_t ngx_http_snapcache_split_target(ngx_http_request_t *r,
     ngx_http_snapcache_loc_conf_t *slcf, ngx_str_t *path, ngx_str_t *query,
     ngx_uint_t *has_query);
@@ -43,10 +41,6 @@ ngx_http_snapcache_handler(ngx_http_request_t *r)
     ngx_http_snapcache_main_conf_t  *smcf;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_snapcache_module);
-
-    if (ngx_http_snapcache_redact_request_line(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -111,59 +105,6 @@ ngx_http_snapcache_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_snapcache_serve(r, slcf, sr);
-}
-
-
-/*
- * nginx writes r->request_line into every error log line of the request
- * and into $request in the access log.  A signature is a bearer token
- * until exp, so every "sig=" value in it is replaced before anything can
- * be logged.  r->unparsed_uri, which the parser reads, is left intact.
- */
-static ngx_int_t
-ngx_http_snapcache_redact_request_line(ngx_http_request_t *r)
-{
-    u_char  *p, *q, *end, *dst, *line;
-
-    p = r->request_line.data;
-    end = p + r->request_line.len;
-
-    q = ngx_strlchr(p, end, '?');
-    if (q == NULL) {
-        return NGX_OK;
-    }
-
-    line = ngx_pnalloc(r->pool, r->request_line.len);
-    if (line == NULL) {
-        return NGX_ERROR;
-    }
-
-    dst = ngx_cpymem(line, p, q - p);
-    p = q;
-
-    while (p < end) {
-        *dst++ = *p;
-
-        if ((*p == '?' || *p == '&') && end - p > 4
-            && ngx_strncmp(p + 1, "sig=", 4) == 0)
-        {
-            dst = ngx_cpymem(dst, "sig=", 4);
-            *dst++ = 'x';
-
-            for (p += 5; p < end && *p != '&' && *p != ' '; p++) {
-                /* void */
-            }
-
-            continue;
-        }
-
-        p++;
-    }
-
-    r->request_line.data = line;
-    r->request_line.len = dst - line;
-
-    return NGX_OK;
 }
 
 

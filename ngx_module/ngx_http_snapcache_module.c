@@ -266,6 +266,10 @@ ngx_http_snapcache_check_sec(ngx_conf_t *cf, void *post, void *data)
 static ngx_int_t
 ngx_http_snapcache_init(ngx_conf_t *cf)
 {
+    if (ngx_http_snapcache_redact_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_snapcache_origin_init(cf);
 }
 

@@ -1,6 +1,7 @@
 
 /*
- * snapcache: the $snapcache_* variables for access logs.
+ * snapcache: what the logs see.  The $snapcache_* variables for access
+ * logs, and the redaction of signatures from the request line.
  *
  * $snapcache_status and $snapcache_variant are kept in the indexed
  * variables themselves rather than in the module ctx, because an
@@ -17,6 +18,12 @@ static ngx_int_t ngx_http_snapcache_unset_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_snapcache_stats_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_snapcache_request_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_snapcache_redact_phase(ngx_http_request_t *r);
+static ngx_int_t ngx_http_snapcache_redact(ngx_pool_t *pool, ngx_str_t *line,
+    ngx_str_t *out);
+static ngx_uint_t ngx_http_snapcache_is_sig(u_char *p, u_char *last);
 
 
 static ngx_str_t  ngx_http_snapcache_status_names[] = {
@@ -51,6 +58,8 @@ static ngx_str_t  ngx_http_snapcache_status_var =
 static ngx_str_t  ngx_http_snapcache_variant_var =
     ngx_string("snapcache_variant");
 static ngx_str_t  ngx_http_snapcache_stats_var = ngx_string("snapcache_stats");
+static ngx_str_t  ngx_http_snapcache_request_var =
+    ngx_string("snapcache_request");
 static ngx_int_t  ngx_http_snapcache_status_index;
 static ngx_int_t  ngx_http_snapcache_variant_index;
 
@@ -83,6 +92,14 @@ ngx_http_snapcache_add_variables(ngx_conf_t *cf)
     }
 
     var->get_handler = ngx_http_snapcache_stats_variable;
+
+    var = ngx_http_add_variable(cf, &ngx_http_snapcache_request_var,
+                                NGX_HTTP_VAR_NOCACHEABLE);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_snapcache_request_variable;
 
     ngx_http_snapcache_status_index =
         ngx_http_get_variable_index(cf, &ngx_http_snapcache_status_var);
@@ -184,4 +201,194 @@ ngx_http_snapcache_stats_variable(ngx_http_request_t *r,
     v->not_found = 0;
 
     return NGX_OK;
+}
+
+
+/*
+ * nginx writes r->request_line into the error log lines of a request
+ * and into $request.  A signature is a bearer token until it expires,
+ * so the request line of every request is redacted as soon as nginx
+ * hands the request to the phases.  r->unparsed_uri and r->args, which
+ * the gate and other modules read, are left intact.
+ */
+ngx_int_t
+ngx_http_snapcache_redact_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_snapcache_redact_phase;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_snapcache_redact_phase(ngx_http_request_t *r)
+{
+    if (ngx_http_snapcache_redact(r->pool, &r->request_line,
+                                  &r->request_line)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * $snapcache_request: the request line with signatures redacted, also
+ * for the requests nginx refuses before any module sees them (a bad
+ * Host, a lowercase method, a 414), whose $request is the raw line.
+ */
+static ngx_int_t
+ngx_http_snapcache_request_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t  line;
+
+    if (r->request_line.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (ngx_http_snapcache_redact(r->pool, &r->request_line, &line)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    v->data = line.data;
+    v->len = line.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Every parameter whose name is "sig", in any case and however
+ * percent-encoded, after a '?', '&' or ';' anywhere in the line, keeps
+ * its name and loses its value: "sig=x".  A
+ * line cut short (a 414) is handled the same way.  Without a query the
+ * line is returned as it is, with no copy.
+ */
+static ngx_int_t
+ngx_http_snapcache_redact(ngx_pool_t *pool, ngx_str_t *line, ngx_str_t *out)
+{
+    u_char  *p, *q, *end, *dst, *buf;
+
+    p = line->data;
+    end = p + line->len;
+
+    for (q = p; q < end && *q != '?' && *q != '&' && *q != ';'; q++) {
+        /* void */
+    }
+
+    if (q == end) {
+        *out = *line;
+        return NGX_OK;
+    }
+
+    buf = ngx_pnalloc(pool, line->len + 1);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst = ngx_cpymem(buf, p, q - p);
+    p = q;
+
+    while (p < end) {
+
+        *dst++ = *p;
+
+        if (*p != '?' && *p != '&' && *p != ';') {
+            p++;
+            continue;
+        }
+
+        p++;
+
+        q = p;
+        while (q < end && *q != '=' && *q != '&' && *q != ';' && *q != ' ') {
+            q++;
+        }
+
+        if (q == end || *q != '=' || !ngx_http_snapcache_is_sig(p, q)) {
+            continue;
+        }
+
+        dst = ngx_cpymem(dst, p, q - p + 1);
+        *dst++ = 'x';
+
+        for (p = q + 1;
+             p < end && *p != '&' && *p != ';' && *p != ' ' && *p != '#';
+             p++)
+        {
+            /* void */
+        }
+    }
+
+    out->data = buf;
+    out->len = dst - buf;
+
+    return NGX_OK;
+}
+
+
+/* Is [p, last) the name "sig", after percent-decoding, in any case? */
+static ngx_uint_t
+ngx_http_snapcache_is_sig(u_char *p, u_char *last)
+{
+    u_char      c, name[3];
+    ngx_uint_t  n, i;
+
+    n = 0;
+
+    while (p < last) {
+
+        if (n == 3) {
+            return 0;
+        }
+
+        c = *p++;
+
+        if (c == '%') {
+            if (last - p < 2) {
+                return 0;
+            }
+
+            c = 0;
+
+            for (i = 0; i < 2; i++) {
+                c <<= 4;
+
+                if (p[i] >= '0' && p[i] <= '9') {
+                    c |= p[i] - '0';
+
+                } else if ((p[i] | 0x20) >= 'a' && (p[i] | 0x20) <= 'f') {
+                    c |= (p[i] | 0x20) - 'a' + 10;
+
+                } else {
+                    return 0;
+                }
+            }
+
+            p += 2;
+        }
+
+        name[n++] = ngx_tolower(c);
+    }
+
+    return n == 3 && name[0] == 's' && name[1] == 'i' && name[2] == 'g';
 }
