@@ -189,6 +189,7 @@ typedef struct {
     unsigned                         store_original:1;
     unsigned                         no_store:1;
     unsigned                         lock_held:1;
+    unsigned                         counted:1;    /* in the admission */
     unsigned                         transcoded:1;
 } ngx_http_snapcache_task_t;
 
@@ -231,6 +232,7 @@ struct ngx_http_snapcache_ctx_s {
     size_t                           origin_cap;
 
     unsigned                         lock_held:1;
+    unsigned                         counted:1;    /* in the admission */
     unsigned                         no_store:1;
     unsigned                         has_stale:1;
     unsigned                         body_in_pool:1;

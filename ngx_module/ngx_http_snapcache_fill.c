@@ -14,6 +14,30 @@
 #define NGX_HTTP_SNAPCACHE_WAIT_MSEC  10
 
 
+/*
+ * nginx 1.22's struct ngx_thread_pool_s, which ngx_thread_pool.h keeps
+ * opaque, so that a fill can see a full queue before it fetches an
+ * original it could not transcode.  The module loads only into the nginx
+ * it was built against, and each use checks that the copy names the
+ * pool it should; if not, the check is skipped and the post still
+ * refuses a full queue.
+ */
+static ngx_uint_t  ngx_http_snapcache_fills;
+
+
+typedef struct {
+    ngx_thread_mutex_t         mtx;
+    void                      *queue_first;
+    void                      *queue_last;
+    ngx_int_t                  waiting;
+    ngx_thread_cond_t          cond;
+    ngx_log_t                 *log;
+    ngx_str_t                  name;
+    ngx_uint_t                 threads;
+    ngx_int_t                  max_queue;
+} ngx_http_snapcache_thread_pool_t;
+
+
 static ngx_int_t ngx_http_snapcache_try_fill(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx);
 static void ngx_http_snapcache_wait_handler(ngx_event_t *ev);
@@ -23,6 +47,11 @@ static void ngx_http_snapcache_origin_fetched(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status);
 static void ngx_http_snapcache_fill_failed(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status);
+static ngx_uint_t ngx_http_snapcache_pool_busy(
+    ngx_http_snapcache_loc_conf_t *slcf);
+static ngx_int_t ngx_http_snapcache_pool_full(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx);
+static void ngx_http_snapcache_uncount(ngx_http_snapcache_ctx_t *ctx);
 static ngx_int_t ngx_http_snapcache_post_task(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, u_char *orig, size_t len,
     ngx_uint_t store_original);
@@ -138,6 +167,8 @@ ngx_http_snapcache_wait_handler(ngx_event_t *ev)
 
     case NGX_HTTP_SNAPCACHE_LOCK_FAILED:
         rc = status ? (ngx_int_t) status : NGX_HTTP_BAD_GATEWAY;
+        ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_ERRORS,
+                                    1);
         ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
         break;
 
@@ -177,6 +208,16 @@ ngx_http_snapcache_start_fill(ngx_http_request_t *r,
 {
     ngx_int_t           rc;
     snapcache_record_t  orig;
+
+    /* a fetch whose result the pool could not take is wasted */
+    if (!ctx->counted) {
+        if (ngx_http_snapcache_pool_busy(ctx->slcf)) {
+            return ngx_http_snapcache_pool_full(r, ctx);
+        }
+
+        ctx->counted = 1;
+        ngx_http_snapcache_fills++;
+    }
 
     ngx_http_snapcache_gen_read(ctx->smcf, ctx->ident.acct_tag,
                                 ctx->ident.dev_tag, &ctx->gen);
@@ -229,6 +270,8 @@ ngx_http_snapcache_fill_failed(ngx_http_request_t *r,
 {
     ngx_int_t  rc;
 
+    ngx_http_snapcache_uncount(ctx);
+
     if (ctx->lock_held) {
         ngx_http_snapcache_lock_release(ctx->smcf, ctx->lock_hash,
                                         ctx->fill_id,
@@ -249,6 +292,68 @@ ngx_http_snapcache_fill_failed(ngx_http_request_t *r,
     ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
 
     ngx_http_finalize_request(r, status);
+}
+
+
+/*
+ * Admission: a fill starts only while this worker's fills, from their
+ * start to their task's end, are fewer than the pool's threads and
+ * queue together, so a burst of misses gets 503s at once rather than
+ * origin fetches whose results the pool would refuse.
+ */
+static ngx_uint_t
+ngx_http_snapcache_pool_busy(ngx_http_snapcache_loc_conf_t *slcf)
+{
+    ngx_http_snapcache_thread_pool_t  *tp;
+
+    tp = (ngx_http_snapcache_thread_pool_t *) slcf->thread_pool;
+
+    if (tp->name.len != slcf->thread_pool_name.len
+        || tp->name.data == NULL
+        || ngx_strncmp(tp->name.data, slcf->thread_pool_name.data,
+                       tp->name.len) != 0)
+    {
+        return 0;
+    }
+
+    return ngx_http_snapcache_fills
+           >= tp->threads + (ngx_uint_t) ngx_max(tp->max_queue, 0);
+}
+
+
+static void
+ngx_http_snapcache_uncount(ngx_http_snapcache_ctx_t *ctx)
+{
+    if (ctx->counted) {
+        ctx->counted = 0;
+        ngx_http_snapcache_fills--;
+    }
+}
+
+
+/* 503 now, and the same for the requests waiting on this fill. */
+static ngx_int_t
+ngx_http_snapcache_pool_full(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx)
+{
+    ngx_http_snapcache_uncount(ctx);
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "snapcache: thread pool \"%V\" queue is full, "
+                  "answering 503", &ctx->slcf->thread_pool_name);
+
+    if (ctx->lock_held) {
+        ngx_http_snapcache_lock_release(ctx->smcf, ctx->lock_hash,
+                                        ctx->fill_id,
+                                        NGX_HTTP_SNAPCACHE_LOCK_FAILED,
+                                        NGX_HTTP_SERVICE_UNAVAILABLE);
+        ctx->lock_held = 0;
+    }
+
+    ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_ERRORS, 1);
+    ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
+
+    return NGX_HTTP_SERVICE_UNAVAILABLE;
 }
 
 
@@ -311,6 +416,9 @@ ngx_http_snapcache_post_task(ngx_http_request_t *r,
         ctx->lock_held = 0;
     }
 
+    t->counted = ctx->counted;
+    ctx->counted = 0;
+
     task->handler = ngx_http_snapcache_task_handler;
     task->event.data = t;
     task->event.handler = ngx_http_snapcache_task_done;
@@ -320,20 +428,11 @@ ngx_http_snapcache_post_task(ngx_http_request_t *r,
     t->timer.log = ngx_cycle->log;
 
     if (ngx_thread_task_post(ctx->slcf->thread_pool, task) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "snapcache: thread pool \"%V\" queue is full, "
-                      "answering 503", &ctx->slcf->thread_pool_name);
-
-        if (t->lock_held) {
-            ngx_http_snapcache_lock_release(ctx->smcf, t->lock_hash,
-                                            t->fill_id,
-                                            NGX_HTTP_SNAPCACHE_LOCK_FREE, 0);
-        }
-
+        ctx->lock_held = t->lock_held;
+        ctx->counted = t->counted;
         ngx_destroy_pool(pool);
-        ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
 
-        return NGX_HTTP_SERVICE_UNAVAILABLE;
+        return ngx_http_snapcache_pool_full(r, ctx);
     }
 
     ngx_add_timer(&t->timer, ctx->slcf->fill_timeout);
@@ -449,6 +548,11 @@ ngx_http_snapcache_task_done(ngx_event_t *ev)
     }
 
     ngx_http_snapcache_task_account(t);
+
+    if (t->counted) {
+        t->counted = 0;
+        ngx_http_snapcache_fills--;
+    }
 
     status = 0;
 
@@ -591,6 +695,8 @@ ngx_http_snapcache_fill_cleanup(void *data)
         ctx->task->request = NULL;
         ctx->task = NULL;
     }
+
+    ngx_http_snapcache_uncount(ctx);
 
     if (ctx->lock_held) {
         ngx_http_snapcache_lock_release(ctx->smcf, ctx->lock_hash,

@@ -41,6 +41,7 @@ ngx_http_snapcache_handler(ngx_http_request_t *r)
     ngx_http_snapcache_main_conf_t  *smcf;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_snapcache_module);
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_snapcache_module);
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -87,6 +88,7 @@ ngx_http_snapcache_handler(ngx_http_request_t *r)
                       rc == SNAPCACHE_SIGN_LIFETIME
                           ? " (exp beyond snapcache_url_max_lifetime)" : "",
                       sr->url.kid.len, sr->url.kid.data);
+        ngx_http_snapcache_stat_add(smcf, NGX_HTTP_SNAPCACHE_ST_DENIED, 1);
         ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_DENIED);
         return ngx_http_snapcache_send_error(r, NGX_HTTP_FORBIDDEN,
                                              snapcache_sign_reason(rc));
@@ -97,8 +99,6 @@ ngx_http_snapcache_handler(ngx_http_request_t *r)
         return ngx_http_snapcache_send_error(r, NGX_HTTP_BAD_REQUEST,
                                              "variant");
     }
-
-    smcf = ngx_http_get_module_main_conf(r, ngx_http_snapcache_module);
 
     if (smcf->store_path.len == 0) {
         return ngx_http_snapcache_forward_to_origin(r, slcf, sr);

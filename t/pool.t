@@ -21,6 +21,7 @@ $t->start(
     main => 'thread_pool tiny threads=1 max_queue=1;',
     http => "    snapcache_store $d/store size=64m;\n",
     server_extra => "        snapcache_thread_pool tiny;\n"
+        . "        location = /stats { return 200 \"\$snapcache_stats\\n\"; }\n"
         . "        location /slowfill/ {\n"
         . "            snapcache;\n"
         . "            snapcache_fill_timeout 1ms;\n"
@@ -58,6 +59,15 @@ ok($n503 >= 1, "a full queue answers 503 ($n503 of " . scalar(@ids) . ')');
 ok($n200 >= 1, "and the pool still works ($n200 answered)");
 like($t->error_log, qr/snapcache: thread pool "tiny" queue is full/,
     'with a log line naming the pool');
+
+# the pool's room (1 thread + 1 queued) is known before the origin fetch:
+# a refused fill costs no origin request, and the 503s are counted
+my $fetched = $t->origin_count;
+ok($fetched <= $n200, "no origin fetch for a refused fill ($fetched "
+    . "fetches for $n200 answered)");
+my $stats = $t->request('/stats');
+my ($errors) = $stats->{body} =~ /errors=(\d+)/;
+is($errors, $n503, 'each 503 is counted as an error');
 
 # afterwards, every one of them is served
 my $bad = grep {

@@ -1,0 +1,69 @@
+#!/usr/bin/perl
+
+# The zone's counters say what happened: every refused signature counts
+# as denied, a hit as a hit, a miss and its fill as such, and a failed
+# fill, and each request waiting on it, as an error.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use POSIX qw(_exit);
+use Snapcache::Test qw(build_dir raw_request);
+
+plan skip_all => 'snapmark not built' unless -x build_dir() . '/bin/snapmark';
+
+my $t = Snapcache::Test->new;
+$t->start_origin;
+my $d = $t->dir;
+$t->start(
+    http => "    snapcache_store $d/store size=32m;\n",
+    server_extra =>
+        "        location = /stats { return 200 \"\$snapcache_stats\\n\"; }\n",
+    origin_extra => "            proxy_read_timeout 10s;\n",
+);
+
+sub stats {
+    my $r = $t->request('/stats');
+    return { map { split /=/ } split ' ', $r->{body} };
+}
+
+my %id = (account => 'acct-1', device => 'cam-1', snapshot => 's1');
+
+for my $i (1 .. 7) {
+    my $u = $t->sign_url(%id) =~ s/sig=[^&]+/sig=AAAA$i/r;
+    is($t->request($u)->{status}, 403, "bad signature $i is refused");
+}
+is($t->request($t->sign_url(%id, exp => time() - 10))->{status}, 403,
+    'an expired URL is refused');
+is(stats()->{denied}, 8, 'every refusal counts as denied');
+
+is($t->request($t->sign_url(%id))->{status}, 200, 'a miss');
+is($t->request($t->sign_url(%id))->{status}, 200, 'then a hit');
+my $s = stats();
+is($s->{misses}, 1, 'one miss');
+is($s->{hits}, 1, 'one hit');
+is($s->{fills}, 1, 'one fill');
+is($s->{errors}, 0, 'no errors yet');
+
+# a failing origin, slow enough that three requests wait on one fill
+my @kids;
+for my $i (1 .. 3) {
+    my $pid = fork // die;
+    if (!$pid) {
+        my $r = raw_request($t->port, $t->sign_url(%id,
+            snapshot => 'slowe500-1'));
+        _exit($r->{status} == 502 ? 0 : 1);
+    }
+    push @kids, $pid;
+    select undef, undef, undef, 0.1;
+}
+my $bad = 0;
+for (@kids) { waitpid $_, 0; $bad++ if $? }
+is($bad, 0, 'the failed fill and its waiters all get 502');
+$s = stats();
+is($s->{errors}, 3, 'the failed fill and each waiter count as errors');
+is($s->{coalesced}, 2, 'two of them waited on the first');
+
+done_testing;
