@@ -90,7 +90,7 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_snapcache_loc_conf_t, max_lifetime),
-      &ngx_http_snapcache_positive_sec },
+      &ngx_http_snapcache_any_sec },
 
     { ngx_string("snapcache_origin"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,

@@ -144,7 +144,7 @@ is($rc, 0, 'a nested internal origin location is found') or diag $out;
 # numbers that would make every request fail
 for my $bad ('snapcache_max_pixels 0', 'snapcache_max_original_size 0',
     'snapcache_fill_timeout 0', 'snapcache_lock_timeout 0',
-    'snapcache_url_max_lifetime 0', 'snapcache_ttl 0', 'snapcache_ttl_max 0')
+    'snapcache_ttl 0', 'snapcache_ttl_max 0')
 {
     conf_error($bad, qr/value must be (?:between|equal)/,
         server_extra => "        $bad;");
