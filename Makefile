@@ -82,7 +82,9 @@ ifneq ($(STAGE2_GOALS),)
 $(STAGE2_GOALS): stage2
 	@:
 
-stage2: deps
+# after the other goals given too, so that `make -j2 clean test` cleans
+# before it builds
+stage2: deps $(filter clean deps-bench,$(MAKECMDGOALS))
 	@$(MAKE) --no-print-directory SNAPCACHE_STAGE2=1 $(STAGE2_GOALS)
 endif
 
