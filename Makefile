@@ -4,6 +4,12 @@
 # changed except by `make deps`, which installs Debian packages.
 # `make asan` re-runs the whole suite from build/asan with
 # AddressSanitizer in the libraries, the tests and the nginx module.
+#
+# Every target works on a machine that has only make: it runs in two
+# stages.  Stage one installs the Debian packages (`make deps`) and then
+# runs the goals in a sub-make, stage two, which is the first to read
+# pkg-config, so that the libraries' flags are those of the packages just
+# installed.  Stage one reads nothing from the system.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
@@ -12,11 +18,92 @@ B      ?= build
 SAN    ?=
 ABS_B  := $(abspath $(B))
 
+# ---------------------------------------------------------------- deps
+
+# The Debian packages build, test and run need, one concern a line:
+# a new library or tool is one more line here (and, for a library, one
+# more in PKG_MODULES and a probe in `config`).
+DEB_PKGS :=
+DEB_PKGS += build-essential pkg-config make      # compilers
+DEB_PKGS += nginx nginx-dev                      # the module's build, test server
+DEB_PKGS += libvips-dev libvips-tools libwebp-dev  # transcode/
+DEB_PKGS += liblmdb-dev lmdb-utils               # cache/
+DEB_PKGS += libssl-dev                           # sign/: HMAC-SHA256
+DEB_PKGS += perl                                 # t/*.t
+DEB_PKGS += clang libclang-rt-14-dev             # fuzz/, make asan
+DEB_PKGS += iproute2 curl procps                 # tests and the demo
+
+# what `make bench*` adds: load generators and the anchors it compares to
+BENCH_PKGS :=
+BENCH_PKGS += wrk hyperfine                      # load and timing
+BENCH_PKGS += libnginx-mod-http-image-filter     # the image_filter anchor
+BENCH_PKGS += mate-backgrounds lomiri-wallpapers-20.04  # real photographs
+
+# The pkg-config names of the libraries the C code links, read in stage
+# two only.  `config` probes the same libraries for the nginx module.
+PKG_MODULES :=
+PKG_MODULES += vips libwebpmux                   # transcode/
+PKG_MODULES += lmdb                              # cache/
+
+# Installs the packages of $(1) that are not installed yet, with one
+# dpkg-query; does nothing (and needs no root) when all are there.
+define apt_install
+	@missing=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(strip $(1)) \
+	        2>/dev/null | awk '$$NF == "installed" { ok[$$1] = 1 } \
+	        END { n = split("$(strip $(1))", p, " "); \
+	              for (i = 1; i <= n; i++) if (!ok[p[i]]) printf " %s", p[i] }'); \
+	if [ -n "$$missing" ]; then \
+	    echo "deps: installing$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
+endef
+
+.PHONY: deps deps-bench clean
+deps:
+	$(call apt_install,$(DEB_PKGS))
+
+deps-bench: deps
+	$(call apt_install,$(BENCH_PKGS))
+
+clean:
+	rm -rf build
+
+ifndef SNAPCACHE_STAGE2
+
+# --------------------------------------------------------- stage one
+
+# Every goal but these three is passed to stage two, after `make deps`.
+STAGE2_GOALS := $(filter-out deps deps-bench clean, \
+                    $(or $(MAKECMDGOALS),$(.DEFAULT_GOAL)))
+
+ifneq ($(STAGE2_GOALS),)
+.PHONY: $(STAGE2_GOALS) stage2
+$(STAGE2_GOALS): stage2
+	@:
+
+# after the other goals given too, so that `make -j2 clean test` cleans
+# before it builds
+stage2: deps $(filter clean deps-bench,$(MAKECMDGOALS))
+	@$(MAKE) --no-print-directory SNAPCACHE_STAGE2=1 $(STAGE2_GOALS)
+endif
+
+else
+
+# --------------------------------------------------------- stage two
+
+PKG_MISSING := $(foreach m,$(PKG_MODULES), \
+                   $(if $(shell pkg-config --exists $(m) && echo y),,$(m)))
+ifneq ($(strip $(PKG_MISSING)),)
+$(error pkg-config finds no $(strip $(PKG_MISSING)); `make deps` installs \
+        them (Debian packages: see DEB_PKGS))
+endif
+
 CC     ?= cc
 CLANG  ?= clang
 
-PKG_CFLAGS := $(shell pkg-config --cflags vips lmdb libwebpmux 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs vips lmdb libwebpmux 2>/dev/null)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKG_MODULES))
+PKG_LIBS   := $(shell pkg-config --libs $(PKG_MODULES))
 
 ifneq ($(SAN),)
 SAN_FLAGS  := -fsanitize=$(SAN) -fno-omit-frame-pointer
@@ -56,33 +143,6 @@ MODULE      := $(NGX_BUILD)/ngx_http_snapcache_module.so
 ifneq ($(SAN),)
 NGX_CC_OPT  := --with-cc-opt="$(SAN_FLAGS)" --with-ld-opt="$(SAN_FLAGS)"
 endif
-
-# ---------------------------------------------------------------- deps
-
-DEB_PKGS := build-essential pkg-config nginx nginx-dev libvips-dev \
-            libvips-tools libwebp-dev liblmdb-dev lmdb-utils libssl-dev perl \
-            clang libclang-rt-14-dev iproute2 curl procps
-BENCH_PKGS := wrk hyperfine libnginx-mod-http-image-filter \
-              mate-backgrounds lomiri-wallpapers-20.04
-
-define apt_install
-	@missing=""; for p in $(1); do \
-	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
-	        | grep -q 'ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	    echo "deps: installing$$missing"; \
-	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
-	fi
-endef
-
-.PHONY: deps deps-bench
-deps:
-	$(call apt_install,$(DEB_PKGS))
-
-deps-bench: deps
-	$(call apt_install,$(BENCH_PKGS))
 
 # --------------------------------------------------------------- build
 
@@ -197,6 +257,4 @@ PORT ?= 8080
 run: deps build
 	PORT=$(PORT) SNAPCACHE_BUILD=$(ABS_B) ./tools/run-demo
 
-.PHONY: clean
-clean:
-	rm -rf build
+endif # stage two

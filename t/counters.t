@@ -19,15 +19,8 @@ $t->start_origin;
 my $d = $t->dir;
 $t->start(
     http => "    snapcache_store $d/store size=32m;\n",
-    server_extra =>
-        "        location = /stats { return 200 \"\$snapcache_stats\\n\"; }\n",
     origin_extra => "            proxy_read_timeout 10s;\n",
 );
-
-sub stats {
-    my $r = $t->request('/stats');
-    return { map { split /=/ } split ' ', $r->{body} };
-}
 
 my %id = (account => 'acct-1', device => 'cam-1', snapshot => 's1');
 
@@ -37,11 +30,11 @@ for my $i (1 .. 7) {
 }
 is($t->request($t->sign_url(%id, exp => time() - 10))->{status}, 403,
     'an expired URL is refused');
-is(stats()->{denied}, 8, 'every refusal counts as denied');
+is($t->stats->{denied}, 8, 'every refusal counts as denied');
 
 is($t->request($t->sign_url(%id))->{status}, 200, 'a miss');
 is($t->request($t->sign_url(%id))->{status}, 200, 'then a hit');
-my $s = stats();
+my $s = $t->stats;
 is($s->{misses}, 1, 'one miss');
 is($s->{hits}, 1, 'one hit');
 is($s->{fills}, 1, 'one fill');
@@ -62,7 +55,7 @@ for my $i (1 .. 3) {
 my $bad = 0;
 for (@kids) { waitpid $_, 0; $bad++ if $? }
 is($bad, 0, 'the failed fill and its waiters all get 502');
-$s = stats();
+$s = $t->stats;
 is($s->{errors}, 3, 'the failed fill and each waiter count as errors');
 is($s->{coalesced}, 2, 'two of them waited on the first');
 

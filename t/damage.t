@@ -23,8 +23,7 @@ my $d = $t->dir;
 $t->start(
     main => 'thread_pool snapcache threads=2;',
     http => "    snapcache_store $d/store size=64m;\n",
-    server_extra => "        snapcache_thread_pool snapcache;\n"
-        . "        location = /stats { return 200 \"\$snapcache_stats\\n\"; }\n",
+    server_extra => "        snapcache_thread_pool snapcache;\n",
 );
 
 my @owners = (['alice', 'door', 's1'], ['bob', 'door', 's1'],
@@ -46,10 +45,7 @@ sub owner_ok {
     is($? >> 8, 0, "$name: the body shows $o->[0]/$o->[1]") or diag $out;
 }
 
-sub corrupt_count {
-    my ($c) = $t->request('/stats')->{body} =~ /\bcorrupt=(\d+)/;
-    return $c // -1;
-}
+sub corrupt_count { $t->stats->{corrupt} // -1 }
 
 sub log_count {
     my ($re) = @_;
@@ -101,7 +97,5 @@ for my $o (@owners) {
 cmp_ok(log_count(qr/snapcache: foreign .*record, treated as a miss/), '>=', 1,
     'another owner\'s record was logged as foreign');
 cmp_ok(corrupt_count(), '>=', $before + 3, 'and counted');
-unlike($t->error_log, qr/\[(alert|emerg)\]|signal \d+/,
-    'no worker crashed');
 
 done_testing();

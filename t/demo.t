@@ -23,6 +23,9 @@ my $log = tempdir(CLEANUP => 1) . '/demo.out';
 # images are kept)
 system('rm', '-rf', "$root/var/store");
 
+# the demo's error log, from here on, is checked like a test instance's
+my $log_watch = Snapcache::Test->watch_log("$root/var/log/error.log");
+
 my $pid = fork // die;
 if (!$pid) {
     setsid();

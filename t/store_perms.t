@@ -22,6 +22,8 @@ plan skip_all => 'snapmark not built' unless -x build_dir() . '/bin/snapmark';
 my $nobody = getpwnam('nobody') // die 'no user nobody';
 
 my $t = Snapcache::Test->new;
+# each refusal below is an [emerg] line, on purpose
+$t->expect_log(qr/snapcache: .*(?:is a symbolic link|has other hard links|is not a regular file|belongs to uid 4321|is not a directory|writable by group or others|above the store, can be changed|cannot search)/);
 $t->start_origin;
 my $d = $t->dir;
 

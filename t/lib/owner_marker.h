@@ -1,7 +1,8 @@
 /*
  * Owner markers: test images that carry their (account, device,
  * snapshot) as large colour blocks, and the decoder that reads the owner
- * back from whatever variant was served.  This is the oracle for I1.
+ * back from whatever variant was served.  This is the oracle for the
+ * identity invariant (docs/architecture.md).
  *
  * The image is a 16 x 9 grid.  The four corners are a fixed sync
  * pattern; the other 140 cells hold 40 bits of a hash of each id and a

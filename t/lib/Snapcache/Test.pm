@@ -6,6 +6,12 @@ package Snapcache::Test;
 #
 # The signer here is independent of sign/: it uses Perl's Digest::SHA, so
 # the C implementation is checked against a second one.
+#
+# Every instance is checked when the test ends (at done_testing, or when
+# the instance goes away before): nginx is stopped, and its error log
+# must hold no sanitizer report and no [alert], [crit] or [emerg] line
+# but those the test declared with expect_log().  That check is one more
+# test result per instance.
 
 use strict;
 use warnings;
@@ -17,52 +23,99 @@ use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use MIME::Base64 qw(encode_base64url);
 use POSIX qw(:sys_wait_h);
+use Scalar::Util qw(weaken);
 use Test::More ();
+use Test2::API qw(test2_add_callback_testing_done);
 use Time::HiRes qw(sleep time);
 
 use Exporter 'import';
 our $IMAGE_SIZE = '1920x1080';
 our @EXPORT_OK = qw(sign_url mint_query hmac_sig raw_request free_port
-    build_dir);
+    reserve_port release_port build_dir);
 
 my $ROOT = abs_path(__FILE__ . '/../../../..');
 
 sub build_dir { $ENV{SNAPCACHE_BUILD} || "$ROOT/build" }
 
+# ----------------------------------------------------------------- ports
+
+# Ports are reserved as nginx-tests' port() does: a port is chosen by
+# binding it, and stays bound until just before the server that uses it
+# binds it, so no other process can take it in between.  Each port holds
+# a listening TCP socket (the kernel picks a port no one listens on) and
+# a UDP socket on the same number, kept for the whole test, so that
+# other instances of this harness, on this machine, never choose it even
+# while the TCP socket is closed for nginx.
+my %held;
+
+sub reserve_port {
+    for (1 .. 50) {
+        my $tcp = IO::Socket::INET->new(Listen => 128, Proto => 'tcp',
+            LocalAddr => '127.0.0.1', LocalPort => 0, ReuseAddr => 1)
+            or die "no free port: $!";
+        my $port = $tcp->sockport;
+        my $udp = IO::Socket::INET->new(Proto => 'udp',
+            LocalAddr => "127.0.0.1:$port") or next;
+        $held{$port} = { tcp => $tcp, udp => $udp };
+        return $port;
+    }
+    die "no free port: every one the kernel offered is held by another "
+        . "test\n";
+}
+
+# Closes a reserved port's TCP socket, so that a server can bind it; the
+# UDP lock stays.
+sub release_port {
+    my ($port) = @_;
+    my $h = $held{$port} or return;
+    close delete $h->{tcp} if $h->{tcp};
+}
+
+# Takes a reserved port back after its server stopped; a port someone
+# else took meanwhile is left alone (the next start says so).
+sub rehold_port {
+    my ($port) = @_;
+    my $h = $held{$port} or return;
+    $h->{tcp} //= IO::Socket::INET->new(Listen => 128, Proto => 'tcp',
+        LocalAddr => "127.0.0.1:$port", ReuseAddr => 1);
+}
+
+# The reserved listening socket itself, for a server run by this process.
+sub take_port_socket {
+    my ($port) = @_;
+    my $h = $held{$port} or return;
+    return delete $h->{tcp};
+}
+
+# A free port for a server started by another program (tools/run-demo):
+# reserved, then released at once, keeping the UDP lock.
 sub free_port {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
-        LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
-        or die "no free port: $!";
-    my $port = $s->sockport;
-    close $s;
+    my $port = reserve_port();
+    release_port($port);
     return $port;
 }
 
-my @test_dirs;
+# ---------------------------------------------------------------- teardown
 
-# A sanitizer report in any worker's log fails the test that ran it.
-END {
-    for my $d (@test_dirs) {
-        open my $f, '<', "$d/logs/error.log" or next;
-        local $/;
-        my $log = <$f>;
-        if ($log =~ /(ERROR: (?:AddressSanitizer|LeakSanitizer)[^\n]*)/) {
-            Test::More->builder->ok(0, "sanitizer report in the error log: $1");
-            $? = 1;
-        }
-    }
-}
+my %live;
+
+test2_add_callback_testing_done(sub {
+    $_->teardown for grep { defined } values %live;
+});
 
 sub new {
     my ($class, %opt) = @_;
     my $self = bless {
         dir => tempdir('snapcache-t-XXXXXX', TMPDIR => 1,
             CLEANUP => !$ENV{SNAPCACHE_KEEP}),
-        port => free_port(),
-        origin_port => free_port(),
+        port => reserve_port(),
+        origin_port => reserve_port(),
+        stats_port => reserve_port(),
         workers => $opt{workers} || 2,
         keys => {},
         pids => [],
+        owner => $$,
+        expect_log => [@{ $opt{expect_log} || [] }],
     }, $class;
 
     chmod 0755, $self->{dir};
@@ -71,14 +124,72 @@ sub new {
 
     $self->add_key($_) for @{ $opt{keys} || ['k1'] };
 
-    push @test_dirs, $self->{dir};
+    $self->_track;
 
     return $self;
 }
 
+# An error log written by an nginx this harness did not start (the demo),
+# checked like an instance's from here on: only lines added from now.
+sub watch_log {
+    my ($class, $file, %opt) = @_;
+    my $self = bless {
+        log_file => $file,
+        log_offset => -s $file // 0,
+        pids => [],
+        owner => $$,
+        expect_log => [@{ $opt{expect_log} || [] }],
+    }, $class;
+    $self->_track;
+    return $self;
+}
+
+sub _track {
+    my ($self) = @_;
+    $live{"$self"} = $self;
+    weaken $live{"$self"};
+}
+
+# Declares [alert], [crit] or [emerg] lines this test causes on purpose
+# (a killed worker, a broken config): each pattern allows the lines it
+# matches, and only those.
+sub expect_log {
+    my ($self, @re) = @_;
+    push @{ $self->{expect_log} }, @re;
+    return $self;
+}
+
+# Stops nginx and checks its error log, once; called at done_testing (or
+# at the end of a test that died), or when the instance goes away first.
+sub teardown {
+    my ($self) = @_;
+    return if $self->{torn_down} || $self->{owner} != $$;
+    $self->{torn_down} = 1;
+    delete $live{"$self"};
+    $self->stop;
+
+    my $hub = Test2::API::test2_stack()->top;
+    return if ($hub->plan // '') eq 'SKIP';
+
+    my $log = $self->error_log;
+    my @bad = grep {
+        my $line = $_;
+        !grep { $line =~ $_ } @{ $self->{expect_log} };
+    } $log =~ /^.*\[(?:alert|crit|emerg)\].*$/mg;
+    push @bad, $1
+        if $log =~ /(ERROR: (?:AddressSanitizer|LeakSanitizer)[^\n]*)/;
+
+    my $tb = Test::More->builder;
+    my $name = $self->{log_file} // "$self->{dir}/logs/error.log";
+    $tb->ok(!@bad, 'no sanitizer report and no unexpected alert, crit or '
+        . "emerg line in the error log")
+        or $tb->diag(join "\n", "in $name:",
+            @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
+}
 sub dir { $_[0]{dir} }
 sub port { $_[0]{port} }
 sub origin_port { $_[0]{origin_port} }
+sub stats_port { $_[0]{stats_port} }
 sub key { $_[0]{keys}{$_[1]} }
 
 # A fresh random key, stored as hex in a 0600 file like an operator would.
@@ -195,6 +306,13 @@ http {
     scgi_temp_path $d/tmp/scgi;
 $http
 $servers
+    # the harness's own: \$t->stats reads the zone's counters here
+    server {
+        listen 127.0.0.1:$self->{stats_port};
+        location = /stats {
+            return 200 "\$snapcache_stats\\n";
+        }
+    }
 }
 EOF
     open my $f, '>', "$d/nginx.conf" or die $!;
@@ -224,6 +342,7 @@ sub start {
     my ($self, %o) = @_;
     $self->write_config(%o) unless $o{keep_config};
     my $cmd = join ' ', map { "'$_'" } $self->nginx_cmd();
+    release_port($_) for $self->{port}, $self->{stats_port};
     my $out = `$cmd 2>&1`;
     die "nginx failed to start: $out\n" . $self->error_log if $?;
     $self->wait_port($self->{port});
@@ -266,6 +385,7 @@ sub stop {
         kill 'KILL', $pid if kill 0, $pid;
     }
     $self->{started} = 0;
+    rehold_port($_) for $self->{port}, $self->{stats_port};
 }
 
 sub wait_port {
@@ -280,9 +400,20 @@ sub wait_port {
 
 sub error_log {
     my ($self) = @_;
-    open my $f, '<', "$self->{dir}/logs/error.log" or return '';
+    open my $f, '<', $self->{log_file} // "$self->{dir}/logs/error.log"
+        or return '';
+    seek $f, $self->{log_offset}, 0 if $self->{log_offset};
     local $/;
-    return <$f>;
+    return <$f> // '';
+}
+
+# The zone's counters ($snapcache_stats) as { name => number }, from the
+# server the harness adds to every config; {} when there is no zone.
+sub stats {
+    my ($self) = @_;
+    my $r = raw_request($self->{stats_port}, '/stats');
+    die "stats: status $r->{status}\n" unless $r->{status} == 200;
+    return { map { split /=/, $_, 2 } split ' ', $r->{body} };
 }
 
 sub access_log {
@@ -307,8 +438,9 @@ sub start_origin {
     $self->{image_size} = $o{image_size} if $o{image_size};
     $Snapcache::Test::IMAGE_SIZE = $self->{image_size} // '1920x1080';
 
-    my $listen = IO::Socket::INET->new(Listen => 128,
-        LocalAddr => "127.0.0.1:$port", Proto => 'tcp', ReuseAddr => 1)
+    my $listen = take_port_socket($port)
+        // IO::Socket::INET->new(Listen => 128,
+            LocalAddr => "127.0.0.1:$port", Proto => 'tcp', ReuseAddr => 1)
         or die "origin listen: $!";
 
     my $pid = fork // die;
@@ -319,8 +451,10 @@ sub start_origin {
         return $pid;
     }
 
-    # its own process group, so that hanging children die with it
+    # its own process group, so that hanging children die with it; and
+    # no copy of the other reserved sockets, which nginx is to bind
     setpgrp(0, 0);
+    close $_->{tcp} for grep { $_->{tcp} } values %held;
     $SIG{CHLD} = 'IGNORE';
     while (1) {
         my $c = $listen->accept or next;
@@ -474,7 +608,11 @@ sub parse_response {
 
 sub DESTROY {
     my ($self) = @_;
-    local $?;
+    local ($?, $@);
+    return unless ($self->{owner} // 0) == $$;
+    if (${^GLOBAL_PHASE} ne 'DESTRUCT') {
+        $self->teardown;
+    }
     $self->stop;
     kill 'KILL', map { -$_ } @{ $self->{pids} } if @{ $self->{pids} || [] };
     waitpid $_, 0 for @{ $self->{pids} || [] };
