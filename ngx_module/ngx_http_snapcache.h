@@ -24,8 +24,8 @@ typedef struct {
     ngx_str_t                  name;
     ngx_uint_t                 width;
     ngx_uint_t                 quality;
-    ngx_uint_t                 formats;      /* SNAPCACHE_ADAPT_* bits */
-    ngx_uint_t                 id;           /* the key's variant byte */
+    ngx_uint_t                 formats;      /* SNAPCACHE_FORMAT_BIT()s */
+    ngx_uint_t                 id;           /* the key's variant */
 } ngx_http_snapcache_variant_t;
 
 
@@ -104,7 +104,6 @@ typedef struct {
     ngx_slab_pool_t           *shpool;
     ngx_http_snapcache_shctx_t *sh;
 
-    ngx_array_t               *specs;        /* distinct variants, by id */
     void                      *store;        /* snapcache_cache_t */
     ngx_event_t                reader_check;
     ngx_uint_t                 used;         /* some location has snapcache */

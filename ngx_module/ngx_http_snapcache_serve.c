@@ -59,15 +59,6 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 
-static ngx_str_t  ngx_http_snapcache_content_types[] = {
-    ngx_null_string,
-    ngx_string("image/jpeg"),
-    ngx_string("image/png"),
-    ngx_string("image/webp"),
-    ngx_string("image/avif")
-};
-
-
 /* The entry point for a verified request. */
 ngx_int_t
 ngx_http_snapcache_serve(ngx_http_request_t *r,
@@ -197,6 +188,10 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
                       "snapcache: %s record, treated as a miss; "
                       "the fill replaces it",
                       snapcache_cache_strerror(rc));
+        return rc;
+
+    case SNAPCACHE_CACHE_DAMAGED:
+        ngx_http_snapcache_store_damaged(ctx->smcf, r->connection->log);
         return rc;
 
     default:
@@ -1087,14 +1082,13 @@ ngx_http_snapcache_send_body(ngx_http_request_t *r,
     ngx_str_t         v;
     ngx_buf_t        *b;
     ngx_chain_t       out;
+    const char       *mime;
     ngx_table_elt_t  *etag;
 
     ngx_http_snapcache_set_status(r, status);
 
-    if (format == 0
-        || format >= sizeof(ngx_http_snapcache_content_types)
-                     / sizeof(ngx_str_t))
-    {
+    mime = snapcache_format_mime(format);
+    if (mime == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1105,7 +1099,8 @@ ngx_http_snapcache_send_body(ngx_http_request_t *r,
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = len;
-    r->headers_out.content_type = ngx_http_snapcache_content_types[format];
+    r->headers_out.content_type.data = (u_char *) mime;
+    r->headers_out.content_type.len = ngx_strlen(mime);
     r->headers_out.content_type_len = r->headers_out.content_type.len;
 
     p = ngx_pnalloc(r->pool, sizeof("private, max-age=") + NGX_TIME_T_LEN

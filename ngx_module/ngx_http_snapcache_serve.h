@@ -113,6 +113,8 @@ time_t ngx_http_snapcache_max_age(ngx_http_request_t *r);
 time_t ngx_http_snapcache_ttl(ngx_http_snapcache_loc_conf_t *slcf,
     time_t max_age);
 void ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t);
+void ngx_http_snapcache_store_damaged(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_log_t *log);
 
 ngx_int_t ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,
     ngx_http_snapcache_main_conf_t *smcf);

@@ -179,38 +179,41 @@ ngx_uint_t
 ngx_http_snapcache_format(ngx_http_request_t *r,
     ngx_http_snapcache_variant_t *variant)
 {
-    unsigned          f, allowed, built;
+    unsigned          allowed;
     ngx_table_elt_t  *accept;
 
     accept = r->headers_in.accept;
-    built = snapcache_transcode_formats();
 
-    allowed = SNAPCACHE_ADAPT_JPEG;
+    allowed = SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_JPEG)
+              | (variant->formats & snapcache_transcode_formats());
 
-    if ((variant->formats & SNAPCACHE_ADAPT_WEBP)
-        && (built & (1u << SNAPCACHE_TRANSCODE_WEBP)))
-    {
-        allowed |= SNAPCACHE_ADAPT_WEBP;
+    return snapcache_adapt_format(accept ? (const char *) accept->value.data
+                                         : NULL,
+                                  accept ? accept->value.len : 0, allowed);
+}
+
+
+/*
+ * A damaged LMDB file fails every get and put: said once per worker,
+ * loudly, with what to do; requests go on as uncached misses.
+ */
+void
+ngx_http_snapcache_store_damaged(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_log_t *log)
+{
+    static ngx_uint_t  logged;
+
+    if (logged) {
+        return;
     }
 
-    if ((variant->formats & SNAPCACHE_ADAPT_AVIF)
-        && (built & (1u << SNAPCACHE_TRANSCODE_AVIF)))
-    {
-        allowed |= SNAPCACHE_ADAPT_AVIF;
-    }
+    logged = 1;
 
-    f = snapcache_adapt_format(accept ? (const char *) accept->value.data
-                                      : NULL,
-                               accept ? accept->value.len : 0, allowed);
-
-    switch (f) {
-    case SNAPCACHE_ADAPT_AVIF:
-        return SNAPCACHE_FORMAT_AVIF;
-    case SNAPCACHE_ADAPT_WEBP:
-        return SNAPCACHE_FORMAT_WEBP;
-    default:
-        return SNAPCACHE_FORMAT_JPEG;
-    }
+    ngx_log_error(NGX_LOG_CRIT, log, 0,
+                  "snapcache: the store \"%V\" is damaged, every request is "
+                  "served from the origin, uncached: stop nginx, move the "
+                  "store directory away and start nginx, which makes a new "
+                  "empty store", &smcf->store_path);
 }
 
 
@@ -303,6 +306,10 @@ ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t)
     }
 
     ngx_http_snapcache_stat_add(t->smcf, NGX_HTTP_SNAPCACHE_ST_NOT_STORED, 1);
+
+    if (t->store_rc == SNAPCACHE_CACHE_DAMAGED) {
+        ngx_http_snapcache_store_damaged(t->smcf, t->log);
+    }
 
     level = (t->store_rc == SNAPCACHE_CACHE_ABORTED) ? NGX_LOG_INFO
                                                      : NGX_LOG_WARN;
