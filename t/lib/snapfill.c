@@ -4,15 +4,18 @@
  *
  *   snapfill <store dir> <n> [outdated <k>]
  *
- * Stores n records (owners acct-<i%3>/cam-<i%5>/s<i>, a 320-px JPEG
- * rung, bodies of 100-400 bytes), then, with outdated, plants k records
- * of the older layout (a one-byte variant in the key, an 80-byte
- * header), as a store written before the layout changed holds them.
+ * Creates the directory if need be and stores n records (owners
+ * acct-<i%3>/cam-<i%5>/s<i>, a 320-px JPEG rung, bodies of 100-400
+ * bytes); then, with outdated, plants k records of the older layout (a
+ * one-byte variant in the key, an 80-byte header), as a store written
+ * before the layout changed holds them.
  */
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <lmdb.h>
@@ -166,6 +169,10 @@ main(int argc, char **argv)
     n = atoi(argv[2]);
     if (n < 0 || k < 0 || k > n) {
         die("counts", "want 0 <= k <= n");
+    }
+
+    if (mkdir(argv[1], 0700) != 0 && errno != EEXIST) {
+        die(argv[1], strerror(errno));
     }
 
     memset(&conf, 0, sizeof(conf));
