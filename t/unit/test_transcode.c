@@ -2,11 +2,11 @@
  * transcode/: the libvips variant pipeline.  Sizes per input format and
  * variant, no upscale, progressive JPEG, EXIF orientation, metadata
  * stripped, truncated, oversized and disallowed inputs, zero and random
- * bytes, clean state after every failure, determinism, and the
- * isolation regressions from DESIGN.md with owner-marker images.  Every
- * input is generated here.  With SNAPCACHE_FUZZ_SEEDS set to a
- * directory, the small inputs are also written there as the seed corpus
- * of fuzz/fuzz_transcode.
+ * bytes, clean state after every failure, determinism, and isolation
+ * (a reused input buffer, two threads at once) with owner-marker
+ * images.  Every input is generated here.  With SNAPCACHE_FUZZ_SEEDS set
+ * to a directory, the small inputs are also written there as the seed
+ * corpus of fuzz/fuzz_transcode.
  */
 
 #define _GNU_SOURCE
