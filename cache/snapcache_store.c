@@ -420,6 +420,12 @@ snapcache_cache_open(const snapcache_cache_conf_t *conf,
         return SNAPCACHE_CACHE_ERROR;
     }
 
+    if (!cache->read_only && conf->map_size == 0) {
+        free(cache);
+        snprintf(err, err_size, "a store needs a map size");
+        return SNAPCACHE_CACHE_ERROR;
+    }
+
     rc = cache->read_only ? open_read_only(cache, conf, err, err_size)
                           : open_read_write(cache, conf, err, err_size);
     if (rc != SNAPCACHE_CACHE_OK) {
@@ -442,9 +448,7 @@ snapcache_cache_open(const snapcache_cache_conf_t *conf,
     rc = load_secret(cache, secret);
     if (rc != 0) {
         OPENSSL_cleanse(secret, sizeof(secret));
-        rc = fail(err, err_size, cache->read_only
-                                 ? "not a snapcache store, no secret in"
-                                 : "cannot read the store secret in",
+        rc = fail(err, err_size, "cannot read the store secret in",
                   conf->path, rc);
         goto failed;
     }
