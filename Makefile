@@ -127,6 +127,7 @@ EXTRA_BINS  :=
 CLI_DEPS    :=
 
 include sign/sign.mk
+-include format/format.mk
 -include cache/cache.mk
 -include transcode/transcode.mk
 -include adapt/adapt.mk

@@ -143,18 +143,20 @@ unsigned
 snapcache_adapt_format(const char *accept, size_t len, unsigned allowed)
 {
     if (accept == NULL) {
-        return SNAPCACHE_ADAPT_JPEG;
+        return SNAPCACHE_FORMAT_JPEG;
     }
 
-    if ((allowed & SNAPCACHE_ADAPT_AVIF) && accepts(accept, len, "image/avif"))
+    if ((allowed & SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_AVIF))
+        && accepts(accept, len, "image/avif"))
     {
-        return SNAPCACHE_ADAPT_AVIF;
+        return SNAPCACHE_FORMAT_AVIF;
     }
 
-    if ((allowed & SNAPCACHE_ADAPT_WEBP) && accepts(accept, len, "image/webp"))
+    if ((allowed & SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_WEBP))
+        && accepts(accept, len, "image/webp"))
     {
-        return SNAPCACHE_ADAPT_WEBP;
+        return SNAPCACHE_FORMAT_WEBP;
     }
 
-    return SNAPCACHE_ADAPT_JPEG;
+    return SNAPCACHE_FORMAT_JPEG;
 }

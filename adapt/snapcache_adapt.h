@@ -13,13 +13,10 @@
 
 #include <stddef.h>
 
+#include "format/snapcache_format.h"
+
 
 #define SNAPCACHE_ADAPT_NONE     -1
-
-/* output formats, as bits of a variant's allowed set */
-#define SNAPCACHE_ADAPT_JPEG     0x01
-#define SNAPCACHE_ADAPT_WEBP     0x02
-#define SNAPCACHE_ADAPT_AVIF     0x04
 
 
 typedef struct {
@@ -47,10 +44,11 @@ int snapcache_adapt_choose(const snapcache_adapt_request_t *req,
     snapcache_adapt_choice_t *choice);
 
 /*
- * Picks the output format from an Accept header value (may be NULL) and
- * the formats allowed (the variant's, as far as the build can encode
- * them): AVIF, then WebP, when the client lists it with a non-zero q and
- * it is allowed; else JPEG.
+ * Picks the output format (a snapcache_format_e) from an Accept header
+ * value (may be NULL) and the formats allowed, as SNAPCACHE_FORMAT_BIT
+ * bits (the variant's, as far as the build can encode them): AVIF, then
+ * WebP, when the client lists it with a non-zero q and it is allowed;
+ * else JPEG.
  */
 unsigned snapcache_adapt_format(const char *accept, size_t len,
     unsigned allowed);

@@ -36,6 +36,7 @@
 #define BATCH         32
 #define NOW           1700000000
 #define ROUNDS        3
+#define VARIANT       snapcache_cache_variant(320, 50, 1)
 
 
 typedef struct {
@@ -158,10 +159,10 @@ fill(snapcache_cache_t *cache, uint64_t n)
         for (j = 0; j < b; j++) {
             ident_of(cache, i + j, &idents[j]);
             memset(&items[j], 0, sizeof(snapcache_put_t));
-            snapcache_cache_key(&idents[j], 1, SNAPCACHE_FORMAT_JPEG,
+            snapcache_cache_key(&idents[j], VARIANT, SNAPCACHE_FORMAT_JPEG,
                                 &items[j].key);
             items[j].ident = &idents[j];
-            items[j].variant = 1;
+            items[j].variant = VARIANT;
             items[j].format = SNAPCACHE_FORMAT_JPEG;
             items[j].width = 320;
             items[j].height = 180;
@@ -216,7 +217,7 @@ sample(snapcache_cache_t *cache, uint64_t n, uint64_t m)
         idx[j] = t;
 
         ident_of(cache, idx[i], &l[i].ident);
-        snapcache_cache_key(&l[i].ident, 1, SNAPCACHE_FORMAT_JPEG,
+        snapcache_cache_key(&l[i].ident, VARIANT, SNAPCACHE_FORMAT_JPEG,
                             &l[i].key);
     }
 

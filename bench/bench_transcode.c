@@ -127,7 +127,7 @@ limit_one(const originals_t *o, int i, const snapcache_variant_spec_t *spec)
 
     g_object_unref(in);
 
-    if (spec->format == SNAPCACHE_TRANSCODE_WEBP) {
+    if (spec->format == SNAPCACHE_FORMAT_WEBP) {
         rc = vips_webpsave_buffer(img, &buf, &len, "Q", spec->quality,
                                   "strip", TRUE, NULL);
     } else {
@@ -200,7 +200,7 @@ limit_threads(const originals_t *o, int n, int width, int quality)
     limit_job_t               jobs[16];
     snapcache_variant_spec_t  spec;
 
-    spec_of(&spec, width, quality, SNAPCACHE_TRANSCODE_JPEG);
+    spec_of(&spec, width, quality, SNAPCACHE_FORMAT_JPEG);
 
     n = n < 1 ? 1 : n > 16 ? 16 : n;
     t0 = now_s();
@@ -242,7 +242,7 @@ bench(const originals_t *o, int width, int format)
     }
 
     printf("%d %s %.1f %.1f\n", width,
-           format == SNAPCACHE_TRANSCODE_WEBP ? "webp" : "jpeg", ours, limit);
+           snapcache_format_name((unsigned) format), ours, limit);
     fflush(stdout);
 }
 
@@ -291,7 +291,7 @@ main(int argc, char **argv)
 
         if (snapcache_transcode_probe(data, len, MAX_BYTES, MAX_PIXELS,
                                       &probe) != SNAPCACHE_TRANSCODE_OK
-            || probe.format != SNAPCACHE_TRANSCODE_JPEG)
+            || probe.format != SNAPCACHE_FORMAT_JPEG)
         {
             fprintf(stderr, "bench_transcode: %s is not a usable JPEG\n",
                     argv[first + i]);
@@ -308,10 +308,10 @@ main(int argc, char **argv)
         return 0;
     }
 
-    bench(&o, 320, SNAPCACHE_TRANSCODE_JPEG);
-    bench(&o, 640, SNAPCACHE_TRANSCODE_JPEG);
-    bench(&o, 1280, SNAPCACHE_TRANSCODE_JPEG);
-    bench(&o, 320, SNAPCACHE_TRANSCODE_WEBP);
+    bench(&o, 320, SNAPCACHE_FORMAT_JPEG);
+    bench(&o, 640, SNAPCACHE_FORMAT_JPEG);
+    bench(&o, 1280, SNAPCACHE_FORMAT_JPEG);
+    bench(&o, 320, SNAPCACHE_FORMAT_WEBP);
 
     return 0;
 }

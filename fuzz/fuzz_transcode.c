@@ -61,8 +61,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     snapcache_probe_t          probe;
     snapcache_variant_spec_t   spec;
     snapcache_transcode_out_t  out;
-    static const int           formats[] = { SNAPCACHE_TRANSCODE_JPEG,
-                                             SNAPCACHE_TRANSCODE_WEBP };
+    static const int           formats[] = { SNAPCACHE_FORMAT_JPEG,
+                                             SNAPCACHE_FORMAT_WEBP };
 
     if (size < 1) {
         return 0;

@@ -21,6 +21,7 @@
 #include "sign/snapcache_sign.h"
 #include "cache/snapcache_cache.h"
 #include "transcode/snapcache_transcode.h"
+#include "format/snapcache_format.h"
 
 
 #define NGX_HTTP_SNAPCACHE_LOCKS       1024
@@ -35,8 +36,8 @@ typedef struct {
     ngx_str_t                  name;
     ngx_uint_t                 width;
     ngx_uint_t                 quality;
-    ngx_uint_t                 formats;      /* SNAPCACHE_ADAPT_* bits */
-    ngx_uint_t                 id;           /* the key's variant byte */
+    ngx_uint_t                 formats;      /* SNAPCACHE_FORMAT_BIT()s */
+    ngx_uint_t                 id;           /* the key's variant */
 } ngx_http_snapcache_variant_t;
 
 
@@ -115,7 +116,6 @@ typedef struct {
     ngx_slab_pool_t           *shpool;
     ngx_http_snapcache_shctx_t *sh;
 
-    ngx_array_t               *specs;        /* distinct variants, by id */
     void                      *store;        /* snapcache_cache_t */
     ngx_event_t                reader_check;
     ngx_uint_t                 used;         /* some location has snapcache */
@@ -309,6 +309,8 @@ ngx_int_t ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,
 ngx_int_t ngx_http_snapcache_open_store(ngx_cycle_t *cycle,
     ngx_http_snapcache_main_conf_t *smcf);
 void ngx_http_snapcache_close_store(ngx_http_snapcache_main_conf_t *smcf);
+void ngx_http_snapcache_store_damaged(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_log_t *log);
 
 
 #endif /* _NGX_HTTP_SNAPCACHE_H_INCLUDED_ */

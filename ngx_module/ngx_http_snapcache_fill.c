@@ -623,6 +623,10 @@ ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t)
 
     ngx_http_snapcache_stat_add(t->smcf, NGX_HTTP_SNAPCACHE_ST_NOT_STORED, 1);
 
+    if (t->store_rc == SNAPCACHE_CACHE_DAMAGED) {
+        ngx_http_snapcache_store_damaged(t->smcf, t->log);
+    }
+
     level = (t->store_rc == SNAPCACHE_CACHE_ABORTED) ? NGX_LOG_INFO
                                                      : NGX_LOG_WARN;
 

@@ -16,13 +16,6 @@ static ngx_table_elt_t *ngx_http_snapcache_add_header(ngx_http_request_t *r,
 static void *ngx_http_snapcache_pool_alloc(void *data, size_t size);
 
 
-static ngx_str_t  ngx_http_snapcache_content_types[] = {
-    ngx_null_string,
-    ngx_string("image/jpeg"),
-    ngx_string("image/png"),
-    ngx_string("image/webp"),
-    ngx_string("image/avif")
-};
 
 
 /*
@@ -56,6 +49,10 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
             ctx->has_stale = 1;
         }
 
+        return rc;
+
+    case SNAPCACHE_CACHE_DAMAGED:
+        ngx_http_snapcache_store_damaged(ctx->smcf, r->connection->log);
         return rc;
 
     case SNAPCACHE_CACHE_FOREIGN:
@@ -99,15 +96,14 @@ ngx_http_snapcache_send_body(ngx_http_request_t *r,
     ngx_int_t         rc;
     ngx_str_t         v;
     ngx_buf_t        *b;
+    const char       *mime;
     ngx_chain_t       out;
     ngx_table_elt_t  *etag;
 
     ngx_http_snapcache_set_status(r, status);
 
-    if (format == 0
-        || format >= sizeof(ngx_http_snapcache_content_types)
-                     / sizeof(ngx_str_t))
-    {
+    mime = snapcache_format_mime(format);
+    if (mime == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -118,7 +114,8 @@ ngx_http_snapcache_send_body(ngx_http_request_t *r,
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = len;
-    r->headers_out.content_type = ngx_http_snapcache_content_types[format];
+    r->headers_out.content_type.data = (u_char *) mime;
+    r->headers_out.content_type.len = ngx_strlen(mime);
     r->headers_out.content_type_len = r->headers_out.content_type.len;
 
     p = ngx_pnalloc(r->pool, sizeof("private, max-age=") + NGX_TIME_T_LEN
@@ -207,38 +204,17 @@ ngx_uint_t
 ngx_http_snapcache_format(ngx_http_request_t *r,
     ngx_http_snapcache_variant_t *variant)
 {
-    unsigned          f, allowed, built;
+    unsigned          allowed;
     ngx_table_elt_t  *accept;
 
     accept = r->headers_in.accept;
-    built = snapcache_transcode_formats();
 
-    allowed = SNAPCACHE_ADAPT_JPEG;
+    allowed = SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_JPEG)
+              | (variant->formats & snapcache_transcode_formats());
 
-    if ((variant->formats & SNAPCACHE_ADAPT_WEBP)
-        && (built & (1u << SNAPCACHE_TRANSCODE_WEBP)))
-    {
-        allowed |= SNAPCACHE_ADAPT_WEBP;
-    }
-
-    if ((variant->formats & SNAPCACHE_ADAPT_AVIF)
-        && (built & (1u << SNAPCACHE_TRANSCODE_AVIF)))
-    {
-        allowed |= SNAPCACHE_ADAPT_AVIF;
-    }
-
-    f = snapcache_adapt_format(accept ? (const char *) accept->value.data
-                                      : NULL,
-                               accept ? accept->value.len : 0, allowed);
-
-    switch (f) {
-    case SNAPCACHE_ADAPT_AVIF:
-        return SNAPCACHE_FORMAT_AVIF;
-    case SNAPCACHE_ADAPT_WEBP:
-        return SNAPCACHE_FORMAT_WEBP;
-    default:
-        return SNAPCACHE_FORMAT_JPEG;
-    }
+    return snapcache_adapt_format(accept ? (const char *) accept->value.data
+                                         : NULL,
+                                  accept ? accept->value.len : 0, allowed);
 }
 
 

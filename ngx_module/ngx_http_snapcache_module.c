@@ -232,16 +232,21 @@ ngx_module_t  ngx_http_snapcache_module = {
 };
 
 
+#define NGX_HTTP_SNAPCACHE_JPEG_WEBP                                          \
+    (SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_JPEG)                              \
+     | SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_WEBP))
+
+
 /* The default ladder: thumb 320/q50, sd 640/q65, hd 1280/q75, full 1920/q85 */
 static ngx_http_snapcache_variant_t  ngx_http_snapcache_default_variants[] = {
     { ngx_string("thumb"), 320, 50,
-      SNAPCACHE_ADAPT_JPEG|SNAPCACHE_ADAPT_WEBP, 0 },
+      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0 },
     { ngx_string("sd"), 640, 65,
-      SNAPCACHE_ADAPT_JPEG|SNAPCACHE_ADAPT_WEBP, 0 },
+      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0 },
     { ngx_string("hd"), 1280, 75,
-      SNAPCACHE_ADAPT_JPEG|SNAPCACHE_ADAPT_WEBP, 0 },
+      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0 },
     { ngx_string("full"), 1920, 85,
-      SNAPCACHE_ADAPT_JPEG|SNAPCACHE_ADAPT_WEBP, 0 }
+      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0 }
 };
 
 
@@ -492,58 +497,21 @@ ngx_http_snapcache_merge_ladder(ngx_conf_t *cf,
 
 
 /*
- * Every distinct variant (name, width, quality, formats) in the whole
- * configuration gets its own key byte, 1..254, so that two locations'
- * ladders sharing one store can never read each other's rungs.
+ * A rung's key names it by what it is: width, quality and the version of
+ * the transcode pipeline, so that a record made for another rung, by
+ * another configuration or an older pipeline, is never read for it.
  */
 static ngx_int_t
 ngx_http_snapcache_variant_id(ngx_conf_t *cf, ngx_http_snapcache_variant_t *v)
 {
-    ngx_uint_t                       i;
-    ngx_http_snapcache_variant_t    *spec, *s;
-    ngx_http_snapcache_main_conf_t  *smcf;
+    v->id = snapcache_cache_variant(v->width, v->quality,
+                                    SNAPCACHE_TRANSCODE_PIPELINE);
 
-    if (v->id) {
-        return NGX_OK;
-    }
-
-    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_snapcache_module);
-
-    if (smcf->specs == NULL) {
-        smcf->specs = ngx_array_create(cf->pool, 8,
-                                       sizeof(ngx_http_snapcache_variant_t));
-        if (smcf->specs == NULL) {
-            return NGX_ERROR;
-        }
-    }
-
-    s = smcf->specs->elts;
-
-    for (i = 0; i < smcf->specs->nelts; i++) {
-        if (s[i].width == v->width && s[i].quality == v->quality
-            && s[i].formats == v->formats && s[i].name.len == v->name.len
-            && ngx_strncmp(s[i].name.data, v->name.data, v->name.len) == 0)
-        {
-            v->id = s[i].id;
-            return NGX_OK;
-        }
-    }
-
-    if (smcf->specs->nelts >= 254) {
+    if (v->id == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "too many distinct snapcache variants, at most "
-                           "254");
+                           "variant \"%V\" cannot be keyed", &v->name);
         return NGX_ERROR;
     }
-
-    spec = ngx_array_push(smcf->specs);
-    if (spec == NULL) {
-        return NGX_ERROR;
-    }
-
-    *spec = *v;
-    spec->id = smcf->specs->nelts;
-    v->id = spec->id;
 
     return NGX_OK;
 }
@@ -961,13 +929,13 @@ ngx_http_snapcache_parse_formats(ngx_str_t *list, ngx_uint_t *formats)
         len = (comma ? comma : end) - p;
 
         if (len == 4 && ngx_strncmp(p, "jpeg", 4) == 0) {
-            *formats |= SNAPCACHE_ADAPT_JPEG;
+            *formats |= SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_JPEG);
 
         } else if (len == 4 && ngx_strncmp(p, "webp", 4) == 0) {
-            *formats |= SNAPCACHE_ADAPT_WEBP;
+            *formats |= SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_WEBP);
 
         } else if (len == 4 && ngx_strncmp(p, "avif", 4) == 0) {
-            *formats |= SNAPCACHE_ADAPT_AVIF;
+            *formats |= SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_AVIF);
 
         } else {
             return NGX_ERROR;
@@ -977,7 +945,7 @@ ngx_http_snapcache_parse_formats(ngx_str_t *list, ngx_uint_t *formats)
     }
 
     /* JPEG is what every client decodes: it is always available */
-    *formats |= SNAPCACHE_ADAPT_JPEG;
+    *formats |= SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_JPEG);
 
     return NGX_OK;
 }
@@ -1034,7 +1002,7 @@ ngx_http_snapcache_variant(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     v->name = value[1];
     v->width = 0;
     v->quality = 0;
-    v->formats = SNAPCACHE_ADAPT_JPEG|SNAPCACHE_ADAPT_WEBP;
+    v->formats = NGX_HTTP_SNAPCACHE_JPEG_WEBP;
     v->id = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {

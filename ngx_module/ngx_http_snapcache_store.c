@@ -476,3 +476,27 @@ ngx_http_snapcache_reader_check(ngx_event_t *ev)
         ngx_add_timer(ev, NGX_HTTP_SNAPCACHE_READER_CHECK);
     }
 }
+
+
+/*
+ * A store LMDB cannot walk is said once per worker, with what to do;
+ * requests meanwhile are filled from the origin and not stored.
+ */
+void
+ngx_http_snapcache_store_damaged(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_log_t *log)
+{
+    static ngx_uint_t  logged;
+
+    if (logged) {
+        return;
+    }
+
+    logged = 1;
+
+    ngx_log_error(NGX_LOG_CRIT, log, 0,
+                  "snapcache: the store \"%V\" is damaged, every request is "
+                  "served from the origin, uncached: stop nginx, move the "
+                  "store directory away and start nginx, which makes a new "
+                  "empty store", &smcf->store_path);
+}

@@ -4,6 +4,9 @@
 # damaged by hand, then every record given another's value (another
 # owner's, or another variant's).  None of them is ever served: each is
 # a logged miss, the fill replaces it, and every body shows its owner.
+# Then a damaged LMDB file (its branch pages zeroed): every request is
+# served from the origin, uncached, and each worker says so once, at
+# crit, with what to do.
 
 use strict;
 use warnings;
@@ -14,8 +17,9 @@ use Snapcache::Test qw(build_dir);
 
 my $snapmark = build_dir() . '/bin/snapmark';
 my $damage = build_dir() . '/bin/snapdamage';
-plan skip_all => "snapmark or snapdamage not built"
-    unless -x $snapmark && -x $damage;
+my $fill = build_dir() . '/bin/snapfill';
+plan skip_all => "snapmark, snapdamage or snapfill not built"
+    unless -x $snapmark && -x $damage && -x $fill;
 
 my $t = Snapcache::Test->new(workers => 2);
 $t->start_origin;
@@ -97,5 +101,44 @@ for my $o (@owners) {
 cmp_ok(log_count(qr/snapcache: foreign .*record, treated as a miss/), '>=', 1,
     'another owner\'s record was logged as foreign');
 cmp_ok(corrupt_count(), '>=', $before + 3, 'and counted');
+
+# ---------------------------------------------------- a damaged file
+
+$t->stop;
+
+my $store = "$d/damaged";
+`'$fill' '$store' 400`;
+is($? >> 8, 0, 'a store of 400 records');
+my $pages = `'$damage' '$store' branches`;
+chomp $pages;
+cmp_ok($pages, '>=', 1, "its branch pages zeroed ($pages)");
+
+my $t2 = Snapcache::Test->new(workers => 1);
+$t2->expect_log(qr/\[crit\].*snapcache: the store ".*" is damaged/);
+$t2->start_origin;
+$t2->start(
+    main => 'thread_pool snapcache threads=2;',
+    http => "    snapcache_store $store size=64m;\n",
+    server_extra => "        snapcache_thread_pool snapcache;\n",
+);
+
+for my $i (1 .. 3) {
+    my $o = ['carol', 'porch', 's1'];
+    my $r = $t2->request($t2->sign_url(account => $o->[0],
+        device => $o->[1], snapshot => $o->[2], v => 'thumb'));
+    is($r->{status}, 200, "request $i on the damaged store: 200");
+    is($r->{headers}{'x-snapcache'}, 'MISS', 'a MISS, served from the origin');
+    owner_ok($r, $o, "request $i");
+}
+
+my $log = $t2->error_log;
+my @crit = grep { /\[crit\].*snapcache: the store "\Q$store\E" is damaged/ }
+    split /\n/, $log;
+is(scalar @crit, 1, 'one crit line from the worker, naming the store');
+like($crit[0] // '', qr/stop nginx, move the store directory away and start nginx/,
+    'with what to do');
+like($log, qr/fill served uncached: the store file is damaged/,
+    'each fill is served uncached');
+unlike($log, qr/\[(alert|emerg)\]|exited on signal/, 'no worker crashed');
 
 done_testing();

@@ -21,26 +21,27 @@ static const char  *allowed_loaders[] = {
 };
 
 
+/* The format a loader reads; ANY for none of the allowed ones. */
 static int
 loader_format(const char *name)
 {
     if (name == NULL) {
-        return 0;
+        return SNAPCACHE_FORMAT_ANY;
     }
 
     if (strcmp(name, "VipsForeignLoadJpegBuffer") == 0) {
-        return SNAPCACHE_TRANSCODE_JPEG;
+        return SNAPCACHE_FORMAT_JPEG;
     }
 
     if (strcmp(name, "VipsForeignLoadPngBuffer") == 0) {
-        return SNAPCACHE_TRANSCODE_PNG;
+        return SNAPCACHE_FORMAT_PNG;
     }
 
     if (strcmp(name, "VipsForeignLoadWebpBuffer") == 0) {
-        return SNAPCACHE_TRANSCODE_WEBP;
+        return SNAPCACHE_FORMAT_WEBP;
     }
 
-    return 0;
+    return SNAPCACHE_FORMAT_ANY;
 }
 
 
@@ -99,11 +100,11 @@ snapcache_transcode_init(char *err, size_t err_size)
         vips_operation_block_set(allowed_loaders[i], FALSE);
     }
 
-    transcode_formats = 1u << SNAPCACHE_TRANSCODE_JPEG
-                        | 1u << SNAPCACHE_TRANSCODE_WEBP;
+    transcode_formats = SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_JPEG)
+                        | SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_WEBP);
 
     if (avif_works()) {
-        transcode_formats |= 1u << SNAPCACHE_TRANSCODE_AVIF;
+        transcode_formats |= SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_AVIF);
     }
 
     return 0;
@@ -163,7 +164,7 @@ header_read(const void *data, size_t len, size_t max_bytes,
     format = loader_format(loader);
     vips_error_clear();
 
-    if (format == 0) {
+    if (format == SNAPCACHE_FORMAT_ANY) {
         return SNAPCACHE_TRANSCODE_UNSUPPORTED;
     }
 
@@ -242,7 +243,7 @@ thumbnail(const void *data, size_t len, const snapcache_probe_t *probe,
     int         rc;
     VipsImage  *in;
 
-    if (probe->format != SNAPCACHE_TRANSCODE_JPEG) {
+    if (probe->format != SNAPCACHE_FORMAT_JPEG) {
         return vips_thumbnail_buffer((void *) data, len, out, width,
                                      "height", VIPS_MAX_COORD,
                                      "size", VIPS_SIZE_DOWN,
@@ -317,7 +318,7 @@ normalise(VipsImage **img, int format)
         *img = t;
     }
 
-    if (format == SNAPCACHE_TRANSCODE_JPEG && vips_image_hasalpha(*img)) {
+    if (format == SNAPCACHE_FORMAT_JPEG && vips_image_hasalpha(*img)) {
         VipsArrayDouble  *white;
         double            w[] = { 255.0 };
 
@@ -396,7 +397,7 @@ encode(VipsImage *img, const snapcache_variant_spec_t *spec, void **buf,
 
     switch (spec->format) {
 
-    case SNAPCACHE_TRANSCODE_JPEG:
+    case SNAPCACHE_FORMAT_JPEG:
         progressive = vips_image_get_width(img)
                       >= (spec->progressive_min_width > 0
                           ? spec->progressive_min_width : 1000);
@@ -405,7 +406,7 @@ encode(VipsImage *img, const snapcache_variant_spec_t *spec, void **buf,
                                     "strip", TRUE, "interlace", progressive,
                                     "optimize_coding", TRUE, NULL);
 
-    case SNAPCACHE_TRANSCODE_WEBP:
+    case SNAPCACHE_FORMAT_WEBP:
         if (vips_webpsave_buffer(img, buf, len, "Q", spec->quality,
                                  "strip", TRUE, NULL)
             != 0)
@@ -445,14 +446,14 @@ snapcache_transcode(const void *data, size_t len,
     memset(out, 0, sizeof(snapcache_transcode_out_t));
 
     if (spec->width <= 0 || spec->quality < 1 || spec->quality > 100
-        || (spec->format != SNAPCACHE_TRANSCODE_JPEG
-            && spec->format != SNAPCACHE_TRANSCODE_WEBP
-            && spec->format != SNAPCACHE_TRANSCODE_AVIF))
+        || (spec->format != SNAPCACHE_FORMAT_JPEG
+            && spec->format != SNAPCACHE_FORMAT_WEBP
+            && spec->format != SNAPCACHE_FORMAT_AVIF))
     {
         return SNAPCACHE_TRANSCODE_BAD_VARIANT;
     }
 
-    if (!(transcode_formats & (1u << spec->format))) {
+    if (!(transcode_formats & SNAPCACHE_FORMAT_BIT(spec->format))) {
         return SNAPCACHE_TRANSCODE_ENCODER_MISSING;
     }
 

@@ -16,12 +16,16 @@
 
 #include <stddef.h>
 
+#include "format/snapcache_format.h"
 
-/* formats, the same numbers as the cache's format byte */
-#define SNAPCACHE_TRANSCODE_JPEG     1
-#define SNAPCACHE_TRANSCODE_PNG      2
-#define SNAPCACHE_TRANSCODE_WEBP     3
-#define SNAPCACHE_TRANSCODE_AVIF     4
+
+/*
+ * The version of the pipeline's output.  Bump it whenever the same
+ * input and spec would give different bytes (another libvips step,
+ * option or encoder setting): it is part of every variant's cache key,
+ * so records made by an older pipeline are never served again.
+ */
+#define SNAPCACHE_TRANSCODE_PIPELINE  1
 
 
 typedef enum {
@@ -38,7 +42,7 @@ typedef enum {
 
 
 typedef struct {
-    int  format;                  /* SNAPCACHE_TRANSCODE_* */
+    int  format;                  /* snapcache_format_e */
     int  width;
     int  height;
 } snapcache_probe_t;
@@ -47,7 +51,7 @@ typedef struct {
 typedef struct {
     int  width;                   /* target width; never upscaled */
     int  quality;                 /* 1..100 */
-    int  format;                  /* JPEG, WEBP or AVIF */
+    int  format;                  /* SNAPCACHE_FORMAT_JPEG, WEBP, AVIF */
     int  progressive_min_width;   /* JPEG at least this wide is
                                      progressive; 0 means 1000 */
 } snapcache_variant_spec_t;
@@ -71,7 +75,7 @@ typedef struct {
  */
 int snapcache_transcode_init(char *err, size_t err_size);
 
-/* The output formats this build can encode, as 1 << format bits. */
+/* The output formats this build can encode, as SNAPCACHE_FORMAT_BIT bits. */
 unsigned snapcache_transcode_formats(void);
 
 /* Reads the header only: format and size, within the limits. */

@@ -1,20 +1,37 @@
 /*
- * snapdamage: damages a live store by hand, with LMDB directly, as a bug
- * or a bad disk would, for the end-to-end tests of what the module does
- * with records that fail their checks.
+ * snapdamage: damages a store by hand, as a bug or a bad disk would, for
+ * the end-to-end tests of what the module and `snapcache inspect` do
+ * with records that fail their checks and with a damaged LMDB file.
  *
  *   snapdamage <store dir> flip <offset>  flips one byte of every record
  *   snapdamage <store dir> rotate         gives every record the value of
  *                                         the next one, in key order
+ *   snapdamage <store dir> branches       zeroes every B-tree branch page
+ *                                         of data.mdb (nginx stopped)
  *
- * Prints the number of records changed.
+ * flip and rotate go through LMDB; branches writes the file directly.
+ * Prints the number of records, or pages, changed.
  */
 
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lmdb.h>
+
+
+/* LMDB 0.9's page header: pgno(8), pad(2), flags(2), lower/upper or pages */
+#define PAGE_FLAGS      10
+#define PAGE_PAGES      12
+#define P_BRANCH        0x01
+#define P_OVERFLOW      0x04
+#define P_META          0x08
+
+/* the meta page: its header (16), magic, version, address, mapsize, psize */
+#define META_PSIZE      40
 
 
 typedef struct {
@@ -47,6 +64,79 @@ dup_val(const MDB_val *v)
 }
 
 
+static uint32_t
+le32(const unsigned char *p)
+{
+    return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16
+           | (uint32_t) p[3] << 24;
+}
+
+
+/*
+ * Walks data.mdb page by page, stepping over overflow runs, and zeroes
+ * each page whose header says branch: the inner pages of every tree
+ * (and stale copies among the free pages, which nothing reads).
+ */
+static int
+zero_branches(const char *dir)
+{
+    int             fd, n;
+    char            path[4096];
+    off_t           at, size;
+    uint32_t        psize, run;
+    unsigned char  *page;
+
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+
+    fd = open(path, O_RDWR);
+    if (fd == -1) {
+        perror(path);
+        exit(1);
+    }
+
+    page = malloc(65536);
+    if (page == NULL || pread(fd, page, 64, 0) != 64) {
+        exit(1);
+    }
+
+    psize = le32(page + META_PSIZE);
+    if (psize < 512 || psize > 65536 || (psize & (psize - 1)) != 0) {
+        fprintf(stderr, "snapdamage: no LMDB meta page in %s\n", path);
+        exit(1);
+    }
+
+    size = lseek(fd, 0, SEEK_END);
+    n = 0;
+
+    for (at = 2 * (off_t) psize; at + psize <= size; at += psize) {
+        if (pread(fd, page, psize, at) != (ssize_t) psize) {
+            exit(1);
+        }
+
+        if (page[PAGE_FLAGS] & P_OVERFLOW) {
+            run = le32(page + PAGE_PAGES);
+            at += (off_t) (run > 1 ? run - 1 : 0) * psize;
+            continue;
+        }
+
+        if ((page[PAGE_FLAGS] & (P_BRANCH | P_META)) == P_BRANCH) {
+            memset(page, 0, psize);
+
+            if (pwrite(fd, page, psize, at) != (ssize_t) psize) {
+                exit(1);
+            }
+
+            n++;
+        }
+    }
+
+    close(fd);
+    free(page);
+
+    return n;
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -59,11 +149,17 @@ main(int argc, char **argv)
     MDB_val      k, v, nv;
     MDB_cursor  *cur;
 
+    if (argc == 3 && strcmp(argv[2], "branches") == 0) {
+        printf("%d\n", zero_branches(argv[1]));
+        return 0;
+    }
+
     flip = argc == 4 && strcmp(argv[2], "flip") == 0;
 
     if (!flip && !(argc == 3 && strcmp(argv[2], "rotate") == 0)) {
         fprintf(stderr, "usage: snapdamage <store dir> flip <offset>\n"
-                        "       snapdamage <store dir> rotate\n");
+                        "       snapdamage <store dir> rotate\n"
+                        "       snapdamage <store dir> branches\n");
         return 2;
     }
 

@@ -87,35 +87,38 @@ len_of(const char *s)
 static void
 test_format(void)
 {
-    unsigned  both = SNAPCACHE_ADAPT_JPEG | SNAPCACHE_ADAPT_WEBP;
+    unsigned  both = SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_JPEG)
+                     | SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_WEBP);
+    unsigned  jpeg = SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_JPEG);
+    unsigned  avif = SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_AVIF);
 
 #define FMT(s, allowed)  snapcache_adapt_format(s, len_of(s), allowed)
 
-    is_int(FMT("image/webp,*/*", both), SNAPCACHE_ADAPT_WEBP,
+    is_int(FMT("image/webp,*/*", both), SNAPCACHE_FORMAT_WEBP,
            "image/webp accepted");
     is_int(FMT("image/avif,image/webp,image/apng,*/*;q=0.8", both),
-           SNAPCACHE_ADAPT_WEBP, "a browser Accept");
-    is_int(FMT("IMAGE/WEBP", both), SNAPCACHE_ADAPT_WEBP,
+           SNAPCACHE_FORMAT_WEBP, "a browser Accept");
+    is_int(FMT("IMAGE/WEBP", both), SNAPCACHE_FORMAT_WEBP,
            "case-insensitive");
-    is_int(FMT("image/webp;q=0.5", both), SNAPCACHE_ADAPT_WEBP,
+    is_int(FMT("image/webp;q=0.5", both), SNAPCACHE_FORMAT_WEBP,
            "q=0.5 accepts");
-    is_int(FMT("image/webp;q=0", both), SNAPCACHE_ADAPT_JPEG,
+    is_int(FMT("image/webp;q=0", both), SNAPCACHE_FORMAT_JPEG,
            "q=0 refuses");
-    is_int(FMT("image/webp; q=0.000, image/jpeg", both), SNAPCACHE_ADAPT_JPEG,
+    is_int(FMT("image/webp; q=0.000, image/jpeg", both), SNAPCACHE_FORMAT_JPEG,
            "q=0.000 refuses");
-    is_int(FMT("image/webpx", both), SNAPCACHE_ADAPT_JPEG,
+    is_int(FMT("image/webpx", both), SNAPCACHE_FORMAT_JPEG,
            "image/webpx is not webp");
-    is_int(FMT("*/*", both), SNAPCACHE_ADAPT_JPEG,
+    is_int(FMT("*/*", both), SNAPCACHE_FORMAT_JPEG,
            "*/* alone gets the universal format");
-    is_int(FMT(NULL, both), SNAPCACHE_ADAPT_JPEG, "no Accept: JPEG");
-    is_int(FMT("image/webp", SNAPCACHE_ADAPT_JPEG), SNAPCACHE_ADAPT_JPEG,
+    is_int(FMT(NULL, both), SNAPCACHE_FORMAT_JPEG, "no Accept: JPEG");
+    is_int(FMT("image/webp", jpeg), SNAPCACHE_FORMAT_JPEG,
            "webp not enabled for the variant: JPEG");
-    is_int(FMT("image/avif,image/webp", both | SNAPCACHE_ADAPT_AVIF),
-           SNAPCACHE_ADAPT_AVIF, "AVIF first when accepted and allowed");
-    is_int(FMT("image/avif,image/webp", both), SNAPCACHE_ADAPT_WEBP,
+    is_int(FMT("image/avif,image/webp", both | avif),
+           SNAPCACHE_FORMAT_AVIF, "AVIF first when accepted and allowed");
+    is_int(FMT("image/avif,image/webp", both), SNAPCACHE_FORMAT_WEBP,
            "AVIF accepted but not allowed: WebP");
-    is_int(FMT("image/avif;q=0,image/webp", both | SNAPCACHE_ADAPT_AVIF),
-           SNAPCACHE_ADAPT_WEBP, "image/avif;q=0 refuses AVIF");
+    is_int(FMT("image/avif;q=0,image/webp", both | avif),
+           SNAPCACHE_FORMAT_WEBP, "image/avif;q=0 refuses AVIF");
 
 #undef FMT
 }

@@ -1,13 +1,16 @@
 /*
- * cache/: the LMDB store.  Round trips, key separation, identity and
- * integrity checks on planted records, expiry, purge scopes, a map
- * filled three times over, precommit, readers and a writer killed by
- * SIGKILL.  Records planted or damaged "by hand" are written with LMDB
- * directly, with the store closed, as another process would.
+ * cache/: the LMDB store.  Round trips, key separation, variants named
+ * by what they are, identity and integrity checks on planted records,
+ * negative records, records of the older layout, expiry, purge scopes,
+ * a map filled three times over, a lowered size, a damaged file, a
+ * read-only open that changes nothing, precommit, readers and a writer
+ * killed by SIGKILL.  Records planted or damaged "by hand" are written
+ * with LMDB directly, with the store closed, as another process would.
  */
 
 #define _GNU_SOURCE
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -304,6 +307,8 @@ typedef struct {
     MDB_env  *env;
     MDB_txn  *txn;
     MDB_dbi   records;
+    MDB_dbi   by_age;
+    MDB_dbi   by_exp;
 } raw_t;
 
 
@@ -332,6 +337,14 @@ raw_begin(raw_t *raw, unsigned flags)
 
     if (rc == 0) {
         rc = mdb_dbi_open(raw->txn, "records", 0, &raw->records);
+    }
+
+    if (rc == 0) {
+        rc = mdb_dbi_open(raw->txn, "by_age", 0, &raw->by_age);
+    }
+
+    if (rc == 0) {
+        rc = mdb_dbi_open(raw->txn, "by_exp", 0, &raw->by_exp);
     }
 
     if (rc != 0) {
@@ -547,12 +560,17 @@ test_round_trip(void)
 }
 
 
+#define NVARIANTS  (7 * 6 * 3)
+#define NFORMATS   SNAPCACHE_FORMAT_ABSENT
+
+
 static void
 test_keys(void)
 {
-    int                 same, v, f;
+    int                 same, v, f, w, q, p, nv;
     size_t              plen1, plen2;
-    snapcache_key_t     k1, k2, kv[256], kf[256];
+    uint32_t            vs[NVARIANTS];
+    snapcache_key_t     k1, k2, kv[NVARIANTS], kf[NFORMATS];
     snapcache_ident_t   a, b, c, d;
     snapcache_cache_t  *cache;
     unsigned char       p1[SNAPCACHE_CACHE_KEY_MAX];
@@ -561,6 +579,9 @@ test_keys(void)
     owner_t             o2 = { "a", "bc", "s" };
     owner_t             o3 = { "ab", "cs", "" };
     owner_t             o4 = { "abc", "s", "x" };
+
+    static const unsigned  widths[] = { 1, 16, 320, 640, 1920, 8192, 65535 };
+    static const unsigned  qualities[] = { 1, 50, 65, 85, 100, 255 };
 
     store_new(4 * MB);
     cache = store_open();
@@ -598,51 +619,81 @@ test_keys(void)
     ok(memcmp(a.digest, d.digest, SNAPCACHE_DIGEST_LEN) != 0,
        "digests of ab/c/s and abc/s/x differ");
 
-    /* every variant byte, every format byte: 256 distinct keys each */
-    same = 0;
+    /* rungs named by what they are, and every format byte but ABSENT */
+    nv = 0;
 
-    for (v = 0; v < 256; v++) {
-        snapcache_cache_key(&a, (unsigned) v, SNAPCACHE_FORMAT_JPEG, &kv[v]);
-        snapcache_cache_key(&a, 1, (unsigned) v, &kf[v]);
+    for (w = 0; w < (int) (sizeof(widths) / sizeof(widths[0])); w++) {
+        for (q = 0; q < (int) (sizeof(qualities) / sizeof(qualities[0]));
+             q++)
+        {
+            for (p = 1; p <= 3; p++) {
+                vs[nv++] = snapcache_cache_variant(widths[w], qualities[q],
+                                                   (unsigned) p);
+            }
+        }
     }
 
-    for (v = 0; v < 256; v++) {
-        for (f = v + 1; f < 256; f++) {
+    for (v = 0; v < nv; v++) {
+        snapcache_cache_key(&a, vs[v], SNAPCACHE_FORMAT_JPEG, &kv[v]);
+    }
+
+    for (f = 0; f < NFORMATS; f++) {
+        snapcache_cache_key(&a, vs[1], (unsigned) f, &kf[f]);
+    }
+
+    same = 0;
+
+    for (v = 0; v < nv; v++) {
+        same += vs[v] == 0;
+
+        for (f = v + 1; f < nv; f++) {
             same += kv[v].len == kv[f].len
                     && memcmp(kv[v].data, kv[f].data, kv[v].len) == 0;
+        }
+    }
+
+    for (v = 0; v < NFORMATS; v++) {
+        for (f = v + 1; f < NFORMATS; f++) {
             same += kf[v].len == kf[f].len
                     && memcmp(kf[v].data, kf[f].data, kf[v].len) == 0;
         }
     }
 
-    is_int(same, 0, "all 256 variant and 256 format keys are distinct");
+    is_int(same, 0, "%d rungs and %d format bytes: all keys distinct", nv,
+           NFORMATS);
 
     /* and the store keeps them apart */
     {
-        int              bad;
-        unsigned char    body[64];
-        snapcache_put_t  items[2 * 256];
+        int                 bad;
+        unsigned char       body[64];
+        snapcache_put_t     items[NVARIANTS + NFORMATS];
         snapcache_record_t  rec;
-
-        for (v = 0; v < 256; v++) {
-            item_fill(&items[v], &a, (unsigned) v, SNAPCACHE_FORMAT_JPEG,
-                      body, (size_t) v % 64, LATER);
-            item_fill(&items[256 + v], &a, 1, (unsigned) v, body,
-                      (size_t) (v + 7) % 64, LATER);
-        }
 
         memset(body, 'x', sizeof(body));
 
-        /* (1, JPEG) is in both lists: the second one wins */
-        is_int(snapcache_cache_put_batch(cache, items, 512, NOW, NULL, NULL),
-               SNAPCACHE_CACHE_OK, "put 511 distinct keys in one batch");
+        for (v = 0; v < nv; v++) {
+            item_fill(&items[v], &a, vs[v], SNAPCACHE_FORMAT_JPEG, body,
+                      (size_t) v % 64, LATER);
+        }
+
+        for (f = 0; f < NFORMATS; f++) {
+            item_fill(&items[nv + f], &a, vs[1], (unsigned) f, body,
+                      (size_t) (f + 7) % 64, LATER);
+        }
+
+        /* (vs[1], JPEG) is in both lists: the second one wins */
+        is_int(snapcache_cache_put_batch(cache, items,
+                                         (size_t) (nv + NFORMATS), NOW,
+                                         NULL, NULL),
+               SNAPCACHE_CACHE_OK, "put %d keys in one batch",
+               nv + NFORMATS);
 
         bad = 0;
 
-        for (v = 0; v < 256; v++) {
-            if (get_one(cache, &a, (unsigned) v, SNAPCACHE_FORMAT_JPEG, NOW,
-                        0, &rec) != SNAPCACHE_CACHE_HIT
-                || rec.variant != (unsigned) v
+        for (v = 0; v < nv; v++) {
+            if (get_one(cache, &a, vs[v], SNAPCACHE_FORMAT_JPEG, NOW, 0,
+                        &rec) != SNAPCACHE_CACHE_HIT
+                || rec.variant != vs[v]
                 || rec.format != SNAPCACHE_FORMAT_JPEG
                 || rec.body_len != (v == 1 ? (size_t) (SNAPCACHE_FORMAT_JPEG
                                                        + 7) % 64
@@ -652,11 +703,14 @@ test_keys(void)
             }
 
             free(rec.body);
+        }
 
-            if (get_one(cache, &a, 1, (unsigned) v, NOW, 0, &rec)
+        for (f = 0; f < NFORMATS; f++) {
+            if (get_one(cache, &a, vs[1], (unsigned) f, NOW, 0, &rec)
                     != SNAPCACHE_CACHE_HIT
-                || rec.variant != 1 || rec.format != (unsigned) v
-                || rec.body_len != (size_t) (v + 7) % 64)
+                || rec.variant != vs[1]
+                || (f != SNAPCACHE_FORMAT_ANY && rec.format != (unsigned) f)
+                || rec.body_len != (size_t) (f + 7) % 64)
             {
                 bad++;
             }
@@ -665,8 +719,8 @@ test_keys(void)
         }
 
         is_int(bad, 0, "each variant and format reads back its own record");
-        is_int(get_one(cache, &b, 1, 1, NOW, 0, &rec), SNAPCACHE_CACHE_MISS,
-               "a/bc/s sees nothing of ab/c/s");
+        is_int(get_one(cache, &b, vs[1], 1, NOW, 0, &rec),
+               SNAPCACHE_CACHE_MISS, "a/bc/s sees nothing of ab/c/s");
     }
 
     snapcache_cache_close(cache);
@@ -1735,6 +1789,1099 @@ test_killed_writer(void)
 }
 
 
+/* ------------------------------------------------------------ variants */
+
+static void
+test_variants(void)
+{
+    int                  bad, i, rc;
+    unsigned             w, q, p;
+    uint32_t             d, thumb, sd, thumb2, thumb_q;
+    unsigned char        body[2000];
+    snapcache_key_t      ka, kb, key;
+    snapcache_put_t      it;
+    snapcache_ident_t    ia, ib;
+    snapcache_cache_t   *cache;
+    snapcache_record_t   rec;
+    owner_t              oa = { "alice", "door", "s1" };
+    owner_t              ob = { "alice", "door", "s10" };
+
+    is_int(snapcache_cache_variant(320, 50, 1), 320u << 16 | 50u << 8 | 1,
+           "variant: width 16 bits | quality 8 | pipeline 8");
+    ok(snapcache_cache_variant(0, 50, 1) == 0
+       && snapcache_cache_variant(65536, 50, 1) == 0
+       && snapcache_cache_variant(320, 0, 1) == 0
+       && snapcache_cache_variant(320, 256, 1) == 0
+       && snapcache_cache_variant(320, 50, 0) == 0
+       && snapcache_cache_variant(320, 50, 256) == 0,
+       "a value out of range gives 0, which no rung has");
+
+    /* every width a ladder may have, every quality, two pipelines */
+    bad = 0;
+
+    for (w = 1; w <= 8192; w++) {
+        for (q = 1; q <= 100; q++) {
+            for (p = 1; p <= 2; p++) {
+                d = snapcache_cache_variant(w, q, p);
+                bad += d == SNAPCACHE_VARIANT_ORIGINAL
+                       || SNAPCACHE_VARIANT_WIDTH(d) != w
+                       || SNAPCACHE_VARIANT_QUALITY(d) != q
+                       || SNAPCACHE_VARIANT_PIPELINE(d) != p;
+            }
+        }
+    }
+
+    is_int(bad, 0, "1.6M descriptors: never 0, each decodes to its own "
+           "width, quality and pipeline (so no two are equal)");
+
+    thumb = snapcache_cache_variant(320, 50, 1);
+    sd = snapcache_cache_variant(640, 65, 1);
+    thumb2 = snapcache_cache_variant(320, 50, 2);
+    thumb_q = snapcache_cache_variant(320, 51, 1);
+
+    store_new(4 * MB);
+    cache = store_open();
+    ident_of(cache, &oa, &ia);
+    ident_of(cache, &ob, &ib);
+
+    /* keys of random distinct (snapshot, descriptor, format) differ */
+    bad = 0;
+
+    for (i = 0; i < 100000; i++) {
+        uint32_t  da, db;
+        unsigned  fa, fb;
+
+        da = snapcache_cache_variant(1 + rnd() % 8192, 1 + rnd() % 100,
+                                     1 + rnd() % 3);
+        db = rnd() % 2 ? da : snapcache_cache_variant(1 + rnd() % 8192,
+                                                      1 + rnd() % 100,
+                                                      1 + rnd() % 3);
+        fa = (unsigned) (rnd() % 5);
+        fb = (unsigned) (rnd() % 5);
+
+        snapcache_cache_key(&ia, da, fa, &ka);
+        snapcache_cache_key(rnd() % 2 ? &ia : &ib, db, fb, &kb);
+
+        if (ka.len == kb.len && memcmp(ka.data, kb.data, ka.len) == 0
+            && (da != db || fa != fb || kb.len != ia.prefix_len + 5))
+        {
+            bad++;
+        }
+    }
+
+    is_int(bad, 0, "two different descriptors never share a key");
+
+    /* a changed ladder: the thumb stored, then sd and a new pipeline read */
+    body_make(body, sizeof(body), &oa, thumb, SNAPCACHE_FORMAT_JPEG, 1);
+    is_int(put_one(cache, &ia, thumb, SNAPCACHE_FORMAT_JPEG, body,
+                   sizeof(body), NOW, LATER),
+           SNAPCACHE_CACHE_OK, "put the 320/q50 rung");
+    is_int(get_one(cache, &ia, sd, SNAPCACHE_FORMAT_JPEG, NOW, 0, &rec),
+           SNAPCACHE_CACHE_MISS, "the 640/q65 rung misses");
+    is_int(get_one(cache, &ia, thumb2, SNAPCACHE_FORMAT_JPEG, NOW, 0, &rec),
+           SNAPCACHE_CACHE_MISS, "the same rung of pipeline 2 misses");
+    is_int(get_one(cache, &ia, thumb_q, SNAPCACHE_FORMAT_JPEG, NOW, 0, &rec),
+           SNAPCACHE_CACHE_MISS, "320/q51 misses");
+    rc = get_one(cache, &ia, thumb, SNAPCACHE_FORMAT_JPEG, NOW, 0, &rec);
+    ok(rc == SNAPCACHE_CACHE_HIT && rec.variant == thumb
+       && body_check(rec.body, rec.body_len, &oa, thumb,
+                     SNAPCACHE_FORMAT_JPEG),
+       "320/q50 itself hits, and its record names its descriptor");
+    free(rec.body);
+    snapcache_cache_close(cache);
+
+    /* descriptor A's record planted under the key of descriptor B */
+    item_fill(&it, &ia, thumb, SNAPCACHE_FORMAT_JPEG, body, sizeof(body),
+              LATER);
+    bad = 0;
+
+    for (i = 0; i < 3; i++) {
+        d = i == 0 ? sd : i == 1 ? thumb2 : thumb_q;
+        snapcache_cache_key(&ia, d, SNAPCACHE_FORMAT_JPEG, &key);
+
+        if (raw_plant(&key, &it) != 0) {
+            bad++;
+            continue;
+        }
+
+        cache = store_open();
+        rc = get_one(cache, &ia, d, SNAPCACHE_FORMAT_JPEG, NOW,
+                     SNAPCACHE_GET_STALE, &rec);
+        free(rec.body);
+        snapcache_cache_close(cache);
+
+        if (rc != SNAPCACHE_CACHE_CORRUPT || raw_has(&key) != 0) {
+            diag("320/q50 under %08x: %s", (unsigned) d,
+                 snapcache_cache_strerror(rc));
+            bad++;
+        }
+    }
+
+    is_int(bad, 0, "320/q50's record under the keys of 640/q65, of "
+           "pipeline 2 and of q51: refused (CORRUPT) and deleted");
+
+    /* a put whose record could never be read back under its key */
+    cache = store_open();
+    item_fill(&it, &ia, thumb, SNAPCACHE_FORMAT_JPEG, body, 100, LATER);
+    it.variant = sd;
+    is_int(snapcache_cache_put_batch(cache, &it, 1, NOW, NULL, NULL),
+           SNAPCACHE_CACHE_ERROR, "put refuses a record of another "
+           "variant than its key");
+    item_fill(&it, &ia, thumb, SNAPCACHE_FORMAT_JPEG, body, 100, LATER);
+    it.format = SNAPCACHE_FORMAT_WEBP;
+    is_int(snapcache_cache_put_batch(cache, &it, 1, NOW, NULL, NULL),
+           SNAPCACHE_CACHE_ERROR, "and one of another format");
+    snapcache_cache_close(cache);
+}
+
+
+/* ------------------------------------------------------- negative */
+
+static void
+test_absent(void)
+{
+    int                  rc;
+    size_t               len;
+    uint64_t             count;
+    uint32_t             thumb;
+    unsigned char        body[3000], enc[SNAPCACHE_RECORD_HEADER_LEN + 64];
+    snapcache_key_t      key;
+    snapcache_put_t      it, items[2];
+    snapcache_ident_t    id;
+    snapcache_cache_t   *cache;
+    snapcache_record_t   rec, hdr;
+    owner_t              o = { "acct", "cam", "made-up-7" };
+
+    thumb = snapcache_cache_variant(320, 50, 1);
+
+    store_new(4 * MB);
+    cache = store_open();
+    ident_of(cache, &o, &id);
+
+    item_fill(&it, &id, SNAPCACHE_VARIANT_ORIGINAL, SNAPCACHE_FORMAT_ANY,
+              NULL, 0, NOW + 30);
+    it.format = SNAPCACHE_FORMAT_ABSENT;
+    is_int(snapcache_cache_put_batch(cache, &it, 1, NOW, NULL, NULL),
+           SNAPCACHE_CACHE_OK, "put a negative record under the "
+           "original's key");
+
+    rc = get_one(cache, &id, SNAPCACHE_VARIANT_ORIGINAL,
+                 SNAPCACHE_FORMAT_ANY, NOW, 0, &rec);
+    ok(rc == SNAPCACHE_CACHE_HIT && rec.format == SNAPCACHE_FORMAT_ABSENT
+       && rec.body_len == 0 && rec.variant == SNAPCACHE_VARIANT_ORIGINAL
+       && rec.expires == NOW + 30
+       && memcmp(rec.digest, id.digest, SNAPCACHE_DIGEST_LEN) == 0,
+       "get: a HIT, format ABSENT, body_len 0, the owner's digest");
+    free(rec.body);
+
+    is_int(get_one(cache, &id, thumb, SNAPCACHE_FORMAT_JPEG, NOW, 0, &rec),
+           SNAPCACHE_CACHE_MISS, "a rung of the snapshot still misses");
+    is_int(get_one(cache, &id, SNAPCACHE_VARIANT_ORIGINAL,
+                   SNAPCACHE_FORMAT_ANY, NOW + 30, 0, &rec),
+           SNAPCACHE_CACHE_EXPIRED, "it expires like any record");
+    ok(strcmp(snapcache_format_name(SNAPCACHE_FORMAT_ABSENT), "absent") == 0
+       && snapcache_format_mime(SNAPCACHE_FORMAT_ABSENT) == NULL,
+       "named \"absent\", with no Content-Type");
+
+    /* what a negative record cannot be */
+    it.body = body;
+    it.body_len = 10;
+    is_int(snapcache_cache_put_batch(cache, &it, 1, NOW, NULL, NULL),
+           SNAPCACHE_CACHE_ERROR, "put refuses one with a body");
+    is_int(snapcache_record_encode(&it, NOW, enc, sizeof(enc)), 0,
+           "encode refuses it too");
+
+    item_fill(&it, &id, thumb, SNAPCACHE_FORMAT_ABSENT, NULL, 0, LATER);
+    is_int(snapcache_cache_put_batch(cache, &it, 1, NOW, NULL, NULL),
+           SNAPCACHE_CACHE_ERROR, "put refuses one of a rung's variant");
+
+    item_fill(&it, &id, thumb, SNAPCACHE_FORMAT_JPEG, NULL, 0, LATER);
+    it.format = SNAPCACHE_FORMAT_ABSENT;
+    is_int(snapcache_cache_put_batch(cache, &it, 1, NOW, NULL, NULL),
+           SNAPCACHE_CACHE_ERROR, "put refuses one under a rung's key");
+
+    /* a header that says ABSENT over a body does not decode */
+    body_make(body, 64, &o, 0, SNAPCACHE_FORMAT_PNG, 1);
+    item_fill(&it, &id, SNAPCACHE_VARIANT_ORIGINAL, SNAPCACHE_FORMAT_ANY,
+              body, 64, LATER);
+    it.format = SNAPCACHE_FORMAT_PNG;
+    len = snapcache_record_encode(&it, NOW, enc, sizeof(enc));
+    enc[28] = SNAPCACHE_FORMAT_ABSENT;
+    enc[80] = (unsigned char) snapcache_cache_checksum(enc, 80);
+    enc[81] = (unsigned char) (snapcache_cache_checksum(enc, 80) >> 8);
+    enc[82] = (unsigned char) (snapcache_cache_checksum(enc, 80) >> 16);
+    enc[83] = (unsigned char) (snapcache_cache_checksum(enc, 80) >> 24);
+    is_int(snapcache_record_decode(enc, len, &hdr, NULL),
+           SNAPCACHE_CACHE_CORRUPT, "a checksummed ABSENT header over a "
+           "body: CORRUPT");
+
+    /* a kept original replaces it, and it replaces the original */
+    body_make(body, sizeof(body), &o, 0, SNAPCACHE_FORMAT_ANY, 2);
+    item_fill(&it, &id, SNAPCACHE_VARIANT_ORIGINAL, SNAPCACHE_FORMAT_ANY,
+              body, sizeof(body), LATER);
+    it.format = SNAPCACHE_FORMAT_PNG;
+    is_int(snapcache_cache_put_batch(cache, &it, 1, NOW, NULL, NULL),
+           SNAPCACHE_CACHE_OK, "put a kept original of the snapshot");
+    rc = get_one(cache, &id, SNAPCACHE_VARIANT_ORIGINAL,
+                 SNAPCACHE_FORMAT_ANY, NOW, 0, &rec);
+    ok(rc == SNAPCACHE_CACHE_HIT && rec.format == SNAPCACHE_FORMAT_PNG
+       && rec.body_len == sizeof(body), "the original replaced it");
+    free(rec.body);
+
+    item_fill(&items[0], &id, SNAPCACHE_VARIANT_ORIGINAL,
+              SNAPCACHE_FORMAT_ANY, NULL, 0, LATER);
+    items[0].format = SNAPCACHE_FORMAT_ABSENT;
+    item_fill(&items[1], &id, thumb, SNAPCACHE_FORMAT_JPEG, body, 100,
+              LATER);
+    is_int(snapcache_cache_put_batch(cache, items, 2, NOW, NULL, NULL),
+           SNAPCACHE_CACHE_OK, "a negative record (and a rung) in a batch");
+    rc = get_one(cache, &id, SNAPCACHE_VARIANT_ORIGINAL,
+                 SNAPCACHE_FORMAT_ANY, NOW, 0, &rec);
+    ok(rc == SNAPCACHE_CACHE_HIT && rec.format == SNAPCACHE_FORMAT_ABSENT
+       && rec.body_len == 0, "and it replaced the original");
+    free(rec.body);
+
+    is_int(snapcache_cache_purge(cache, o.account, o.device, o.snapshot,
+                                 &count),
+           SNAPCACHE_CACHE_OK, "purge the snapshot");
+    is_int(count, 2, "the negative record and the rung are purged");
+    is_int(get_one(cache, &id, SNAPCACHE_VARIANT_ORIGINAL,
+                   SNAPCACHE_FORMAT_ANY, NOW, 0, &rec),
+           SNAPCACHE_CACHE_MISS, "then a miss");
+    snapcache_cache_close(cache);
+
+    /* a negative record planted under a rung's key */
+    item_fill(&it, &id, SNAPCACHE_VARIANT_ORIGINAL, SNAPCACHE_FORMAT_ANY,
+              NULL, 0, LATER);
+    it.format = SNAPCACHE_FORMAT_ABSENT;
+    snapcache_cache_key(&id, thumb, SNAPCACHE_FORMAT_JPEG, &key);
+    is_int(raw_plant(&key, &it), 0, "planted one under the thumb's key");
+    cache = store_open();
+    is_int(get_one(cache, &id, thumb, SNAPCACHE_FORMAT_JPEG, NOW, 0, &rec),
+           SNAPCACHE_CACHE_CORRUPT, "get there: CORRUPT, never a hit");
+    snapcache_cache_close(cache);
+}
+
+
+/* ------------------------------------------------------- old layout */
+
+static void
+put_be64(unsigned char *p, uint64_t v)
+{
+    int  i;
+
+    for (i = 0; i < 8; i++) {
+        p[i] = (unsigned char) (v >> (56 - 8 * i));
+    }
+}
+
+
+static void
+put_le(unsigned char *p, uint64_t v, int n)
+{
+    int  i;
+
+    for (i = 0; i < n; i++) {
+        p[i] = (unsigned char) (v >> (8 * i));
+    }
+}
+
+
+/*
+ * Writes a record of the layout before variants were descriptors: a
+ * one-byte variant and format in the key and an 80-byte header, with
+ * its two index entries, as that code did.  key_new puts it under a key
+ * of today's layout instead (and no index entry).
+ */
+static int
+plant_v1(const snapcache_ident_t *id, const owner_t *o, int64_t created,
+    const snapcache_key_t *key_new)
+{
+    int             rc;
+    raw_t           raw;
+    MDB_val         k, v, ik, empty;
+    unsigned char   kbuf[SNAPCACHE_CACHE_KEY_MAX], ibuf[8 + sizeof(kbuf)];
+    unsigned char   rec[80 + 500];
+
+    body_make(rec + 80, 500, o, 1, SNAPCACHE_FORMAT_JPEG, 9);
+
+    memset(rec, 0, 80);
+    memcpy(rec, "SNP1", 4);
+    put_le(rec + 4, 1, 2);
+    put_le(rec + 6, 80, 2);
+    put_le(rec + 8, (uint64_t) created, 8);
+    put_le(rec + 16, (uint64_t) LATER, 8);
+    rec[24] = 1;
+    rec[25] = SNAPCACHE_FORMAT_JPEG;
+    put_le(rec + 28, 320, 4);
+    put_le(rec + 32, 180, 4);
+    put_le(rec + 36, 500, 4);
+    put_le(rec + 40, snapcache_cache_checksum(rec + 80, 500), 4);
+    memcpy(rec + 44, id->digest, SNAPCACHE_DIGEST_LEN);
+    put_le(rec + 76, snapcache_cache_checksum(rec, 76), 4);
+
+    if (key_new) {
+        memcpy(kbuf, key_new->data, key_new->len);
+        k.mv_size = key_new->len;
+
+    } else {
+        memcpy(kbuf, id->prefix, id->prefix_len);
+        kbuf[id->prefix_len] = 1;
+        kbuf[id->prefix_len + 1] = SNAPCACHE_FORMAT_JPEG;
+        k.mv_size = id->prefix_len + 2;
+    }
+
+    k.mv_data = kbuf;
+    v.mv_data = rec;
+    v.mv_size = sizeof(rec);
+    empty.mv_data = "";
+    empty.mv_size = 0;
+    memcpy(ibuf + 8, kbuf, k.mv_size);
+    ik.mv_data = ibuf;
+    ik.mv_size = 8 + k.mv_size;
+
+    if (raw_begin(&raw, 0) != 0) {
+        return -1;
+    }
+
+    rc = mdb_put(raw.txn, raw.records, &k, &v, 0);
+
+    if (rc == 0 && key_new == NULL) {
+        put_be64(ibuf, (uint64_t) created);
+        rc = mdb_put(raw.txn, raw.by_age, &ik, &empty, 0);
+        put_be64(ibuf, (uint64_t) LATER);
+        rc = rc ? rc : mdb_put(raw.txn, raw.by_exp, &ik, &empty, 0);
+    }
+
+    if (rc != 0) {
+        mdb_txn_abort(raw.txn);
+        mdb_env_close(raw.env);
+        return rc;
+    }
+
+    return raw_end(&raw);
+}
+
+
+typedef struct {
+    uint64_t  ok;
+    uint64_t  outdated;
+    uint64_t  other;
+    uint64_t  v1_fields;
+} layout_t;
+
+
+static int
+layout_visit(void *ctx, const unsigned char *key, size_t key_len,
+    const snapcache_record_t *hdr, int check)
+{
+    layout_t  *l = ctx;
+
+    if (check == SNAPCACHE_CACHE_OK) {
+        l->ok++;
+
+    } else if (check == SNAPCACHE_CACHE_OUTDATED) {
+        l->outdated++;
+        l->v1_fields += hdr->variant == 1
+                        && hdr->format == SNAPCACHE_FORMAT_JPEG
+                        && hdr->width == 320 && hdr->body_len == 500;
+
+    } else {
+        l->other++;
+    }
+
+    return 0;
+}
+
+
+static void
+test_outdated(void)
+{
+    int                  i, rc, bad;
+    char                 snaps[40][16];
+    uint32_t             thumb;
+    uint64_t             count, records;
+    layout_t             l;
+    owner_t              ox[20], oy[20], o;
+    unsigned char       *body;
+    snapcache_key_t      key;
+    snapcache_ident_t    idx[20], idy[20], id;
+    snapcache_cache_t   *cache;
+    snapcache_record_t   rec;
+    snapcache_cache_stats_t  st;
+
+    thumb = snapcache_cache_variant(320, 50, 1);
+    body = malloc(30 * 1024);
+
+    store_new(8 * MB);
+    cache = store_open();
+
+    for (i = 0; i < 20; i++) {
+        snprintf(snaps[i], sizeof(snaps[i]), "s%d", i);
+        snprintf(snaps[20 + i], sizeof(snaps[i]), "t%d", i);
+        ox[i].account = "x";
+        ox[i].device = "cam";
+        ox[i].snapshot = snaps[i];
+        oy[i].account = "y";
+        oy[i].device = "cam";
+        oy[i].snapshot = snaps[20 + i];
+        ident_of(cache, &ox[i], &idx[i]);
+        ident_of(cache, &oy[i], &idy[i]);
+        body_make(body, 1000, &ox[i], thumb, SNAPCACHE_FORMAT_JPEG, 1);
+        put_one(cache, &idx[i], thumb, SNAPCACHE_FORMAT_JPEG, body, 1000,
+                NOW, LATER);
+    }
+
+    snapcache_cache_close(cache);
+
+    /* the same store, written to by the code before the layout changed */
+    bad = 0;
+
+    for (i = 0; i < 20; i++) {
+        bad += plant_v1(&idy[i], &oy[i], NOW - 1000, NULL) != 0;
+    }
+
+    for (i = 0; i < 5; i++) {
+        bad += plant_v1(&idx[i], &ox[i], NOW - 1000, NULL) != 0;
+    }
+
+    is_int(bad, 0, "planted 25 records of the older layout");
+
+    cache = store_open();
+
+    rc = get_one(cache, &idx[0], thumb, SNAPCACHE_FORMAT_JPEG, NOW, 0, &rec);
+    ok(rc == SNAPCACHE_CACHE_HIT
+       && body_check(rec.body, rec.body_len, &ox[0], thumb,
+                     SNAPCACHE_FORMAT_JPEG),
+       "today's record next to an outdated one of its snapshot: a hit");
+    free(rec.body);
+    is_int(get_one(cache, &idy[0], 1, SNAPCACHE_FORMAT_JPEG, NOW, 0, &rec),
+           SNAPCACHE_CACHE_MISS, "an outdated record is never looked up");
+
+    memset(&l, 0, sizeof(l));
+    rc = snapcache_cache_iterate(cache, NULL, 0, NOW, layout_visit, &l);
+    ok(rc == SNAPCACHE_CACHE_OK && l.ok == 20 && l.outdated == 25
+       && l.other == 0, "iterate: 20 ok, 25 OUTDATED (%llu, %llu, %llu)",
+       (unsigned long long) l.ok, (unsigned long long) l.outdated,
+       (unsigned long long) l.other);
+    is_int(l.v1_fields, 25, "with their old headers decoded");
+    ok(snapcache_cache_verify(cache, &records) == SNAPCACHE_CACHE_OK
+       && records == 45, "verify: a sound file of 45 records");
+
+    is_int(snapcache_cache_purge(cache, "x", "cam", NULL, &count),
+           SNAPCACHE_CACHE_OK, "purge device x/cam");
+    is_int(count, 25, "its 20 records and 5 outdated ones");
+    is_int(snapcache_cache_purge(cache, "y", "cam", "t3", &count),
+           SNAPCACHE_CACHE_OK, "purge snapshot y/cam/t3");
+    is_int(count, 1, "its outdated record");
+    snapcache_cache_close(cache);
+
+    /* an old-layout value under a key of today's layout */
+    snapcache_cache_key(&idy[1], 1, SNAPCACHE_FORMAT_JPEG, &key);
+    is_int(plant_v1(&idy[1], &oy[1], NOW, &key), 0,
+           "planted an outdated value under today's key");
+    cache = store_open();
+    is_int(get_one(cache, &idy[1], 1, SNAPCACHE_FORMAT_JPEG, NOW, 0, &rec),
+           SNAPCACHE_CACHE_CORRUPT, "get: CORRUPT, not served");
+    is_int(get_one(cache, &idy[1], 1, SNAPCACHE_FORMAT_JPEG, NOW, 0, &rec),
+           SNAPCACHE_CACHE_MISS, "and deleted");
+
+    /* the map fills: the outdated records are the oldest, and go first */
+    o.account = "z";
+    o.device = "cam";
+
+    for (i = 0; i < 400; i++) {
+        snprintf(snaps[0], sizeof(snaps[0]), "u%d", i);
+        o.snapshot = snaps[0];
+        ident_of(cache, &o, &id);
+        body_make(body, 30 * 1024, &o, thumb, SNAPCACHE_FORMAT_JPEG, 2);
+        rc = put_one(cache, &id, thumb, SNAPCACHE_FORMAT_JPEG, body,
+                     30 * 1024, NOW + 1 + i, LATER);
+        bad += rc != SNAPCACHE_CACHE_OK;
+    }
+
+    snapcache_cache_stats(cache, &st);
+    is_int(bad, 0, "400 puts of 30 KB into the 8 MB map: all stored");
+    ok(st.evictions > 0, "with evictions (%llu)",
+       (unsigned long long) st.evictions);
+
+    memset(&l, 0, sizeof(l));
+    rc = snapcache_cache_iterate(cache, NULL, 0, NOW, layout_visit, &l);
+    ok(rc == SNAPCACHE_CACHE_OK && l.outdated == 0 && l.other == 0
+       && l.ok == st.entries, "the outdated records were evicted first, "
+       "every record left verifies (%llu)", (unsigned long long) l.ok);
+    ok(snapcache_cache_verify(cache, &records) == SNAPCACHE_CACHE_OK,
+       "and the file walks whole");
+
+    snapcache_cache_close(cache);
+    free(body);
+}
+
+
+/* ------------------------------------------------------- resize */
+
+static void
+test_resize(void)
+{
+    int                  i, rc, bad;
+    char                 snap[32];
+    size_t               len;
+    uint32_t             thumb;
+    uint64_t             records;
+    owner_t              o;
+    count_t              c;
+    unsigned char       *body;
+    snapcache_ident_t    id;
+    snapcache_cache_t   *cache;
+    snapcache_record_t   rec;
+    snapcache_cache_stats_t  st;
+
+    thumb = snapcache_cache_variant(640, 65, 1);
+    body = malloc(300 * 1024);
+    o.account = "acct";
+    o.device = "cam";
+    o.snapshot = snap;
+
+    /* 75 snapshots, an original of 200-300 KB and a rung each */
+    store_new(256 * MB);
+    cache = store_open();
+    bad = 0;
+
+    for (i = 0; i < 75; i++) {
+        snapcache_put_t  items[2];
+
+        snprintf(snap, sizeof(snap), "s%d", i);
+        ident_of(cache, &o, &id);
+        len = 200 * 1024 + (size_t) (rnd() % (100 * 1024));
+        body_make(body, len, &o, 0, SNAPCACHE_FORMAT_ANY, 1);
+        item_fill(&items[0], &id, SNAPCACHE_VARIANT_ORIGINAL,
+                  SNAPCACHE_FORMAT_ANY, body, len, LATER);
+        items[0].format = SNAPCACHE_FORMAT_JPEG;
+        item_fill(&items[1], &id, thumb, SNAPCACHE_FORMAT_JPEG, body,
+                  len / 8, LATER);
+        bad += snapcache_cache_put_batch(cache, items, 2, NOW + i, NULL,
+                                         NULL)
+               != SNAPCACHE_CACHE_OK;
+    }
+
+    snapcache_cache_stats(cache, &st);
+    is_int(bad, 0, "75 snapshots stored at size=256m");
+    diag("at 256m: %llu entries, %llu of %llu pages",
+         (unsigned long long) st.entries, (unsigned long long) st.used_pages,
+         (unsigned long long) st.total_pages);
+    snapcache_cache_close(cache);
+
+    /* the size lowered to 4m: the file keeps its pages, the budget not */
+    store_map = 4 * MB;
+    cache = store_open();
+    ok(cache != NULL, "reopened at size=4m");
+    if (cache == NULL) {
+        free(body);
+        return;
+    }
+
+    snapcache_cache_stats(cache, &st);
+    is_int(st.total_pages, 4 * MB / st.page_size,
+           "usage is reported against the new size");
+    ok(st.used_pages > st.total_pages, "and is over it (%llu of %llu)",
+       (unsigned long long) st.used_pages,
+       (unsigned long long) st.total_pages);
+
+    snprintf(snap, sizeof(snap), "new0");
+    ident_of(cache, &o, &id);
+    body_make(body, 60 * 1024, &o, thumb, SNAPCACHE_FORMAT_JPEG, 2);
+    is_int(put_one(cache, &id, thumb, SNAPCACHE_FORMAT_JPEG, body, 60 * 1024,
+                   NOW + 100, LATER),
+           SNAPCACHE_CACHE_OK, "the next put is stored");
+
+    snapcache_cache_stats(cache, &st);
+    ok(st.evictions > 0 && st.used_pages <= st.total_pages * 90 / 100,
+       "after evicting down to the new size: %llu evicted, %llu of %llu "
+       "pages", (unsigned long long) st.evictions,
+       (unsigned long long) st.used_pages,
+       (unsigned long long) st.total_pages);
+
+    rc = get_one(cache, &id, thumb, SNAPCACHE_FORMAT_JPEG, NOW + 100, 0,
+                 &rec);
+    ok(rc == SNAPCACHE_CACHE_HIT
+       && body_check(rec.body, rec.body_len, &o, thumb,
+                     SNAPCACHE_FORMAT_JPEG), "and it hits");
+    free(rec.body);
+
+    /* fills go on being stored, within the new size */
+    bad = 0;
+
+    for (i = 1; i < 100; i++) {
+        snprintf(snap, sizeof(snap), "new%d", i);
+        ident_of(cache, &o, &id);
+        body_make(body, 60 * 1024, &o, thumb, SNAPCACHE_FORMAT_JPEG, 3);
+        rc = put_one(cache, &id, thumb, SNAPCACHE_FORMAT_JPEG, body,
+                     60 * 1024, NOW + 100 + i, LATER);
+        snapcache_cache_stats(cache, &st);
+        bad += rc != SNAPCACHE_CACHE_OK
+               || st.used_pages > st.total_pages * 90 / 100;
+    }
+
+    is_int(bad, 0, "99 more puts: each stored, usage under the high "
+           "watermark of the new size after each");
+
+    memset(&c, 0, sizeof(c));
+    rc = snapcache_cache_iterate(cache, NULL, 0, NOW, count_visit, &c);
+    ok(rc == SNAPCACHE_CACHE_OK && c.bad == 0 && c.records == st.entries,
+       "consistent: %llu records, every one verifies",
+       (unsigned long long) c.records);
+    is_int(snapcache_cache_verify(cache, &records), SNAPCACHE_CACHE_OK,
+           "and the file walks whole");
+    snapcache_cache_close(cache);
+
+    cache = store_open();
+    snapcache_cache_stats(cache, &st);
+    ok(st.used_pages <= st.total_pages * 90 / 100,
+       "reopened at 4m: still within it");
+    snapcache_cache_close(cache);
+
+    free(body);
+}
+
+
+/* ------------------------------------------------------- damage */
+
+/*
+ * Zeroes every B-tree branch page of data.mdb, found by walking the
+ * file's pages: LMDB's page header has its flags at offset 10, branch
+ * 0x01, overflow 0x04 (then the run's length at 12), meta 0x08.
+ */
+static int
+zero_branch_pages(unsigned page_size)
+{
+    int             fd, n;
+    char            path[512];
+    off_t           at, size;
+    uint32_t        run;
+    unsigned char  *page;
+
+    snprintf(path, sizeof(path), "%s/data.mdb", store_dir);
+
+    fd = open(path, O_RDWR);
+    page = malloc(page_size);
+    if (fd == -1 || page == NULL) {
+        return -1;
+    }
+
+    size = lseek(fd, 0, SEEK_END);
+    n = 0;
+
+    for (at = 2 * (off_t) page_size; at + page_size <= size;
+         at += page_size)
+    {
+        if (pread(fd, page, page_size, at) != (ssize_t) page_size) {
+            break;
+        }
+
+        if (page[10] & 0x04) {
+            run = (uint32_t) page[12] | (uint32_t) page[13] << 8
+                  | (uint32_t) page[14] << 16 | (uint32_t) page[15] << 24;
+            at += (off_t) (run > 1 ? run - 1 : 0) * page_size;
+            continue;
+        }
+
+        if ((page[10] & 0x09) == 0x01) {
+            memset(page, 0, page_size);
+            n += pwrite(fd, page, page_size, at) == (ssize_t) page_size;
+        }
+    }
+
+    close(fd);
+    free(page);
+
+    return n;
+}
+
+
+static void
+test_damaged(void)
+{
+    int                  i, n, bad, rc;
+    char                 snap[32];
+    uint32_t             thumb;
+    uint64_t             count, records;
+    owner_t              o;
+    count_t              c;
+    unsigned char        body[200];
+    snapcache_put_t      items[50];
+    snapcache_ident_t    ids[50];
+    snapcache_cache_t   *cache;
+    snapcache_record_t   rec;
+    snapcache_cache_conf_t   conf;
+    snapcache_cache_stats_t  st;
+    char                 err[512];
+
+    thumb = snapcache_cache_variant(320, 50, 1);
+    o.account = "d";
+    o.device = "cam";
+    o.snapshot = snap;
+
+    store_new(16 * MB);
+    cache = store_open();
+    bad = 0;
+
+    /* 400 small records: every tree is more than one page deep */
+    for (n = 0; n < 8; n++) {
+        for (i = 0; i < 50; i++) {
+            snprintf(snap, sizeof(snap), "s%d", n * 50 + i);
+            ident_of(cache, &o, &ids[i]);
+            item_fill(&items[i], &ids[i], thumb, SNAPCACHE_FORMAT_JPEG,
+                      body, sizeof(body), LATER);
+        }
+
+        memset(body, 'a' + n, sizeof(body));
+        bad += snapcache_cache_put_batch(cache, items, 50, NOW, NULL, NULL)
+               != SNAPCACHE_CACHE_OK;
+    }
+
+    snapcache_cache_stats(cache, &st);
+    is_int(bad, 0, "400 records stored");
+    snapcache_cache_close(cache);
+
+    n = zero_branch_pages(st.page_size);
+    ok(n >= 1, "zeroed the branch pages of data.mdb (%d)", n);
+
+    cache = store_open();
+    ok(cache != NULL, "the store still opens (its main tree is one leaf)");
+    if (cache == NULL) {
+        return;
+    }
+
+    snprintf(snap, sizeof(snap), "s7");
+    ident_of(cache, &o, &ids[0]);
+    is_int(get_one(cache, &ids[0], thumb, SNAPCACHE_FORMAT_JPEG, NOW, 0,
+                   &rec),
+           SNAPCACHE_CACHE_DAMAGED, "get: DAMAGED, not a miss");
+
+    memset(&c, 0, sizeof(c));
+    rc = snapcache_cache_iterate(cache, NULL, 0, NOW, count_visit, &c);
+    is_int(rc, SNAPCACHE_CACHE_DAMAGED, "iterate reports DAMAGED (after %llu "
+           "records), not a silent stop", (unsigned long long) c.records);
+    is_int(snapcache_cache_verify(cache, &records), SNAPCACHE_CACHE_DAMAGED,
+           "verify: DAMAGED");
+    is_int(put_one(cache, &ids[0], thumb, SNAPCACHE_FORMAT_JPEG, body, 100,
+                   NOW, LATER),
+           SNAPCACHE_CACHE_DAMAGED, "put: DAMAGED");
+    is_int(snapcache_cache_purge(cache, "d", "cam", NULL, &count),
+           SNAPCACHE_CACHE_DAMAGED, "purge: DAMAGED");
+    ok(strstr(snapcache_cache_strerror(SNAPCACHE_CACHE_DAMAGED),
+              "the store file is damaged") != NULL,
+       "strerror: \"the store file is damaged\"");
+
+    /* and again, with each call, for a caller that retries */
+    bad = 0;
+
+    for (i = 0; i < 50; i++) {
+        snprintf(snap, sizeof(snap), "s%d", i * 8);
+        ident_of(cache, &o, &ids[0]);
+        bad += get_one(cache, &ids[0], thumb, SNAPCACHE_FORMAT_JPEG, NOW, 0,
+                       &rec) != SNAPCACHE_CACHE_DAMAGED;
+    }
+
+    is_int(bad, 0, "50 more gets: each DAMAGED");
+    snapcache_cache_close(cache);
+
+    memset(&conf, 0, sizeof(conf));
+    conf.path = store_dir;
+    conf.read_only = 1;
+    ok(snapcache_cache_open(&conf, &cache, err, sizeof(err))
+       == SNAPCACHE_CACHE_OK, "a read-only open works");
+    is_int(snapcache_cache_iterate(cache, NULL, 0, NOW, count_visit, &c),
+           SNAPCACHE_CACHE_DAMAGED, "and its walk says DAMAGED");
+    snapcache_cache_close(cache);
+
+    /* a file that is not LMDB at all */
+    {
+        int   fd;
+        char  path[512];
+
+        snprintf(path, sizeof(path), "%s/data.mdb", store_dir);
+        fd = open(path, O_WRONLY);
+        memset(body, 0x5a, sizeof(body));
+        ok(fd != -1 && pwrite(fd, body, sizeof(body), 0) == sizeof(body)
+           && pwrite(fd, body, sizeof(body), st.page_size) == sizeof(body),
+           "overwrote both meta pages");
+        close(fd);
+    }
+
+    is_int(snapcache_cache_open(&conf, &cache, err, sizeof(err)),
+           SNAPCACHE_CACHE_DAMAGED, "open: DAMAGED (%s)", err);
+    ok(strstr(err, "move the store directory away") != NULL,
+       "and the message says what to do");
+}
+
+
+/* ------------------------------------------------------- read-only */
+
+typedef struct {
+    uint64_t         hash;
+    off_t            size;
+    struct timespec  mtime;
+    int              exists;
+} file_state_t;
+
+
+static void
+file_state(const char *name, file_state_t *fs)
+{
+    int             fd;
+    char            path[512];
+    ssize_t         n;
+    struct stat     st;
+    unsigned char   buf[65536];
+
+    memset(fs, 0, sizeof(file_state_t));
+    snprintf(path, sizeof(path), "%s/%s", store_dir, name);
+
+    if (lstat(path, &st) != 0) {
+        return;
+    }
+
+    fs->exists = 1;
+    fs->size = st.st_size;
+    fs->mtime = st.st_mtim;
+    fs->hash = 0xcbf29ce484222325ULL;
+
+    fd = open(path, O_RDONLY);
+
+    while (fd != -1 && (n = read(fd, buf, sizeof(buf))) > 0) {
+        fs->hash ^= fnv(buf, (size_t) n);
+        fs->hash *= 0x100000001b3ULL;
+    }
+
+    if (fd != -1) {
+        close(fd);
+    }
+}
+
+
+static int
+file_same(const file_state_t *a, const file_state_t *b)
+{
+    return a->exists == b->exists && a->hash == b->hash
+           && a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec
+           && a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+
+static int
+dir_entries(void)
+{
+    int             n;
+    DIR            *d;
+    struct dirent  *e;
+
+    n = 0;
+    d = opendir(store_dir);
+
+    while (d && (e = readdir(d)) != NULL) {
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    }
+
+    if (d) {
+        closedir(d);
+    }
+
+    return n;
+}
+
+
+/* Sets both files' times far in the past: any write would move them. */
+static void
+files_age(void)
+{
+    char             path[512];
+    struct timespec  ts[2];
+
+    ts[0].tv_sec = ts[1].tv_sec = 1000000000;
+    ts[0].tv_nsec = ts[1].tv_nsec = 0;
+
+    snprintf(path, sizeof(path), "%s/data.mdb", store_dir);
+    utimensat(AT_FDCWD, path, ts, 0);
+    snprintf(path, sizeof(path), "%s/lock.mdb", store_dir);
+    utimensat(AT_FDCWD, path, ts, 0);
+}
+
+
+static snapcache_cache_t *
+store_open_ro(char *err, size_t err_size)
+{
+    snapcache_cache_t       *cache;
+    snapcache_cache_conf_t   conf;
+
+    memset(&conf, 0, sizeof(conf));
+    conf.path = store_dir;
+    conf.read_only = 1;
+
+    if (snapcache_cache_open(&conf, &cache, err, err_size)
+        != SNAPCACHE_CACHE_OK)
+    {
+        return NULL;
+    }
+
+    return cache;
+}
+
+
+static void
+test_read_only(void)
+{
+    int                  i, rc, go[2], ready[2], status;
+    char                 c, err[512], snap[32];
+    pid_t                pid;
+    uint32_t             thumb;
+    uint64_t             records, count;
+    owner_t              o;
+    count_t              cnt;
+    file_state_t         d0, l0, d1, l1;
+    unsigned char        body[3000];
+    snapcache_ident_t    id;
+    snapcache_cache_t   *cache;
+    snapcache_record_t   rec;
+    snapcache_cache_stats_t  st;
+
+    thumb = snapcache_cache_variant(320, 50, 1);
+    o.account = "ro";
+    o.device = "cam";
+    o.snapshot = snap;
+
+    store_new(8 * MB);
+    cache = store_open();
+
+    for (i = 0; i < 50; i++) {
+        snprintf(snap, sizeof(snap), "s%d", i);
+        ident_of(cache, &o, &id);
+        body_make(body, sizeof(body), &o, thumb, SNAPCACHE_FORMAT_JPEG, 1);
+        put_one(cache, &id, thumb, SNAPCACHE_FORMAT_JPEG, body, sizeof(body),
+                NOW, i < 10 ? NOW - 1 : LATER);
+    }
+
+    snapcache_cache_close(cache);
+
+    files_age();
+    file_state("data.mdb", &d0);
+    file_state("lock.mdb", &l0);
+    ok(d0.exists && l0.exists && dir_entries() == 2,
+       "a store of 50 records: data.mdb and lock.mdb");
+
+    cache = store_open_ro(err, sizeof(err));
+    ok(cache != NULL, "open it read-only");
+    if (cache == NULL) {
+        diag("%s", err);
+        return;
+    }
+
+    snprintf(snap, sizeof(snap), "s20");
+    ident_of(cache, &o, &id);
+    rc = get_one(cache, &id, thumb, SNAPCACHE_FORMAT_JPEG, NOW, 0, &rec);
+    ok(rc == SNAPCACHE_CACHE_HIT
+       && body_check(rec.body, rec.body_len, &o, thumb,
+                     SNAPCACHE_FORMAT_JPEG), "get hits");
+    free(rec.body);
+
+    memset(&cnt, 0, sizeof(cnt));
+    rc = snapcache_cache_iterate(cache, NULL, 0, NOW, count_visit, &cnt);
+    ok(rc == SNAPCACHE_CACHE_OK && cnt.records == 50 && cnt.bad == 0,
+       "iterate walks all 50");
+    ok(snapcache_cache_verify(cache, &records) == SNAPCACHE_CACHE_OK
+       && records == 50, "verify: sound");
+    ok(snapcache_cache_stats(cache, &st) == SNAPCACHE_CACHE_OK
+       && st.entries == 50 && st.total_pages * st.page_size == 8 * MB,
+       "stats: 50 entries, the file's map size");
+    is_int(put_one(cache, &id, thumb, SNAPCACHE_FORMAT_JPEG, body, 10, NOW,
+                   LATER),
+           SNAPCACHE_CACHE_ERROR, "put: refused");
+    is_int(snapcache_cache_purge(cache, "ro", NULL, NULL, &count),
+           SNAPCACHE_CACHE_ERROR, "purge: refused");
+
+    /* expired records, a record planted wrong: get would delete them */
+    snprintf(snap, sizeof(snap), "s3");
+    ident_of(cache, &o, &id);
+    is_int(get_one(cache, &id, thumb, SNAPCACHE_FORMAT_WEBP, NOW, 0, &rec),
+           SNAPCACHE_CACHE_MISS, "a miss");
+    snapcache_cache_close(cache);
+
+    file_state("data.mdb", &d1);
+    file_state("lock.mdb", &l1);
+    ok(file_same(&d0, &d1), "data.mdb: the same bytes, the same mtime");
+    ok(file_same(&l0, &l1), "lock.mdb: the same bytes, the same mtime");
+    is_int(dir_entries(), 2, "no file created");
+
+    /* while another process has the store open for writing */
+    if (pipe(go) != 0 || pipe(ready) != 0) {
+        perror("pipe");
+        exit(1);
+    }
+
+    fflush(stdout);
+
+    pid = fork();
+    if (pid == 0) {
+        cache = store_open();
+        c = cache ? 'o' : 'x';
+
+        if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1) {
+            _exit(1);
+        }
+
+        snapcache_cache_close(cache);
+        _exit(0);
+    }
+
+    c = 0;
+    ok(read(ready[0], &c, 1) == 1 && c == 'o',
+       "another process has the store open");
+
+    files_age();
+    file_state("data.mdb", &d0);
+
+    snprintf(snap, sizeof(snap), "s30");
+    cache = store_open_ro(err, sizeof(err));
+
+    if (cache) {
+        ident_of(cache, &o, &id);
+    }
+
+    rc = cache ? get_one(cache, &id, thumb, SNAPCACHE_FORMAT_JPEG, NOW, 0,
+                         &rec)
+               : -1;
+    ok(rc == SNAPCACHE_CACHE_HIT, "a read-only open next to it reads");
+    if (rc != SNAPCACHE_CACHE_HIT) {
+        diag("%s: %s", cache ? "get" : err,
+             cache ? snapcache_cache_strerror(rc) : "");
+    }
+
+    free(rec.body);
+    snapcache_cache_close(cache);
+
+    file_state("data.mdb", &d1);
+    ok(file_same(&d0, &d1), "and leaves data.mdb as it was");
+
+    if (write(go[1], "q", 1) != 1) {
+        perror("write");
+    }
+
+    waitpid(pid, &status, 0);
+    close(go[0]);
+    close(go[1]);
+    close(ready[0]);
+    close(ready[1]);
+
+    /* an empty directory: no store, and none made */
+    store_new(8 * MB);
+    cache = store_open_ro(err, sizeof(err));
+    ok(cache == NULL && strstr(err, "no store") != NULL,
+       "read-only in an empty directory fails: %s", err);
+    is_int(dir_entries(), 0, "and creates nothing there");
+    snapcache_cache_close(cache);
+}
+
+
 int
 main(void)
 {
@@ -1747,11 +2894,17 @@ main(void)
 
     test_round_trip();
     test_keys();
+    test_variants();
     test_foreign_and_corrupt();
+    test_absent();
+    test_outdated();
     test_expiry();
     test_purge();
     test_precommit();
     test_fill();
+    test_resize();
+    test_damaged();
+    test_read_only();
     test_processes();
     test_killed_writer();
 

@@ -2,11 +2,11 @@
  * transcode/: the libvips variant pipeline.  Sizes per input format and
  * variant, no upscale, progressive JPEG, EXIF orientation, metadata
  * stripped, truncated, oversized and disallowed inputs, zero and random
- * bytes, clean state after every failure, determinism, and the
- * isolation regressions from DESIGN.md with owner-marker images.  Every
- * input is generated here.  With SNAPCACHE_FUZZ_SEEDS set to a
- * directory, the small inputs are also written there as the seed corpus
- * of fuzz/fuzz_transcode.
+ * bytes, clean state after every failure, determinism, and isolation
+ * (a reused input buffer, two threads at once) with owner-marker
+ * images.  Every input is generated here.  With SNAPCACHE_FUZZ_SEEDS set
+ * to a directory, the small inputs are also written there as the seed
+ * corpus of fuzz/fuzz_transcode.
  */
 
 #define _GNU_SOURCE
@@ -101,11 +101,11 @@ save(VipsImage *img, int format, int strip, blob_t *out)
     int      rc;
 
     switch (format) {
-    case SNAPCACHE_TRANSCODE_PNG:
+    case SNAPCACHE_FORMAT_PNG:
         rc = vips_pngsave_buffer(img, &buf, &len, "strip", strip,
                                  "compression", 1, NULL);
         break;
-    case SNAPCACHE_TRANSCODE_WEBP:
+    case SNAPCACHE_FORMAT_WEBP:
         rc = vips_webpsave_buffer(img, &buf, &len, "Q", 85, "strip", strip,
                                   NULL);
         break;
@@ -157,18 +157,11 @@ blob_free(blob_t *b)
 static const char *
 format_name(int format)
 {
-    switch (format) {
-    case SNAPCACHE_TRANSCODE_JPEG:
-        return "jpeg";
-    case SNAPCACHE_TRANSCODE_PNG:
-        return "png";
-    case SNAPCACHE_TRANSCODE_WEBP:
-        return "webp";
-    case SNAPCACHE_TRANSCODE_AVIF:
-        return "avif";
-    default:
-        return "?";
-    }
+    const char  *name;
+
+    name = snapcache_format_name((unsigned) format);
+
+    return name ? name : "?";
 }
 
 
@@ -226,12 +219,12 @@ magic_is(const snapcache_transcode_out_t *out, int format)
     p = out->data;
 
     switch (format) {
-    case SNAPCACHE_TRANSCODE_JPEG:
+    case SNAPCACHE_FORMAT_JPEG:
         return out->len > 3 && p[0] == 0xff && p[1] == 0xd8 && p[2] == 0xff;
-    case SNAPCACHE_TRANSCODE_WEBP:
+    case SNAPCACHE_FORMAT_WEBP:
         return out->len > 12 && memcmp(p, "RIFF", 4) == 0
                && memcmp(p + 8, "WEBP", 4) == 0;
-    case SNAPCACHE_TRANSCODE_AVIF:
+    case SNAPCACHE_FORMAT_AVIF:
         return out->len > 12 && memcmp(p + 4, "ftypavif", 8) == 0;
     default:
         return 0;
@@ -246,7 +239,7 @@ decodes_to(const snapcache_transcode_out_t *out, int width, int height)
     int         ok;
     VipsImage  *img;
 
-    if (out->format == SNAPCACHE_TRANSCODE_AVIF) {
+    if (out->format == SNAPCACHE_FORMAT_AVIF) {
         /* heifload is blocked in this process: trust the header only */
         return out->width == width && out->height == height;
     }
@@ -311,7 +304,7 @@ good_after(const char *what)
     int                        rc;
     snapcache_transcode_out_t  out;
 
-    rc = run(&small_jpeg, 100, SNAPCACHE_TRANSCODE_JPEG, 0, &out);
+    rc = run(&small_jpeg, 100, SNAPCACHE_FORMAT_JPEG, 0, &out);
     ok(rc == SNAPCACHE_TRANSCODE_OK && decodes_to(&out, 100, 75),
        "after %s: the next transcode in this thread is right", what);
     snapcache_transcode_free(out.data);
@@ -324,12 +317,12 @@ static void
 test_sizes(void)
 {
     int                        i, j, k, rc, h, bad;
-    int                        fmts[3] = { SNAPCACHE_TRANSCODE_JPEG,
-                                           SNAPCACHE_TRANSCODE_PNG,
-                                           SNAPCACHE_TRANSCODE_WEBP };
-    int                        outs[3] = { SNAPCACHE_TRANSCODE_JPEG,
-                                           SNAPCACHE_TRANSCODE_WEBP,
-                                           SNAPCACHE_TRANSCODE_AVIF };
+    int                        fmts[3] = { SNAPCACHE_FORMAT_JPEG,
+                                           SNAPCACHE_FORMAT_PNG,
+                                           SNAPCACHE_FORMAT_WEBP };
+    int                        outs[3] = { SNAPCACHE_FORMAT_JPEG,
+                                           SNAPCACHE_FORMAT_WEBP,
+                                           SNAPCACHE_FORMAT_AVIF };
     int                        widths[3] = { 320, 640, 1280 };
     blob_t                     in;
     snapcache_probe_t          probe;
@@ -351,10 +344,10 @@ test_sizes(void)
 
         for (j = 0; j < 3; j++) {
             for (k = 0; k < 3; k++) {
-                if (outs[k] == SNAPCACHE_TRANSCODE_AVIF
+                if (outs[k] == SNAPCACHE_FORMAT_AVIF
                     && (widths[j] != 320
                         || !(snapcache_transcode_formats()
-                             & (1u << SNAPCACHE_TRANSCODE_AVIF))))
+                             & SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_AVIF))))
                 {
                     continue;
                 }
@@ -386,7 +379,7 @@ test_sizes(void)
     /* a small input is never enlarged */
     for (i = 0; i < 3; i++) {
         make_photo(200, 150, fmts[i], 7, &in);
-        rc = run(&in, 640, SNAPCACHE_TRANSCODE_JPEG, 0, &out);
+        rc = run(&in, 640, SNAPCACHE_FORMAT_JPEG, 0, &out);
         ok(rc == SNAPCACHE_TRANSCODE_OK && decodes_to(&out, 200, 150),
            "a 200x150 %s asked for 640 stays 200x150",
            format_name(fmts[i]));
@@ -405,12 +398,16 @@ test_formats_and_variants(void)
     snapcache_variant_spec_t   spec;
     snapcache_transcode_out_t  out;
 
-    ok((snapcache_transcode_formats() & (1u << SNAPCACHE_TRANSCODE_JPEG))
-       && (snapcache_transcode_formats() & (1u << SNAPCACHE_TRANSCODE_WEBP)),
+    ok((snapcache_transcode_formats()
+        & SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_JPEG))
+       && (snapcache_transcode_formats()
+           & SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_WEBP)),
        "JPEG and WebP output are reported");
 
-    if (!(snapcache_transcode_formats() & (1u << SNAPCACHE_TRANSCODE_AVIF))) {
-        is_int(run(&small_jpeg, 100, SNAPCACHE_TRANSCODE_AVIF, 0, &out),
+    if (!(snapcache_transcode_formats()
+          & SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_AVIF)))
+    {
+        is_int(run(&small_jpeg, 100, SNAPCACHE_FORMAT_AVIF, 0, &out),
                SNAPCACHE_TRANSCODE_ENCODER_MISSING,
                "AVIF without an encoder: ENCODER_MISSING");
     } else {
@@ -420,11 +417,11 @@ test_formats_and_variants(void)
     memset(&spec, 0, sizeof(spec));
     spec.width = 100;
     spec.quality = 80;
-    spec.format = SNAPCACHE_TRANSCODE_PNG;
+    spec.format = SNAPCACHE_FORMAT_PNG;
     is_int(snapcache_transcode(small_jpeg.data, small_jpeg.len, &spec,
                                MAX_BYTES, MAX_PIXELS, &out),
            SNAPCACHE_TRANSCODE_BAD_VARIANT, "PNG output: BAD_VARIANT");
-    spec.format = SNAPCACHE_TRANSCODE_JPEG;
+    spec.format = SNAPCACHE_FORMAT_JPEG;
     spec.quality = 0;
     is_int(snapcache_transcode(small_jpeg.data, small_jpeg.len, &spec,
                                MAX_BYTES, MAX_PIXELS, &out),
@@ -468,15 +465,15 @@ test_progressive(void)
     blob_t                     in;
     snapcache_transcode_out_t  out;
 
-    make_photo(1280, 720, SNAPCACHE_TRANSCODE_JPEG, 3, &in);
+    make_photo(1280, 720, SNAPCACHE_FORMAT_JPEG, 3, &in);
 
-    rc = run(&in, 640, SNAPCACHE_TRANSCODE_JPEG, 500, &out);
+    rc = run(&in, 640, SNAPCACHE_FORMAT_JPEG, 500, &out);
     ok(rc == SNAPCACHE_TRANSCODE_OK && has_marker(out.data, out.len, 0xc2)
        && !has_marker(out.data, out.len, 0xc0),
        "640 wide, progressive from 500: progressive (SOF2)");
     snapcache_transcode_free(out.data);
 
-    rc = run(&in, 320, SNAPCACHE_TRANSCODE_JPEG, 500, &out);
+    rc = run(&in, 320, SNAPCACHE_FORMAT_JPEG, 500, &out);
     ok(rc == SNAPCACHE_TRANSCODE_OK && has_marker(out.data, out.len, 0xc0)
        && !has_marker(out.data, out.len, 0xc2),
        "320 wide, progressive from 500: baseline (SOF0)");
@@ -518,13 +515,13 @@ test_orientation(void)
     g_object_unref(both);
     vips_image_set_int(img, VIPS_META_ORIENTATION, 6);
 
-    rc = save(img, SNAPCACHE_TRANSCODE_JPEG, 0, &in);
+    rc = save(img, SNAPCACHE_FORMAT_JPEG, 0, &in);
     g_object_unref(img);
     ok(rc == 0 && memmem(in.data, in.len, "Exif", 4) != NULL,
        "made a 400x200 JPEG with EXIF orientation 6");
     seed_write("rotated", 20, in.data, in.len);
 
-    rc = run(&in, 100, SNAPCACHE_TRANSCODE_JPEG, 0, &out);
+    rc = run(&in, 100, SNAPCACHE_FORMAT_JPEG, 0, &out);
     ok(rc == SNAPCACHE_TRANSCODE_OK && decodes_to(&out, 100, 200),
        "orientation 6: a 100-wide variant is 100x200, portrait");
 
@@ -561,9 +558,9 @@ test_metadata(void)
         "\"http://www.w3.org/1999/02/22-rdf-syntax-ns#\"><rdf:Description "
         "xmlns:xmp=\"http://ns.adobe.com/xap/1.0/\" xmp:Label=\"XMPSECRET\"/>"
         "</rdf:RDF></x:xmpmeta>";
-    int                        outs[3] = { SNAPCACHE_TRANSCODE_JPEG,
-                                           SNAPCACHE_TRANSCODE_WEBP,
-                                           SNAPCACHE_TRANSCODE_AVIF };
+    int                        outs[3] = { SNAPCACHE_FORMAT_JPEG,
+                                           SNAPCACHE_FORMAT_WEBP,
+                                           SNAPCACHE_FORMAT_AVIF };
 
     img = photo_like(640, 480, 11);
     vips_copy(img, &copy, NULL);
@@ -574,7 +571,7 @@ test_metadata(void)
     vips_image_set_string(copy, "exif-ifd3-GPSLatitude", "52/1 31/1 12/1");
     vips_image_set_blob_copy(copy, VIPS_META_XMP_NAME, xmp, sizeof(xmp) - 1);
 
-    rc = save(copy, SNAPCACHE_TRANSCODE_JPEG, 0, &in);
+    rc = save(copy, SNAPCACHE_FORMAT_JPEG, 0, &in);
     g_object_unref(copy);
 
     /* the input really carries them, or the test would prove nothing */
@@ -591,9 +588,9 @@ test_metadata(void)
     bad = 0;
 
     for (i = 0; i < 3; i++) {
-        if (outs[i] == SNAPCACHE_TRANSCODE_AVIF
+        if (outs[i] == SNAPCACHE_FORMAT_AVIF
             && !(snapcache_transcode_formats()
-                 & (1u << SNAPCACHE_TRANSCODE_AVIF)))
+                 & SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_AVIF)))
         {
             continue;
         }
@@ -612,7 +609,7 @@ test_metadata(void)
             bad++;
         }
 
-        if (outs[i] != SNAPCACHE_TRANSCODE_AVIF) {
+        if (outs[i] != SNAPCACHE_FORMAT_AVIF) {
             o = vips_image_new_from_buffer(out.data, out.len, "", NULL);
 
             if (o == NULL
@@ -642,33 +639,33 @@ static void
 test_truncated(void)
 {
     int                        i, rc;
-    int                        fmts[3] = { SNAPCACHE_TRANSCODE_JPEG,
-                                           SNAPCACHE_TRANSCODE_PNG,
-                                           SNAPCACHE_TRANSCODE_WEBP };
+    int                        fmts[3] = { SNAPCACHE_FORMAT_JPEG,
+                                           SNAPCACHE_FORMAT_PNG,
+                                           SNAPCACHE_FORMAT_WEBP };
     blob_t                     in;
     snapcache_transcode_out_t  out;
 
-    make_photo(1280, 720, SNAPCACHE_TRANSCODE_JPEG, 5, &in);
-    rc = run(&in, 320, SNAPCACHE_TRANSCODE_JPEG, 0, &out);
+    make_photo(1280, 720, SNAPCACHE_FORMAT_JPEG, 5, &in);
+    rc = run(&in, 320, SNAPCACHE_FORMAT_JPEG, 0, &out);
     ok(rc == SNAPCACHE_TRANSCODE_OK, "the whole JPEG transcodes");
     snapcache_transcode_free(out.data);
 
     in.len /= 2;
     memset(&out, 0, sizeof(out));
-    rc = run(&in, 320, SNAPCACHE_TRANSCODE_JPEG, 0, &out);
+    rc = run(&in, 320, SNAPCACHE_FORMAT_JPEG, 0, &out);
     is_int(rc, SNAPCACHE_TRANSCODE_TRUNCATED, "a JPEG cut at 50%%: TRUNCATED");
     ok(out.data == NULL, "and no output");
     good_after("a truncated JPEG");
     blob_free(&in);
 
-    make_photo(64, 48, SNAPCACHE_TRANSCODE_JPEG, 5, &in);
+    make_photo(64, 48, SNAPCACHE_FORMAT_JPEG, 5, &in);
     seed_write("truncated", 9, in.data, in.len / 2);
     blob_free(&in);
 
     for (i = 1; i < 3; i++) {
         make_photo(640, 360, fmts[i], 6, &in);
         in.len /= 2;
-        rc = run(&in, 320, SNAPCACHE_TRANSCODE_JPEG, 0, &out);
+        rc = run(&in, 320, SNAPCACHE_FORMAT_JPEG, 0, &out);
         ok(rc == SNAPCACHE_TRANSCODE_TRUNCATED
            || rc == SNAPCACHE_TRANSCODE_CORRUPT,
            "a %s cut at 50%% is rejected (%s)", format_name(fmts[i]),
@@ -781,7 +778,7 @@ test_huge_png(void)
     rc = snapcache_transcode_probe(png, len, MAX_BYTES, MAX_PIXELS, &probe);
     rc2 = snapcache_transcode(png, len,
                               &(snapcache_variant_spec_t) { 320, 80,
-                                  SNAPCACHE_TRANSCODE_JPEG, 0 },
+                                  SNAPCACHE_FORMAT_JPEG, 0 },
                               MAX_BYTES, MAX_PIXELS, &out);
 
     peak = status_kb("VmHWM:");
@@ -820,7 +817,7 @@ reject(const char *what, const void *data, size_t len, int want)
     memset(&out, 0, sizeof(out));
     rc2 = snapcache_transcode(data, len,
                               &(snapcache_variant_spec_t) { 320, 80,
-                                  SNAPCACHE_TRANSCODE_JPEG, 0 },
+                                  SNAPCACHE_FORMAT_JPEG, 0 },
                               MAX_BYTES, MAX_PIXELS, &out);
 
     if (want >= 0) {
@@ -969,14 +966,14 @@ static void
 test_deterministic(void)
 {
     int                        i, rc, same;
-    int                        outs[2] = { SNAPCACHE_TRANSCODE_JPEG,
-                                           SNAPCACHE_TRANSCODE_WEBP };
+    int                        outs[2] = { SNAPCACHE_FORMAT_JPEG,
+                                           SNAPCACHE_FORMAT_WEBP };
     blob_t                     in;
     pthread_t                  tid;
     det_job_t                  job;
     snapcache_transcode_out_t  a, b;
 
-    make_photo(1280, 720, SNAPCACHE_TRANSCODE_JPEG, 9, &in);
+    make_photo(1280, 720, SNAPCACHE_FORMAT_JPEG, 9, &in);
 
     for (i = 0; i < 2; i++) {
         rc = run(&in, 320, outs[i], 0, &a);
@@ -1043,11 +1040,11 @@ test_reused_buffer(void)
     memcpy(buf, a, alen);
     in.data = buf;
     in.len = alen;
-    rc = run(&in, 320, SNAPCACHE_TRANSCODE_JPEG, 0, &oa);
+    rc = run(&in, 320, SNAPCACHE_FORMAT_JPEG, 0, &oa);
 
     memcpy(buf, b, blen);
     in.len = blen;
-    rc |= run(&in, 320, SNAPCACHE_TRANSCODE_JPEG, 0, &ob);
+    rc |= run(&in, 320, SNAPCACHE_FORMAT_JPEG, 0, &ob);
 
     ok(rc == 0 && owner_is(&oa, "alice", "door", "s1"),
        "first decode of the buffer shows alice");
@@ -1099,7 +1096,7 @@ iso_thread(void *arg)
         in.data = o->data;
         in.len = o->len;
 
-        rc = run(&in, 320, SNAPCACHE_TRANSCODE_JPEG, 0, &out);
+        rc = run(&in, 320, SNAPCACHE_FORMAT_JPEG, 0, &out);
 
         if (rc != SNAPCACHE_TRANSCODE_OK
             || !owner_is(&out, o->account, o->device, o->snapshot))
@@ -1175,7 +1172,7 @@ main(void)
 
     ok(1, "init");
 
-    if (make_photo(100, 75, SNAPCACHE_TRANSCODE_JPEG, 1, &small_jpeg) != 0) {
+    if (make_photo(100, 75, SNAPCACHE_FORMAT_JPEG, 1, &small_jpeg) != 0) {
         ok(0, "made the small reference JPEG");
         return done_testing();
     }

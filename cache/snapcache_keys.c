@@ -1,0 +1,282 @@
+/*
+ * Keys: the account and device tags and the identity digest, HMAC-SHA256
+ * under the store secret of length-prefixed ids, and the variant that
+ * names a rung by what it is.  Every buffer that held key material or an
+ * HMAC output is wiped before it is left, on error paths too.
+ */
+
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "cache/snapcache_cache_int.h"
+
+
+#define HMAC_BLOCK  64
+
+
+/* The HMAC pads of the secret, absorbed once into two SHA-256 states. */
+int
+snapcache_keys_prepare(snapcache_cache_t *cache, const unsigned char *secret,
+    size_t len)
+{
+    int            rc;
+    size_t         i;
+    unsigned char  ipad[HMAC_BLOCK], opad[HMAC_BLOCK];
+
+    if (len > HMAC_BLOCK) {
+        return -1;
+    }
+
+    cache->hmac_inner = EVP_MD_CTX_new();
+    cache->hmac_outer = EVP_MD_CTX_new();
+
+    if (cache->hmac_inner == NULL || cache->hmac_outer == NULL) {
+        return -1;
+    }
+
+    memset(ipad, 0x36, sizeof(ipad));
+    memset(opad, 0x5c, sizeof(opad));
+
+    for (i = 0; i < len; i++) {
+        ipad[i] ^= secret[i];
+        opad[i] ^= secret[i];
+    }
+
+    rc = EVP_DigestInit_ex(cache->hmac_inner, EVP_sha256(), NULL) == 1
+         && EVP_DigestUpdate(cache->hmac_inner, ipad, sizeof(ipad)) == 1
+         && EVP_DigestInit_ex(cache->hmac_outer, EVP_sha256(), NULL) == 1
+         && EVP_DigestUpdate(cache->hmac_outer, opad, sizeof(opad)) == 1;
+
+    OPENSSL_cleanse(ipad, sizeof(ipad));
+    OPENSSL_cleanse(opad, sizeof(opad));
+
+    return rc ? 0 : -1;
+}
+
+
+/* OpenSSL wipes a digest context's state as it frees it. */
+void
+snapcache_keys_free(snapcache_cache_t *cache)
+{
+    EVP_MD_CTX_free(cache->hmac_inner);
+    EVP_MD_CTX_free(cache->hmac_outer);
+    cache->hmac_inner = NULL;
+    cache->hmac_outer = NULL;
+}
+
+
+/*
+ * HMAC-SHA256 from the prepared pad states: two context copies instead
+ * of re-keying per call.  The templates are only read, so threads may
+ * call this at once.
+ */
+static int
+hmac(snapcache_cache_t *cache, const unsigned char *msg, size_t len,
+    unsigned char out[32])
+{
+    int            rc;
+    unsigned int   n;
+    EVP_MD_CTX    *ctx;
+    unsigned char  inner[32];
+
+    ctx = EVP_MD_CTX_new();
+    if (ctx == NULL) {
+        return -1;
+    }
+
+    rc = EVP_MD_CTX_copy_ex(ctx, cache->hmac_inner) == 1
+         && EVP_DigestUpdate(ctx, msg, len) == 1
+         && EVP_DigestFinal_ex(ctx, inner, &n) == 1
+         && EVP_MD_CTX_copy_ex(ctx, cache->hmac_outer) == 1
+         && EVP_DigestUpdate(ctx, inner, sizeof(inner)) == 1
+         && EVP_DigestFinal_ex(ctx, out, &n) == 1;
+
+    EVP_MD_CTX_free(ctx);
+    OPENSSL_cleanse(inner, sizeof(inner));
+
+    if (!rc) {
+        OPENSSL_cleanse(out, 32);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+id_valid(const char *s, size_t len)
+{
+    size_t  i;
+
+    if (s == NULL || len == 0 || len > SNAPCACHE_CACHE_ID_MAX) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (s[i] == '\0' || s[i] == '/') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* tag  = HMAC(secret, domain | len | id [| len | id ...]) */
+static int
+tag_of(snapcache_cache_t *cache, char domain, const char **ids,
+    const size_t *lens, int n, unsigned char out[32])
+{
+    int            i;
+    size_t         len;
+    unsigned char  msg[1 + 3 * (1 + SNAPCACHE_CACHE_ID_MAX)];
+
+    msg[0] = (unsigned char) domain;
+    len = 1;
+
+    for (i = 0; i < n; i++) {
+        if (!id_valid(ids[i], lens[i])) {
+            return -1;
+        }
+
+        msg[len++] = (unsigned char) lens[i];
+        memcpy(msg + len, ids[i], lens[i]);
+        len += lens[i];
+    }
+
+    return hmac(cache, msg, len, out);
+}
+
+
+int
+snapcache_cache_ident(snapcache_cache_t *cache, const char *account,
+    size_t account_len, const char *device, size_t device_len,
+    const char *snapshot, size_t snapshot_len, snapcache_ident_t *ident)
+{
+    const char     *ids[3];
+    size_t          lens[3];
+    unsigned char   mac[32];
+
+    ids[0] = account;
+    ids[1] = device;
+    ids[2] = snapshot;
+    lens[0] = account_len;
+    lens[1] = device_len;
+    lens[2] = snapshot_len;
+
+    if (tag_of(cache, 'A', ids, lens, 1, mac) != 0) {
+        goto failed;
+    }
+
+    memcpy(ident->acct_tag, mac, SNAPCACHE_TAG_LEN);
+
+    if (tag_of(cache, 'D', ids, lens, 2, mac) != 0) {
+        goto failed;
+    }
+
+    memcpy(ident->dev_tag, mac, SNAPCACHE_TAG_LEN);
+    OPENSSL_cleanse(mac, sizeof(mac));
+
+    if (tag_of(cache, 'I', ids, lens, 3, ident->digest) != 0) {
+        goto failed;
+    }
+
+    memcpy(ident->prefix, ident->acct_tag, SNAPCACHE_TAG_LEN);
+    memcpy(ident->prefix + SNAPCACHE_TAG_LEN, ident->dev_tag,
+           SNAPCACHE_TAG_LEN);
+    memcpy(ident->prefix + 2 * SNAPCACHE_TAG_LEN, snapshot, snapshot_len);
+    ident->prefix[2 * SNAPCACHE_TAG_LEN + snapshot_len] = 0x00;
+    ident->prefix_len = 2 * SNAPCACHE_TAG_LEN + snapshot_len + 1;
+
+    return SNAPCACHE_CACHE_OK;
+
+failed:
+
+    OPENSSL_cleanse(mac, sizeof(mac));
+    OPENSSL_cleanse(ident, sizeof(snapcache_ident_t));
+
+    return SNAPCACHE_CACHE_ERROR;
+}
+
+
+uint32_t
+snapcache_cache_variant(unsigned width, unsigned quality, unsigned pipeline)
+{
+    if (width == 0 || width > 0xffff || quality == 0 || quality > 0xff
+        || pipeline == 0 || pipeline > 0xff)
+    {
+        return 0;
+    }
+
+    return (uint32_t) width << 16 | (uint32_t) quality << 8 | pipeline;
+}
+
+
+void
+snapcache_cache_key(const snapcache_ident_t *ident, uint32_t variant,
+    unsigned format, snapcache_key_t *key)
+{
+    unsigned char  *p;
+
+    p = key->data;
+
+    memcpy(p, ident->prefix, ident->prefix_len);
+    p += ident->prefix_len;
+
+    /* big-endian, so that a prefix scan sees one rung's keys together */
+    p[0] = (unsigned char) (variant >> 24);
+    p[1] = (unsigned char) (variant >> 16);
+    p[2] = (unsigned char) (variant >> 8);
+    p[3] = (unsigned char) variant;
+    p[4] = (unsigned char) format;
+
+    key->len = ident->prefix_len + SNAPCACHE_VARIANT_LEN + 1;
+}
+
+
+int
+snapcache_cache_prefix(snapcache_cache_t *cache, const char *account,
+    const char *device, unsigned char *out, size_t *out_len)
+{
+    int             rc;
+    const char     *ids[2];
+    size_t          lens[2];
+    unsigned char   mac[32];
+
+    ids[0] = account;
+    ids[1] = device;
+    lens[0] = account ? strlen(account) : 0;
+    lens[1] = device ? strlen(device) : 0;
+
+    rc = SNAPCACHE_CACHE_ERROR;
+
+    if (tag_of(cache, 'A', ids, lens, 1, mac) != 0) {
+        goto done;
+    }
+
+    memcpy(out, mac, SNAPCACHE_TAG_LEN);
+    *out_len = SNAPCACHE_TAG_LEN;
+
+    if (device != NULL) {
+        if (tag_of(cache, 'D', ids, lens, 2, mac) != 0) {
+            goto done;
+        }
+
+        memcpy(out + SNAPCACHE_TAG_LEN, mac, SNAPCACHE_TAG_LEN);
+        *out_len = 2 * SNAPCACHE_TAG_LEN;
+    }
+
+    rc = SNAPCACHE_CACHE_OK;
+
+done:
+
+    OPENSSL_cleanse(mac, sizeof(mac));
+
+    if (rc != SNAPCACHE_CACHE_OK) {
+        OPENSSL_cleanse(out, 2 * SNAPCACHE_TAG_LEN);
+        *out_len = 0;
+    }
+
+    return rc;
+}

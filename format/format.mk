@@ -1,0 +1,2 @@
+# format/: the image-format vocabulary every library shares (header only)
+LIB_HDRS   += format/snapcache_format.h
