@@ -67,6 +67,7 @@ typedef enum {
     NGX_HTTP_SNAPCACHE_ST_COALESCED,
     NGX_HTTP_SNAPCACHE_ST_LOCK_TIMEOUTS,
     NGX_HTTP_SNAPCACHE_ST_CORRUPT,
+    NGX_HTTP_SNAPCACHE_ST_NEGATIVE,
     NGX_HTTP_SNAPCACHE_NSTATS
 } ngx_http_snapcache_stat_e;
 
@@ -136,6 +137,7 @@ typedef struct {
     time_t                     ttl;
     time_t                     ttl_min;
     time_t                     ttl_max;
+    time_t                     negative_ttl;
     ngx_flag_t                 keep_original;
     size_t                     max_original_size;
     ngx_uint_t                 max_pixels;
@@ -167,7 +169,7 @@ typedef struct {
     size_t                           orig_len;
     snapcache_ident_t                ident;
     ngx_http_snapcache_gen_t         gen;
-    ngx_uint_t                       variant_byte;
+    ngx_uint_t                       variant;      /* the key's */
     ngx_uint_t                       width;
     ngx_uint_t                       quality;
     ngx_uint_t                       format;
@@ -206,7 +208,7 @@ struct ngx_http_snapcache_ctx_s {
     ngx_http_snapcache_req_t        *sreq;
 
     snapcache_ident_t                ident;
-    ngx_uint_t                       variant_byte;
+    ngx_uint_t                       variant;
     ngx_uint_t                       format;
 
     snapcache_record_t               stale;

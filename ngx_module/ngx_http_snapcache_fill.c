@@ -47,6 +47,10 @@ static void ngx_http_snapcache_origin_fetched(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status);
 static void ngx_http_snapcache_fill_failed(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status);
+static void ngx_http_snapcache_store_negative(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx);
+static void ngx_http_snapcache_negative_handler(void *data, ngx_log_t *log);
+static void ngx_http_snapcache_negative_done(ngx_event_t *ev);
 static ngx_uint_t ngx_http_snapcache_pool_busy(
     ngx_http_snapcache_loc_conf_t *slcf);
 static ngx_int_t ngx_http_snapcache_pool_full(ngx_http_request_t *r,
@@ -174,7 +178,7 @@ ngx_http_snapcache_wait_handler(ngx_event_t *ev)
 
     default:
         /* DONE, or the fill is gone: the record may be there now */
-        rc = ngx_http_snapcache_lookup(r, ctx, ctx->variant_byte, ctx->format,
+        rc = ngx_http_snapcache_lookup(r, ctx, ctx->variant, ctx->format,
                                        &rec);
 
         if (rc == SNAPCACHE_CACHE_HIT) {
@@ -224,11 +228,24 @@ ngx_http_snapcache_start_fill(ngx_http_request_t *r,
 
     ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_FILLS, 1);
 
-    if (ctx->slcf->keep_original) {
+    if (ctx->slcf->keep_original || ctx->slcf->negative_ttl) {
         rc = ngx_http_snapcache_lookup(r, ctx, SNAPCACHE_VARIANT_ORIGINAL,
                                        SNAPCACHE_FORMAT_ANY, &orig);
 
-        if (rc == SNAPCACHE_CACHE_HIT) {
+        if (rc == SNAPCACHE_CACHE_HIT
+            && orig.format == SNAPCACHE_FORMAT_ABSENT)
+        {
+            /* the origin said 404 a moment ago: it is not asked again */
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "snapcache: fill failed: the origin answered 404 "
+                          "within snapcache_negative_ttl, not asked again");
+            ngx_http_snapcache_stat_add(ctx->smcf,
+                                        NGX_HTTP_SNAPCACHE_ST_NEGATIVE, 1);
+            ngx_http_snapcache_fill_failed(r, ctx, NGX_HTTP_NOT_FOUND);
+            return NGX_DONE;
+        }
+
+        if (rc == SNAPCACHE_CACHE_HIT && ctx->slcf->keep_original) {
             ctx->origin_expires = orig.expires;
             return ngx_http_snapcache_post_task(r, ctx, orig.body,
                                                 orig.body_len, 0);
@@ -246,6 +263,10 @@ ngx_http_snapcache_origin_fetched(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status)
 {
     ngx_int_t  rc;
+
+    if (status == NGX_HTTP_NOT_FOUND && ctx->slcf->negative_ttl) {
+        ngx_http_snapcache_store_negative(r, ctx);
+    }
 
     if (status != NGX_HTTP_OK) {
         ngx_http_snapcache_fill_failed(r, ctx, status);
@@ -292,6 +313,86 @@ ngx_http_snapcache_fill_failed(ngx_http_request_t *r,
     ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
 
     ngx_http_finalize_request(r, status);
+}
+
+
+/*
+ * Remembers the origin's 404 for snapcache_negative_ttl, under the
+ * snapshot's original key, so that made-up snapshot ids under a device
+ * grant cannot turn the cache into an origin amplifier.  It is written
+ * on the thread pool like any record, unless a purge came in meanwhile;
+ * if the pool is busy it is simply not remembered.
+ */
+static void
+ngx_http_snapcache_store_negative(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx)
+{
+    ngx_pool_t                 *pool;
+    ngx_thread_task_t          *task;
+    ngx_http_snapcache_task_t  *t;
+
+    pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    task = ngx_thread_task_alloc(pool, sizeof(ngx_http_snapcache_task_t));
+    if (task == NULL) {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    t = task->ctx;
+    t->task = task;
+    t->pool = pool;
+    t->smcf = ctx->smcf;
+    t->log = ngx_cycle->log;
+    t->ident = ctx->ident;
+    t->gen = ctx->gen;
+    t->expires = ngx_time() + ctx->slcf->negative_ttl;
+
+    task->handler = ngx_http_snapcache_negative_handler;
+    task->event.data = t;
+    task->event.handler = ngx_http_snapcache_negative_done;
+
+    if (ngx_thread_task_post(ctx->slcf->thread_pool, task) != NGX_OK) {
+        ngx_destroy_pool(pool);
+    }
+}
+
+
+static void
+ngx_http_snapcache_negative_handler(void *data, ngx_log_t *log)
+{
+    ngx_http_snapcache_task_t *t = data;
+
+    snapcache_put_t  item;
+
+    ngx_memzero(&item, sizeof(snapcache_put_t));
+
+    snapcache_cache_key(&t->ident, SNAPCACHE_VARIANT_ORIGINAL,
+                        SNAPCACHE_FORMAT_ANY, &item.key);
+    item.ident = &t->ident;
+    item.variant = SNAPCACHE_VARIANT_ORIGINAL;
+    item.format = SNAPCACHE_FORMAT_ABSENT;
+    item.expires = t->expires;
+
+    t->store_rc = snapcache_cache_put_batch(t->smcf->store, &item, 1,
+                                            (int64_t) time(NULL),
+                                            ngx_http_snapcache_store_check, t);
+}
+
+
+static void
+ngx_http_snapcache_negative_done(ngx_event_t *ev)
+{
+    ngx_http_snapcache_task_t *t = ev->data;
+
+    if (t->store_rc == SNAPCACHE_CACHE_DAMAGED) {
+        ngx_http_snapcache_store_damaged(t->smcf, t->log);
+    }
+
+    ngx_destroy_pool(t->pool);
 }
 
 
@@ -401,7 +502,7 @@ ngx_http_snapcache_post_task(ngx_http_request_t *r,
     t->no_store = ctx->no_store;
     t->ident = ctx->ident;
     t->gen = ctx->gen;
-    t->variant_byte = ctx->variant_byte;
+    t->variant = ctx->variant;
     t->width = ctx->sreq->variant->width;
     t->quality = ctx->sreq->variant->quality;
     t->format = ctx->format;
@@ -497,9 +598,9 @@ ngx_http_snapcache_task_handler(void *data, ngx_log_t *log)
         n++;
     }
 
-    snapcache_cache_key(&t->ident, t->variant_byte, t->format, &items[n].key);
+    snapcache_cache_key(&t->ident, t->variant, t->format, &items[n].key);
     items[n].ident = &t->ident;
-    items[n].variant = t->variant_byte;
+    items[n].variant = t->variant;
     items[n].format = t->format;
     items[n].width = out.width;
     items[n].height = out.height;

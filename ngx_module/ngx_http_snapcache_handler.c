@@ -321,12 +321,12 @@ ngx_http_snapcache_serve(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->variant_byte = sreq->variant->id;
+    ctx->variant = sreq->variant->id;
     ctx->format = ngx_http_snapcache_format(r, sreq->variant);
 
     ngx_http_snapcache_set_variant(r, &sreq->variant->name);
 
-    rc = ngx_http_snapcache_lookup(r, ctx, ctx->variant_byte, ctx->format,
+    rc = ngx_http_snapcache_lookup(r, ctx, ctx->variant, ctx->format,
                                    &rec);
 
     if (rc == SNAPCACHE_CACHE_HIT) {

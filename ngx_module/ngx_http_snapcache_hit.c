@@ -44,7 +44,7 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
         return rc;
 
     case SNAPCACHE_CACHE_EXPIRED:
-        if (variant == ctx->variant_byte && format == ctx->format) {
+        if (variant == ctx->variant && format == ctx->format) {
             ctx->stale = *rec;
             ctx->has_stale = 1;
         }

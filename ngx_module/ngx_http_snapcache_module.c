@@ -155,6 +155,13 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       offsetof(ngx_http_snapcache_loc_conf_t, ttl_max),
       &ngx_http_snapcache_positive_sec },
 
+    { ngx_string("snapcache_negative_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_snapcache_loc_conf_t, negative_ttl),
+      &ngx_http_snapcache_any_sec },
+
     { ngx_string("snapcache_keep_original"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -350,6 +357,7 @@ ngx_http_snapcache_create_loc_conf(ngx_conf_t *cf)
     conf->ttl = NGX_CONF_UNSET;
     conf->ttl_min = NGX_CONF_UNSET;
     conf->ttl_max = NGX_CONF_UNSET;
+    conf->negative_ttl = NGX_CONF_UNSET;
     conf->keep_original = NGX_CONF_UNSET;
     conf->max_original_size = NGX_CONF_UNSET_SIZE;
     conf->max_pixels = NGX_CONF_UNSET_UINT;
@@ -380,6 +388,7 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->ttl, prev->ttl, 60);
     ngx_conf_merge_sec_value(conf->ttl_min, prev->ttl_min, 1);
     ngx_conf_merge_sec_value(conf->ttl_max, prev->ttl_max, 86400);
+    ngx_conf_merge_sec_value(conf->negative_ttl, prev->negative_ttl, 10);
     ngx_conf_merge_value(conf->keep_original, prev->keep_original, 1);
     ngx_conf_merge_size_value(conf->max_original_size,
                               prev->max_original_size, 8 * 1024 * 1024);

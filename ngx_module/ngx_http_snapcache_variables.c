@@ -49,7 +49,8 @@ static ngx_str_t  ngx_http_snapcache_stat_names[] = {
     ngx_string("not_stored"),
     ngx_string("coalesced"),
     ngx_string("lock_timeouts"),
-    ngx_string("corrupt")
+    ngx_string("corrupt"),
+    ngx_string("negative")
 };
 
 
