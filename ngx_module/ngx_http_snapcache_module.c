@@ -24,6 +24,7 @@ static char *ngx_http_snapcache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_snapcache_sign_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static void ngx_http_snapcache_free_keys(void *data);
 static ngx_int_t ngx_http_snapcache_default_ladder(ngx_conf_t *cf,
     ngx_http_snapcache_loc_conf_t *conf);
 static char *ngx_http_snapcache_merge_ladder(ngx_conf_t *cf,
@@ -604,6 +605,7 @@ ngx_http_snapcache_sign_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     char                   err[256];
     ngx_str_t             *value, path;
     ngx_uint_t             i;
+    ngx_pool_cleanup_t    *cln;
     snapcache_sign_key_t  *key, *keys;
 
     value = cf->args->elts;
@@ -620,6 +622,15 @@ ngx_http_snapcache_sign_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (slcf->keys == NULL) {
             return NGX_CONF_ERROR;
         }
+
+        /* the keys and their HMAC states go with the configuration */
+        cln = ngx_pool_cleanup_add(cf->pool, 0);
+        if (cln == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        cln->handler = ngx_http_snapcache_free_keys;
+        cln->data = slcf->keys;
     }
 
     keys = slcf->keys->elts;
@@ -650,6 +661,7 @@ ngx_http_snapcache_sign_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                 err, sizeof(err))
         != 0)
     {
+        slcf->keys->nelts--;
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", err);
         return NGX_CONF_ERROR;
     }
@@ -662,6 +674,22 @@ ngx_http_snapcache_sign_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_snapcache_free_keys(void *data)
+{
+    ngx_array_t *keys = data;
+
+    ngx_uint_t             i;
+    snapcache_sign_key_t  *key;
+
+    key = keys->elts;
+
+    for (i = 0; i < keys->nelts; i++) {
+        snapcache_sign_key_free(&key[i]);
+    }
 }
 
 

@@ -19,6 +19,15 @@
 #include "sign/snapcache_sign.h"
 
 
+#define SHA256_BLOCK  64
+
+_Static_assert(SNAPCACHE_KEY_MAX <= SHA256_BLOCK,
+               "a key fits the SHA-256 block, so it is never hashed first");
+
+
+static int sign_prekey(snapcache_sign_key_t *key);
+
+
 #define SNAPCACHE_SIGN_PREFIX  "snapcache1\n"
 
 
@@ -435,7 +444,66 @@ snapcache_sign_key_parse(snapcache_sign_key_t *key, const char *kid,
     memcpy(key->kid, kid, kid_len);
     key->kid_len = kid_len;
 
+    if (sign_prekey(key) != 0) {
+        snapcache_sign_key_free(key);
+        snprintf(err, err_size, "cannot prepare the key's HMAC state");
+        return -1;
+    }
+
     return 0;
+}
+
+
+/*
+ * The HMAC pads depend on the key only: hash each once, here, and keep
+ * the two SHA-256 states.  Keys are never longer than the block, so they
+ * are used as they are (zero-padded), as HMAC says.
+ */
+static int
+sign_prekey(snapcache_sign_key_t *key)
+{
+    int             rc;
+    size_t          i;
+    unsigned char   k[SHA256_BLOCK], ipad[SHA256_BLOCK], opad[SHA256_BLOCK];
+    EVP_MD_CTX     *inner, *outer;
+
+    memset(k, 0, sizeof(k));
+    memcpy(k, key->key, key->key_len);
+
+    for (i = 0; i < SHA256_BLOCK; i++) {
+        ipad[i] = k[i] ^ 0x36;
+        opad[i] = k[i] ^ 0x5c;
+    }
+
+    inner = EVP_MD_CTX_new();
+    outer = EVP_MD_CTX_new();
+
+    rc = (inner && outer
+          && EVP_DigestInit_ex(inner, EVP_sha256(), NULL) == 1
+          && EVP_DigestUpdate(inner, ipad, sizeof(ipad)) == 1
+          && EVP_DigestInit_ex(outer, EVP_sha256(), NULL) == 1
+          && EVP_DigestUpdate(outer, opad, sizeof(opad)) == 1)
+         ? 0 : -1;
+
+    OPENSSL_cleanse(k, sizeof(k));
+    OPENSSL_cleanse(ipad, sizeof(ipad));
+    OPENSSL_cleanse(opad, sizeof(opad));
+
+    key->inner = inner;
+    key->outer = outer;
+
+    return rc;
+}
+
+
+void
+snapcache_sign_key_free(snapcache_sign_key_t *key)
+{
+    /* EVP_MD_CTX_free() cleanses the states, which derive from the key */
+    EVP_MD_CTX_free(key->inner);
+    EVP_MD_CTX_free(key->outer);
+
+    OPENSSL_cleanse(key, sizeof(snapcache_sign_key_t));
 }
 
 
@@ -550,18 +618,43 @@ snapcache_sign_message(char *buf, size_t size, snapcache_str_t kid,
 }
 
 
+/*
+ * Copies the prepared states into a context of this thread's own, so
+ * that one key serves every thread without a lock and without a key
+ * schedule per message.
+ */
 void
 snapcache_sign_hmac(const snapcache_sign_key_t *key, const char *msg,
     size_t len, unsigned char out[SNAPCACHE_SIG_LEN])
 {
-    unsigned int  out_len;
+    int             ok;
+    unsigned int    out_len, in_len;
+    unsigned char   ih[SNAPCACHE_SIG_LEN];
+
+    static _Thread_local EVP_MD_CTX  *scratch;
 
     out_len = SNAPCACHE_SIG_LEN;
 
-    if (HMAC(EVP_sha256(), key->key, (int) key->key_len,
-             (const unsigned char *) msg, len, out, &out_len) == NULL
-        || out_len != SNAPCACHE_SIG_LEN)
-    {
+    if (scratch == NULL) {
+        scratch = EVP_MD_CTX_new();
+    }
+
+    if (key->inner && key->outer && scratch) {
+        ok = EVP_MD_CTX_copy_ex(scratch, key->inner) == 1
+             && EVP_DigestUpdate(scratch, msg, len) == 1
+             && EVP_DigestFinal_ex(scratch, ih, &in_len) == 1
+             && in_len == SNAPCACHE_SIG_LEN
+             && EVP_MD_CTX_copy_ex(scratch, key->outer) == 1
+             && EVP_DigestUpdate(scratch, ih, in_len) == 1
+             && EVP_DigestFinal_ex(scratch, out, &out_len) == 1;
+
+    } else {
+        ok = HMAC(EVP_sha256(), key->key, (int) key->key_len,
+                  (const unsigned char *) msg, len, out, &out_len)
+             != NULL;
+    }
+
+    if (!ok || out_len != SNAPCACHE_SIG_LEN) {
         /*
          * An HMAC that cannot be computed must never verify: fill the
          * output with fresh random bytes rather than a fixed value.

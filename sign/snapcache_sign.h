@@ -79,11 +79,18 @@ typedef enum {
 } snapcache_sign_rc_e;
 
 
+/*
+ * A verification key.  parse and load also hash the key's HMAC pads once
+ * (two prepared SHA-256 states), so that each signature costs two context
+ * copies rather than a key schedule; free releases them and wipes the key.
+ */
 typedef struct {
     char           kid[SNAPCACHE_ID_MAX + 1];
     size_t         kid_len;
     unsigned char  key[SNAPCACHE_KEY_MAX];
     size_t         key_len;
+    void          *inner;        /* EVP_MD_CTX after key ^ ipad */
+    void          *outer;        /* EVP_MD_CTX after key ^ opad */
 } snapcache_sign_key_t;
 
 
@@ -110,12 +117,14 @@ int snapcache_sign_key_parse(snapcache_sign_key_t *key, const char *kid,
     const char *hex, size_t hex_len, char *err, size_t err_size);
 int snapcache_sign_key_load(snapcache_sign_key_t *key, const char *kid,
     const char *path, int *world_readable, char *err, size_t err_size);
+void snapcache_sign_key_free(snapcache_sign_key_t *key);
 
 /* Writes the canonical message; returns its length, 0 if it does not fit. */
 size_t snapcache_sign_message(char *buf, size_t size, snapcache_str_t kid,
     snapcache_str_t exp, snapcache_str_t account, snapcache_str_t device,
     snapcache_str_t snapshot, snapcache_str_t max);
 
+/* HMAC-SHA256; safe from several threads at once with one key. */
 void snapcache_sign_hmac(const snapcache_sign_key_t *key, const char *msg,
     size_t len, unsigned char out[SNAPCACHE_SIG_LEN]);
 

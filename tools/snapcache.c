@@ -88,6 +88,7 @@ cmd_sign(int argc, char **argv)
     int64_t                ttl, exp;
     const char            *key_file, *kid, *account, *device, *snapshot;
     const char            *max, *base, *ttl_s, *exp_s;
+    size_t                 n;
     snapcache_sign_key_t   key;
 
     key_file = kid = account = device = snapshot = max = ttl_s = exp_s = NULL;
@@ -150,10 +151,11 @@ cmd_sign(int argc, char **argv)
         return 1;
     }
 
-    if (snapcache_sign_mint(&key, account, device, snapshot, exp, max, url,
-                            sizeof(url))
-        == 0)
-    {
+    n = snapcache_sign_mint(&key, account, device, snapshot, exp, max, url,
+                            sizeof(url));
+    snapcache_sign_key_free(&key);
+
+    if (n == 0) {
         fprintf(stderr, "snapcache sign: ids must match "
                 "[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}\n");
         return 2;

@@ -9,6 +9,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "sign/snapcache_sign.h"
 #include "t/unit/tap.h"
 
@@ -485,6 +490,126 @@ test_field_separation(void)
 }
 
 
+/* A reference HMAC: OpenSSL's one-shot call, with no prepared state. */
+static int
+hmac_matches(const snapcache_sign_key_t *key, const unsigned char *raw,
+    size_t raw_len, const char *msg, size_t len)
+{
+    unsigned int   n;
+    unsigned char  want[SNAPCACHE_SIG_LEN], got[SNAPCACHE_SIG_LEN];
+
+    HMAC(EVP_sha256(), raw, (int) raw_len, (const unsigned char *) msg, len,
+         want, &n);
+    snapcache_sign_hmac(key, msg, len, got);
+
+    return n == SNAPCACHE_SIG_LEN && memcmp(want, got, n) == 0;
+}
+
+
+/*
+ * The prepared HMAC states give the same MAC as HMAC() for any key length
+ * and message, from several threads at once, and a key without prepared
+ * states (zeroed, or freed and parsed again) still signs correctly.
+ */
+static void
+test_prekeyed_hmac(void)
+{
+    int                    i, j, bad, len, klen;
+    char                   hex[2 * 64 + 1], msg[300], err[128];
+    unsigned char          raw[64];
+    snapcache_sign_key_t   key, bare;
+
+    bad = 0;
+    srand(7);
+
+    for (i = 0; i < 2000; i++) {
+        klen = 32 + rand() % 33;
+
+        for (j = 0; j < klen; j++) {
+            raw[j] = (unsigned char) rand();
+            sprintf(hex + 2 * j, "%02x", raw[j]);
+        }
+
+        len = rand() % (int) sizeof(msg);
+        for (j = 0; j < len; j++) {
+            msg[j] = (char) rand();
+        }
+
+        if (snapcache_sign_key_parse(&key, "k", hex, (size_t) (2 * klen),
+                                     err, sizeof(err))
+            != 0)
+        {
+            bad++;
+            continue;
+        }
+
+        if (!hmac_matches(&key, raw, (size_t) klen, msg, (size_t) len)) {
+            bad++;
+        }
+
+        bare = key;
+        bare.inner = NULL;
+        bare.outer = NULL;
+
+        if (!hmac_matches(&bare, raw, (size_t) klen, msg, (size_t) len)) {
+            bad++;
+        }
+
+        snapcache_sign_key_free(&key);
+    }
+
+    ok(bad == 0, "prepared HMAC states match HMAC() for 2000 keys of 32-64 "
+       "bytes and messages of 0-299 bytes (%d differ)", bad);
+
+    ok(key.inner == NULL && key.key_len == 0 && key.key[0] == 0,
+       "freeing a key wipes it");
+}
+
+
+static void *
+hmac_worker(void *arg)
+{
+    int           i, *bad = arg;
+    char          msg[64];
+    unsigned int  n;
+    unsigned char want[SNAPCACHE_SIG_LEN], got[SNAPCACHE_SIG_LEN];
+
+    for (i = 0; i < 20000; i++) {
+        n = (unsigned int) snprintf(msg, sizeof(msg),
+                                    "snapcache1\nkid1\n%d\na\nb\nc\n", i);
+        HMAC(EVP_sha256(), test_key.key, (int) test_key.key_len,
+             (const unsigned char *) msg, n, want, NULL);
+        snapcache_sign_hmac(&test_key, msg, n, got);
+
+        if (memcmp(want, got, sizeof(got)) != 0) {
+            (*bad)++;
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+test_hmac_threads(void)
+{
+    int        i, bad[4];
+    pthread_t  th[4];
+
+    for (i = 0; i < 4; i++) {
+        bad[i] = 0;
+        pthread_create(&th[i], NULL, hmac_worker, &bad[i]);
+    }
+
+    for (i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+    }
+
+    ok(bad[0] + bad[1] + bad[2] + bad[3] == 0,
+       "4 threads x 20000 signatures with one key: all right");
+}
+
+
 int
 main(void)
 {
@@ -501,6 +626,10 @@ main(void)
     test_keys();
     test_verify();
     test_field_separation();
+    test_prekeyed_hmac();
+    test_hmac_threads();
+
+    snapcache_sign_key_free(&test_key);
 
     return done_testing();
 }
