@@ -75,17 +75,18 @@ crc32c_soft(uint32_t crc, const unsigned char *p, size_t len)
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 
 #define CRC32C_HW      1
-#define CRC32C_LONG    8192
-#define CRC32C_SHORT   256
+#define CRC32C_SIZES   6          /* blocks of 8192, 4096, ... 256 bytes */
+#define CRC32C_LARGEST 8192
 
 /*
  * The crc32 instruction has a latency of three cycles and a throughput
  * of one, so one stream runs at a third of its speed.  Three streams over
  * adjacent blocks run at full speed, and their registers are joined with
- * these tables, which move a register past a block of zeros.
+ * these tables, which move a register past a block of zeros.  Blocks come
+ * in six sizes, taken largest first, so that a body of any size costs a
+ * few joins rather than one per 768 bytes.
  */
-static uint32_t  crc32c_long[4][256];
-static uint32_t  crc32c_short[4][256];
+static uint32_t  crc32c_tables[CRC32C_SIZES][4][256];
 static int       crc32c_hw_ready;
 
 
@@ -136,8 +137,11 @@ crc32c_zeros_table(uint32_t table[4][256], size_t len)
 static void
 crc32c_hw_init(void)
 {
-    crc32c_zeros_table(crc32c_long, CRC32C_LONG);
-    crc32c_zeros_table(crc32c_short, CRC32C_SHORT);
+    int  k;
+
+    for (k = 0; k < CRC32C_SIZES; k++) {
+        crc32c_zeros_table(crc32c_tables[k], CRC32C_LARGEST >> k);
+    }
 
     __atomic_store_n(&crc32c_hw_ready, 1, __ATOMIC_RELEASE);
 }
@@ -195,24 +199,23 @@ static inline uint32_t
 crc32c_hw_run(uint32_t crc, unsigned char *dst, const unsigned char *src,
     size_t len)
 {
+    int       k;
+    size_t    block;
     uint64_t  v, c;
 
     if (!__atomic_load_n(&crc32c_hw_ready, __ATOMIC_ACQUIRE)) {
         crc32c_hw_init();
     }
 
-    while (len >= 3 * CRC32C_LONG) {
-        crc = crc32c_hw_blocks(crc, dst, src, CRC32C_LONG, crc32c_long);
-        src += 3 * CRC32C_LONG;
-        dst = dst ? dst + 3 * CRC32C_LONG : NULL;
-        len -= 3 * CRC32C_LONG;
-    }
+    for (k = 0; k < CRC32C_SIZES; k++) {
+        block = (size_t) CRC32C_LARGEST >> k;
 
-    while (len >= 3 * CRC32C_SHORT) {
-        crc = crc32c_hw_blocks(crc, dst, src, CRC32C_SHORT, crc32c_short);
-        src += 3 * CRC32C_SHORT;
-        dst = dst ? dst + 3 * CRC32C_SHORT : NULL;
-        len -= 3 * CRC32C_SHORT;
+        while (len >= 3 * block) {
+            crc = crc32c_hw_blocks(crc, dst, src, block, crc32c_tables[k]);
+            src += 3 * block;
+            dst = dst ? dst + 3 * block : NULL;
+            len -= 3 * block;
+        }
     }
 
     c = crc;

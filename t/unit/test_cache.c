@@ -2882,6 +2882,129 @@ test_read_only(void)
 }
 
 
+/* Bit-at-a-time CRC32C (Castagnoli, reflected): the reference. */
+static uint32_t
+crc32c_bits(const unsigned char *p, size_t len)
+{
+    int       k;
+    uint32_t  crc;
+
+    crc = 0xffffffff;
+
+    while (len--) {
+        crc ^= *p++;
+
+        for (k = 0; k < 8; k++) {
+            crc = (crc & 1) ? (crc >> 1) ^ 0x82f63b78 : crc >> 1;
+        }
+    }
+
+    return crc ^ 0xffffffff;
+}
+
+
+/*
+ * The fast checksum, which joins three streams over blocks of several
+ * sizes, and get's copy that sums while it copies, agree with the
+ * reference at every length around each block boundary and at odd
+ * alignments.
+ */
+static void
+test_checksum_sizes(void)
+{
+    int                  rc;
+    size_t               i, len, bad, bad_get, off;
+    unsigned char       *buf;
+    snapcache_ident_t    id;
+    snapcache_cache_t   *cache;
+    snapcache_record_t   rec;
+    owner_t              o = { "acct-crc", "cam", "s" };
+
+    static const size_t  edges[] = {
+        256, 512, 1024, 2048, 4096, 8192
+    };
+
+    buf = malloc(200 * 1024);
+    if (buf == NULL) {
+        ok(0, "memory for the checksum test");
+        return;
+    }
+
+    for (i = 0; i < 200 * 1024; i++) {
+        buf[i] = (unsigned char) (i * 131 + (i >> 7));
+    }
+
+    bad = 0;
+
+    for (len = 0; len < 4000; len++) {
+        off = len % 7;
+        if (snapcache_cache_checksum(buf + off, len)
+            != crc32c_bits(buf + off, len))
+        {
+            bad++;
+        }
+    }
+
+    for (i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+        for (len = 3 * edges[i] - 9; len <= 3 * edges[i] + 9; len++) {
+            if (snapcache_cache_checksum(buf + 3, len)
+                != crc32c_bits(buf + 3, len))
+            {
+                bad++;
+            }
+        }
+    }
+
+    for (len = 4000; len < 200 * 1024; len += 997) {
+        if (snapcache_cache_checksum(buf, len) != crc32c_bits(buf, len)) {
+            bad++;
+        }
+    }
+
+    is_int(bad, 0, "CRC32C matches the bit-at-a-time reference at every "
+           "length to 4000 and around each block size");
+
+    store_new(16 * MB);
+    cache = store_open();
+    if (cache == NULL) {
+        ok(0, "open a store for the copy check");
+        free(buf);
+        return;
+    }
+
+    ident_of(cache, &o, &id);
+    bad_get = 0;
+
+    for (i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+        len = 3 * edges[i] + 8 * (i + 1) + i;
+
+        rc = put_one(cache, &id, 7, SNAPCACHE_FORMAT_JPEG, buf + i, len,
+                     NOW, LATER);
+        if (rc != SNAPCACHE_CACHE_OK) {
+            bad_get++;
+            continue;
+        }
+
+        memset(&rec, 0, sizeof(rec));
+        rc = get_one(cache, &id, 7, SNAPCACHE_FORMAT_JPEG, NOW + 1, 0, &rec);
+        if (rc != SNAPCACHE_CACHE_HIT || rec.body_len != len
+            || memcmp(rec.body, buf + i, len) != 0
+            || rec.checksum != crc32c_bits(buf + i, len))
+        {
+            bad_get++;
+        }
+
+        free(rec.body);
+    }
+
+    is_int(bad_get, 0, "get's fused copy and checksum are right around "
+           "each block size");
+
+    snapcache_cache_close(cache);
+    free(buf);
+}
+
+
 int
 main(void)
 {
@@ -2893,6 +3016,7 @@ main(void)
     diag("SEED=%llu", (unsigned long long) rng_state);
 
     test_round_trip();
+    test_checksum_sizes();
     test_keys();
     test_variants();
     test_foreign_and_corrupt();
