@@ -13,6 +13,10 @@
  * usage: bench_transcode -t threads width quality file...
  *   prints the limit's images/s with that many threads (JPEG), for the
  *   misses of bench_serve.sh
+ * usage: bench_transcode -r file...
+ *   all four rungs of the default ladder (JPEG) for each original, in one
+ *   snapcache_transcode_rungs() call against four snapcache_transcode()
+ *   calls: "<rungs/s> <singles/s>" in snapshots per second
  */
 
 #include <pthread.h>
@@ -247,6 +251,67 @@ bench(const originals_t *o, int width, int format)
 }
 
 
+/* The default ladder, all four rungs of each original, both ways. */
+static void
+bench_rungs(const originals_t *o)
+{
+    int                        i, k, r, rcs[4];
+    double                     t0, multi, single, best_m, best_s;
+    snapcache_variant_spec_t   specs[4];
+    snapcache_transcode_out_t  outs[4];
+
+    static const int  widths[4] = { 320, 640, 1280, 1920 };
+    static const int  quality[4] = { 50, 65, 75, 85 };
+
+    for (k = 0; k < 4; k++) {
+        spec_of(&specs[k], widths[k], quality[k], SNAPCACHE_FORMAT_JPEG);
+    }
+
+    best_m = 0;
+    best_s = 0;
+
+    for (r = 0; r < ROUNDS; r++) {
+        t0 = now_s();
+
+        for (i = 0; i < o->nfiles; i++) {
+            if (snapcache_transcode_rungs(o->bufs[i], o->lens[i], specs, 4,
+                                          MAX_BYTES, MAX_PIXELS, outs, rcs)
+                != SNAPCACHE_TRANSCODE_OK)
+            {
+                exit(1);
+            }
+
+            for (k = 0; k < 4; k++) {
+                snapcache_transcode_free(outs[k].data);
+            }
+        }
+
+        multi = o->nfiles / (now_s() - t0);
+        t0 = now_s();
+
+        for (i = 0; i < o->nfiles; i++) {
+            for (k = 0; k < 4; k++) {
+                if (snapcache_transcode(o->bufs[i], o->lens[i], &specs[k],
+                                        MAX_BYTES, MAX_PIXELS, &outs[k])
+                    != SNAPCACHE_TRANSCODE_OK)
+                {
+                    exit(1);
+                }
+
+                snapcache_transcode_free(outs[k].data);
+            }
+        }
+
+        single = o->nfiles / (now_s() - t0);
+
+        best_m = multi > best_m ? multi : best_m;
+        best_s = single > best_s ? single : best_s;
+    }
+
+    printf("%.2f %.2f\n", best_m, best_s);
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -261,11 +326,15 @@ main(int argc, char **argv)
 
     if (argc > 4 && strcmp(argv[1], "-t") == 0) {
         first = 5;
+
+    } else if (argc > 2 && strcmp(argv[1], "-r") == 0) {
+        first = 2;
     }
 
     if (argc <= first) {
         fprintf(stderr, "usage: bench_transcode file...\n"
-                "       bench_transcode -t threads width quality file...\n");
+                "       bench_transcode -t threads width quality file...\n"
+                "       bench_transcode -r file...\n");
         return 1;
     }
 
@@ -305,6 +374,11 @@ main(int argc, char **argv)
 
     if (first == 5) {
         limit_threads(&o, atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+        return 0;
+    }
+
+    if (first == 2) {
+        bench_rungs(&o);
         return 0;
     }
 

@@ -432,19 +432,9 @@ encode(VipsImage *img, const snapcache_variant_spec_t *spec, void **buf,
 }
 
 
-int
-snapcache_transcode(const void *data, size_t len,
-    const snapcache_variant_spec_t *spec, size_t max_bytes,
-    unsigned long max_pixels, snapcache_transcode_out_t *out)
+static int
+spec_check(const snapcache_variant_spec_t *spec)
 {
-    int                rc, orientation;
-    void              *buf;
-    size_t             n;
-    VipsImage         *img;
-    snapcache_probe_t  probe;
-
-    memset(out, 0, sizeof(snapcache_transcode_out_t));
-
     if (spec->width <= 0 || spec->quality < 1 || spec->quality > 100
         || (spec->format != SNAPCACHE_FORMAT_JPEG
             && spec->format != SNAPCACHE_FORMAT_WEBP
@@ -457,14 +447,17 @@ snapcache_transcode(const void *data, size_t len,
         return SNAPCACHE_TRANSCODE_ENCODER_MISSING;
     }
 
-    rc = header_read(data, len, max_bytes, max_pixels, &probe, &orientation);
-    if (rc != SNAPCACHE_TRANSCODE_OK) {
-        return rc;
-    }
+    return SNAPCACHE_TRANSCODE_OK;
+}
 
-    if (thumbnail(data, len, &probe, orientation, spec->width, &img) != 0) {
-        return vips_failure(SNAPCACHE_TRANSCODE_CORRUPT);
-    }
+
+/* The rest of a rung once it has its pixels: normalise and encode. */
+static int
+finish(VipsImage *img, const snapcache_variant_spec_t *spec,
+    const snapcache_probe_t *probe, snapcache_transcode_out_t *out)
+{
+    void    *buf;
+    size_t   n;
 
     if (normalise(&img, spec->format) != 0) {
         g_object_unref(img);
@@ -481,10 +474,150 @@ snapcache_transcode(const void *data, size_t len,
     out->width = vips_image_get_width(img);
     out->height = vips_image_get_height(img);
     out->format = spec->format;
-    out->source = probe;
+    out->source = *probe;
 
     g_object_unref(img);
     vips_error_clear();
+
+    return SNAPCACHE_TRANSCODE_OK;
+}
+
+
+int
+snapcache_transcode(const void *data, size_t len,
+    const snapcache_variant_spec_t *spec, size_t max_bytes,
+    unsigned long max_pixels, snapcache_transcode_out_t *out)
+{
+    int                rc, orientation;
+    VipsImage         *img;
+    snapcache_probe_t  probe;
+
+    memset(out, 0, sizeof(snapcache_transcode_out_t));
+
+    rc = spec_check(spec);
+    if (rc != SNAPCACHE_TRANSCODE_OK) {
+        return rc;
+    }
+
+    rc = header_read(data, len, max_bytes, max_pixels, &probe, &orientation);
+    if (rc != SNAPCACHE_TRANSCODE_OK) {
+        return rc;
+    }
+
+    if (thumbnail(data, len, &probe, orientation, spec->width, &img) != 0) {
+        return vips_failure(SNAPCACHE_TRANSCODE_CORRUPT);
+    }
+
+    return finish(img, spec, &probe, out);
+}
+
+
+/*
+ * Several rungs of one original in one call, each byte for byte what
+ * snapcache_transcode() makes of it alone, so that a rung's bytes (and
+ * its ETag) never depend on how it was filled.  The header is read once,
+ * and a JPEG is decoded once per shrink-on-load scale that the rungs
+ * need: a 1920-wide original decoded at full scale serves both 1920 and
+ * 1280, for instance.  Other formats take the single-rung path per rung.
+ */
+int
+snapcache_transcode_rungs(const void *data, size_t len,
+    const snapcache_variant_spec_t *specs, size_t n, size_t max_bytes,
+    unsigned long max_pixels, snapcache_transcode_out_t *outs, int *rcs)
+{
+    int                rc, orientation, scale, done[SNAPCACHE_TRANSCODE_RUNGS];
+    size_t             i, j;
+    VipsImage         *in, *mem, *img;
+    snapcache_probe_t  probe;
+
+    if (n == 0 || n > SNAPCACHE_TRANSCODE_RUNGS) {
+        return SNAPCACHE_TRANSCODE_BAD_VARIANT;
+    }
+
+    for (i = 0; i < n; i++) {
+        memset(&outs[i], 0, sizeof(snapcache_transcode_out_t));
+        rcs[i] = spec_check(&specs[i]);
+        done[i] = rcs[i] != SNAPCACHE_TRANSCODE_OK;
+    }
+
+    rc = header_read(data, len, max_bytes, max_pixels, &probe, &orientation);
+    if (rc != SNAPCACHE_TRANSCODE_OK) {
+        for (i = 0; i < n; i++) {
+            rcs[i] = rc;
+        }
+
+        return rc;
+    }
+
+    for (i = 0; i < n; i++) {
+
+        if (done[i]) {
+            continue;
+        }
+
+        if (probe.format != SNAPCACHE_FORMAT_JPEG) {
+            if (thumbnail(data, len, &probe, orientation, specs[i].width,
+                          &img)
+                != 0)
+            {
+                rcs[i] = vips_failure(SNAPCACHE_TRANSCODE_CORRUPT);
+
+            } else {
+                rcs[i] = finish(img, &specs[i], &probe, &outs[i]);
+            }
+
+            done[i] = 1;
+            continue;
+        }
+
+        scale = jpeg_shrink(&probe, orientation, specs[i].width);
+
+        if (vips_jpegload_buffer((void *) data, len, &in, "shrink", scale,
+                                 "fail_on", VIPS_FAIL_ON_TRUNCATED, NULL)
+            != 0)
+        {
+            rc = vips_failure(SNAPCACHE_TRANSCODE_CORRUPT);
+            mem = NULL;
+
+        } else {
+            /* decode now, once, for every rung of this scale */
+            mem = vips_image_copy_memory(in);
+            g_object_unref(in);
+            rc = mem ? SNAPCACHE_TRANSCODE_OK
+                     : vips_failure(SNAPCACHE_TRANSCODE_CORRUPT);
+        }
+
+        for (j = i; j < n; j++) {
+
+            if (done[j]
+                || jpeg_shrink(&probe, orientation, specs[j].width) != scale)
+            {
+                continue;
+            }
+
+            done[j] = 1;
+
+            if (mem == NULL) {
+                rcs[j] = rc;
+                continue;
+            }
+
+            if (vips_thumbnail_image(mem, &img, specs[j].width,
+                                     "height", VIPS_MAX_COORD,
+                                     "size", VIPS_SIZE_DOWN, NULL)
+                != 0)
+            {
+                rcs[j] = vips_failure(SNAPCACHE_TRANSCODE_CORRUPT);
+                continue;
+            }
+
+            rcs[j] = finish(img, &specs[j], &probe, &outs[j]);
+        }
+
+        if (mem) {
+            g_object_unref(mem);
+        }
+    }
 
     return SNAPCACHE_TRANSCODE_OK;
 }

@@ -28,6 +28,9 @@
 #define SNAPCACHE_TRANSCODE_PIPELINE  1
 
 
+#define SNAPCACHE_TRANSCODE_RUNGS  16
+
+
 typedef enum {
     SNAPCACHE_TRANSCODE_OK = 0,
     SNAPCACHE_TRANSCODE_TOO_LARGE,         /* more bytes than max_bytes */
@@ -86,6 +89,16 @@ int snapcache_transcode_probe(const void *data, size_t len, size_t max_bytes,
 int snapcache_transcode(const void *data, size_t len,
     const snapcache_variant_spec_t *spec, size_t max_bytes,
     unsigned long max_pixels, snapcache_transcode_out_t *out);
+
+/*
+ * Up to SNAPCACHE_TRANSCODE_RUNGS rungs of one original: outs[i] and
+ * rcs[i] are what snapcache_transcode() would give for specs[i], byte for
+ * byte, for less work.  Returns the header's result (then every rcs[i]
+ * is that too), else OK with a result per rung.
+ */
+int snapcache_transcode_rungs(const void *data, size_t len,
+    const snapcache_variant_spec_t *specs, size_t n, size_t max_bytes,
+    unsigned long max_pixels, snapcache_transcode_out_t *outs, int *rcs);
 
 void snapcache_transcode_free(void *data);
 const char *snapcache_transcode_strerror(int rc);

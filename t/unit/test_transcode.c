@@ -1160,6 +1160,124 @@ test_two_threads(void)
 }
 
 
+/*
+ * Several rungs in one call give each rung's bytes exactly as a call of
+ * its own does, for JPEG (shared decodes per scale), PNG and WebP, also
+ * for an EXIF-rotated JPEG; one bad rung spoils only itself, and a
+ * truncated original fails every rung.
+ */
+static void
+test_rungs(void)
+{
+    int                        i, k, rc, rcs[5], fmts[3], bad;
+    blob_t                     in;
+    snapcache_transcode_out_t  outs[5], one;
+    snapcache_variant_spec_t   specs[5] = {
+        { 1920, 85, SNAPCACHE_FORMAT_JPEG, 0 },
+        { 1280, 75, SNAPCACHE_FORMAT_JPEG, 0 },
+        { 640, 65, SNAPCACHE_FORMAT_WEBP, 0 },
+        { 320, 50, SNAPCACHE_FORMAT_JPEG, 0 },
+        { 480, 60, SNAPCACHE_FORMAT_JPEG, 0 }
+    };
+
+    fmts[0] = SNAPCACHE_FORMAT_JPEG;
+    fmts[1] = SNAPCACHE_FORMAT_PNG;
+    fmts[2] = SNAPCACHE_FORMAT_WEBP;
+
+    for (k = 0; k < 3; k++) {
+        if (make_photo(1920, 1080, fmts[k], 21 + k, &in) != 0) {
+            ok(0, "make a %s original", format_name(fmts[k]));
+            continue;
+        }
+
+        rc = snapcache_transcode_rungs(in.data, in.len, specs, 5, MAX_BYTES,
+                                       MAX_PIXELS, outs, rcs);
+        bad = rc != SNAPCACHE_TRANSCODE_OK;
+
+        for (i = 0; i < 5; i++) {
+            if (snapcache_transcode(in.data, in.len, &specs[i], MAX_BYTES,
+                                    MAX_PIXELS, &one)
+                != SNAPCACHE_TRANSCODE_OK
+                || rcs[i] != SNAPCACHE_TRANSCODE_OK
+                || one.len != outs[i].len
+                || memcmp(one.data, outs[i].data, one.len) != 0
+                || one.width != outs[i].width)
+            {
+                bad++;
+            }
+
+            snapcache_transcode_free(one.data);
+            snapcache_transcode_free(outs[i].data);
+        }
+
+        is_int(bad, 0, "%s: five rungs in one call are byte for byte the "
+               "single-rung outputs", format_name(fmts[k]));
+        blob_free(&in);
+    }
+
+    /* a turned JPEG: the scale follows the height */
+    make_photo(1080, 1920, SNAPCACHE_FORMAT_JPEG, 31, &in);
+    rc = snapcache_transcode_rungs(in.data, in.len, specs + 2, 3, MAX_BYTES,
+                                   MAX_PIXELS, outs, rcs);
+    bad = rc != SNAPCACHE_TRANSCODE_OK;
+
+    for (i = 0; i < 3; i++) {
+        if (snapcache_transcode(in.data, in.len, &specs[2 + i], MAX_BYTES,
+                                MAX_PIXELS, &one)
+            != SNAPCACHE_TRANSCODE_OK
+            || one.len != outs[i].len
+            || memcmp(one.data, outs[i].data, one.len) != 0)
+        {
+            bad++;
+        }
+
+        snapcache_transcode_free(one.data);
+        snapcache_transcode_free(outs[i].data);
+    }
+
+    is_int(bad, 0, "a portrait JPEG: the same bytes too");
+
+    /* one bad rung */
+    specs[1].quality = 0;
+    rc = snapcache_transcode_rungs(in.data, in.len, specs, 4, MAX_BYTES,
+                                   MAX_PIXELS, outs, rcs);
+    ok(rc == SNAPCACHE_TRANSCODE_OK
+       && rcs[1] == SNAPCACHE_TRANSCODE_BAD_VARIANT && outs[1].data == NULL
+       && rcs[0] == SNAPCACHE_TRANSCODE_OK && rcs[2] == SNAPCACHE_TRANSCODE_OK
+       && rcs[3] == SNAPCACHE_TRANSCODE_OK,
+       "a bad rung fails alone");
+
+    for (i = 0; i < 4; i++) {
+        snapcache_transcode_free(outs[i].data);
+    }
+
+    specs[1].quality = 75;
+
+    /* a truncated original fails every rung, with nothing made */
+    in.len /= 2;
+    rc = snapcache_transcode_rungs(in.data, in.len, specs, 4, MAX_BYTES,
+                                   MAX_PIXELS, outs, rcs);
+    bad = 0;
+
+    for (i = 0; i < 4; i++) {
+        if (rcs[i] != SNAPCACHE_TRANSCODE_TRUNCATED || outs[i].data != NULL) {
+            bad++;
+        }
+
+        snapcache_transcode_free(outs[i].data);
+    }
+
+    ok(rc == SNAPCACHE_TRANSCODE_OK && bad == 0,
+       "a JPEG cut at 50%%: every rung TRUNCATED, no output");
+    good_after("a truncated original in several rungs");
+    blob_free(&in);
+
+    ok(snapcache_transcode_rungs(small_jpeg.data, small_jpeg.len, specs, 0,
+                                 MAX_BYTES, MAX_PIXELS, outs, rcs)
+       == SNAPCACHE_TRANSCODE_BAD_VARIANT, "no rung at all is refused");
+}
+
+
 int
 main(void)
 {
@@ -1185,6 +1303,7 @@ main(void)
     test_orientation();
     test_metadata();
     test_truncated();
+    test_rungs();
     test_huge_png();
     test_disallowed();
     test_garbage();
