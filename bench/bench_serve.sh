@@ -2,10 +2,14 @@
 # Serving-path benchmark: snapcache against the anchors, measured in the
 # same run on the same machine.
 #
-#   hits   wrk -t2 -c64 on one signed variant, 320 px (thumb) and then
-#          640 px (sd, near the ~24 KB of a snapshot thumbnail), against
-#          (a) nginx serving the same bytes as a static file, and
+#   hits   wrk -t2 -c64 on one signed variant of every rung, thumb (320)
+#          through full (1920), against
+#          (a) nginx serving the same bytes as a static file, tuned as an
+#              operator tuning for speed would: sendfile, tcp_nopush and
+#              open_file_cache (the strongest static anchor), and
 #          (b) secure_link + proxy_cache in front of image_filter
+#   hits under misses: the sd hit's p99 while 8 clients keep the thread
+#          pool busy with cold keys, against its idle p99
 #   misses a cold cache over 20 distinct 1920x1080 originals, against
 #          image_filter resizing the same originals, and libvips
 #          in-process (build/bin/bench_transcode -t 2) as the limit
@@ -50,6 +54,10 @@ events { worker_connections 4096; }
 http {
     access_log off;
     sendfile on;
+    tcp_nopush on;
+    open_file_cache max=1000 inactive=60s;
+    open_file_cache_valid 60s;
+    open_file_cache_errors on;
     client_body_temp_path $W/tmp/body;
     proxy_temp_path $W/tmp/proxy;
     fastcgi_temp_path $W/tmp/fastcgi;
@@ -92,7 +100,7 @@ http {
     # anchor (b): secure_link + proxy_cache in front of image_filter
     server {
         listen 127.0.0.1:$P_CLASSIC;
-        location ~ ^/img(640)?/ {
+        location ~ ^/img(640|1280|1920)?/ {
             secure_link \$arg_md5,\$arg_expires;
             secure_link_md5 "\$secure_link_expires\$uri secret";
             if (\$secure_link = "") { return 403; }
@@ -116,6 +124,16 @@ http {
             image_filter_jpeg_quality 65;
             image_filter resize 640 -;
         }
+        location /img1280/ {
+            alias $W/photos/;
+            image_filter_jpeg_quality 75;
+            image_filter resize 1280 -;
+        }
+        location /img1920/ {
+            alias $W/photos/;
+            image_filter_jpeg_quality 85;
+            image_filter resize 1920 -;
+        }
     }
 }
 EOF
@@ -138,17 +156,19 @@ classic_url() {  # path
     echo "http://127.0.0.1:$P_CLASSIC$1?md5=$md5&expires=$exp"
 }
 
-wrk_run() {  # name url
-    local out
+# wrk_run name url: prints the figures on stderr, "rps p99_ms" on stdout
+wrk_run() {
+    local out rps p99 errs
     out=$(wrk -t2 -c64 -d"${DUR}s" --latency "$2")
-    local rps p99
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-    p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-    local errs
+    p99=$(echo "$out" | awk '$1 == "99%" {
+        v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+        if (u == "us") v /= 1000; else if (u == "s") v *= 1000;
+        printf "%.2f", v }')
     errs=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-    printf '   %-34s %10s req/s   p99 %8s   non-2xx %s\n' "$1" "$rps" "$p99" \
-        "${errs:-0}" >&2
-    echo "$rps"
+    printf '   %-38s %10s req/s   p99 %7s ms   non-2xx %s\n' "$1" "$rps" \
+        "$p99" "${errs:-0}" >&2
+    echo "$rps $p99"
 }
 
 # ---------------------------------------------------------------- hits
@@ -172,16 +192,50 @@ hits() {
     curl -s -o /dev/null "$curl_url"
 
     R_SNAP=$(wrk_run "snapcache HIT" "$url")
-    R_STATIC=$(wrk_run "static file (same bytes)" \
+    R_STATIC=$(wrk_run "static file (sendfile, nopush, ofc)" \
         "http://127.0.0.1:$P_STATIC/$v.jpg")
     R_CLASSIC=$(wrk_run "secure_link+proxy_cache+image_filter" "$curl_url")
-    awk -v a="$R_SNAP" -v b="$R_STATIC" -v c="$R_CLASSIC" 'BEGIN {
-        printf "   ratio snapcache/static  %.2fx\n", a / b;
-        printf "   ratio snapcache/classic %.2fx\n", a / c }'
+    echo "$R_SNAP $R_STATIC $R_CLASSIC" | awk '{
+        printf "   ratio snapcache/static  %.2fx  (p99 %.2f vs %.2f ms)\n",
+            $1 / $3, $2, $4;
+        printf "   ratio snapcache/classic %.2fx\n", $1 / $5 }'
+    HIT_URL[$v]=$url
+    HIT_P99[$v]=$(echo "$R_SNAP" | cut -d' ' -f2)
 }
 
+declare -A HIT_URL HIT_P99
 hits thumb img
 hits sd img640
+hits hd img1280
+hits full img1920
+
+# ---------------------------------------------------- hits under misses
+
+# 8 clients on cold keys keep the thread pool busy while wrk measures the
+# sd hit: the event loop must win against the transcodes
+echo "== hits while misses saturate the pool: sd hit p99, idle and busy"
+for c in $(seq 0 7); do ln -sfn "$W/photos/acct/cam" "$W/photos/acct/busy$c"; done
+# every cold key is a distinct device: busyC/pN under a new device id
+busy_loop() {  # client
+    local c=$1 i=0 u
+    while [ ! -e "$W/stop-busy" ]; do
+        ln -sfn "$W/photos/acct/cam" "$W/photos/acct/b$c-$i"
+        u=$(sign acct "b$c-$i" "p$((i % 20))" sd)
+        curl -s -o /dev/null "$u" || true
+        i=$((i + 1))
+    done
+    echo "$i" > "$W/busy.$c"
+}
+rm -f "$W/stop-busy"
+for c in $(seq 0 7); do busy_loop "$c" & done
+sleep 2
+R_BUSY=$(wrk_run "snapcache sd HIT, pool saturated" "${HIT_URL[sd]}")
+touch "$W/stop-busy"
+wait
+FILLS=$(cat "$W"/busy.* | awk '{ s += $1 } END { print s }')
+echo "$R_BUSY ${HIT_P99[sd]} $FILLS $DUR" | awk '{
+    printf "   %d fills during the run (%.0f/s)\n", $4, $4 / ($5 + 2);
+    printf "   hit p99 busy/idle %.2fx  (%.2f vs %.2f ms)\n", $2 / $3, $2, $3 }'
 
 # ---------------------------------------------------------------- misses
 
