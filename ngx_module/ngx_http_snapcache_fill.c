@@ -47,7 +47,7 @@ static void ngx_http_snapcache_origin_fetched(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status);
 static void ngx_http_snapcache_fill_failed(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status);
-static void ngx_http_snapcache_store_negative(ngx_http_request_t *r,
+static ngx_int_t ngx_http_snapcache_store_negative(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx);
 static void ngx_http_snapcache_negative_handler(void *data, ngx_log_t *log);
 static void ngx_http_snapcache_negative_done(ngx_event_t *ev);
@@ -264,8 +264,11 @@ ngx_http_snapcache_origin_fetched(ngx_http_request_t *r,
 {
     ngx_int_t  rc;
 
-    if (status == NGX_HTTP_NOT_FOUND && ctx->slcf->negative_ttl) {
-        ngx_http_snapcache_store_negative(r, ctx);
+    if (status == NGX_HTTP_NOT_FOUND && ctx->slcf->negative_ttl
+        && ngx_http_snapcache_store_negative(r, ctx) == NGX_DONE)
+    {
+        /* the 404 is answered once it is remembered */
+        return;
     }
 
     if (status != NGX_HTTP_OK) {
@@ -320,10 +323,11 @@ ngx_http_snapcache_fill_failed(ngx_http_request_t *r,
  * Remembers the origin's 404 for snapcache_negative_ttl, under the
  * snapshot's original key, so that made-up snapshot ids under a device
  * grant cannot turn the cache into an origin amplifier.  It is written
- * on the thread pool like any record, unless a purge came in meanwhile;
- * if the pool is busy it is simply not remembered.
+ * on the thread pool like any record, unless a purge came in meanwhile,
+ * and the 404 is answered when it is written, so that the next request
+ * finds it.  If the pool is busy it is simply not remembered.
  */
-static void
+static ngx_int_t
 ngx_http_snapcache_store_negative(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx)
 {
@@ -333,18 +337,19 @@ ngx_http_snapcache_store_negative(ngx_http_request_t *r,
 
     pool = ngx_create_pool(1024, ngx_cycle->log);
     if (pool == NULL) {
-        return;
+        return NGX_DECLINED;
     }
 
     task = ngx_thread_task_alloc(pool, sizeof(ngx_http_snapcache_task_t));
     if (task == NULL) {
         ngx_destroy_pool(pool);
-        return;
+        return NGX_DECLINED;
     }
 
     t = task->ctx;
     t->task = task;
     t->pool = pool;
+    t->request = r;
     t->smcf = ctx->smcf;
     t->log = ngx_cycle->log;
     t->ident = ctx->ident;
@@ -357,7 +362,12 @@ ngx_http_snapcache_store_negative(ngx_http_request_t *r,
 
     if (ngx_thread_task_post(ctx->slcf->thread_pool, task) != NGX_OK) {
         ngx_destroy_pool(pool);
+        return NGX_DECLINED;
     }
+
+    ctx->task = t;
+
+    return NGX_DONE;
 }
 
 
@@ -388,11 +398,28 @@ ngx_http_snapcache_negative_done(ngx_event_t *ev)
 {
     ngx_http_snapcache_task_t *t = ev->data;
 
+    ngx_connection_t          *c;
+    ngx_http_request_t        *r;
+    ngx_http_snapcache_ctx_t  *ctx;
+
     if (t->store_rc == SNAPCACHE_CACHE_DAMAGED) {
         ngx_http_snapcache_store_damaged(t->smcf, t->log);
     }
 
+    r = t->request;
     ngx_destroy_pool(t->pool);
+
+    if (r == NULL) {
+        /* the client went away meanwhile */
+        return;
+    }
+
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_snapcache_module);
+    ctx->task = NULL;
+
+    ngx_http_snapcache_fill_failed(r, ctx, NGX_HTTP_NOT_FOUND);
+    ngx_http_run_posted_requests(c);
 }
 
 
