@@ -199,15 +199,20 @@ ok(-s $shot, "a screenshot in $shot");
 
 # ------------------------------------------------------------ shaped link
 
+# Hook for the shaped-network run (the browser behind a 256 kbit/s link:
+# the tiles step down to a rung that arrives within budget, and show
+# why).  It needs adaptive quality, which names its reason in a response
+# header: until the server sends one this is skipped, and once it does,
+# this TODO says that the run is still to be written.
 SKIP: {
-    # hook: the shaped-network run (256 kbit/s, the tiles step down to a
-    # rung that arrives within budget and show why) needs adaptive quality,
-    # which tells the page its reason in a response header
     my $probe = raw_request($port, $cams[0]{url});
     skip 'shaped-network run: the server does not adapt to the link yet '
         . '(no X-Snapcache-Adapt header)', 1
         unless defined $probe->{headers}{'x-snapcache-adapt'};
-    fail('shaped-network run: adaptive quality is there, this run is not');
+    TODO: {
+        local $TODO = 'shaped-network run of the wall';
+        fail('the wall steps down on a 256 kbit/s link and shows why');
+    }
 }
 
 my $group = $pid;

@@ -39,7 +39,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
-    "--window-size=1400,1100",
+    "--window-size=1400,1400",
 ]
 
 # Every tile as the page shows it.  With pixels, each image on screen is
