@@ -90,11 +90,20 @@ my @cams = @{ $grants->{cameras} };
 is(scalar @cams, 6, 'the demo writes a device grant for each of 6 cameras');
 ok(!grep({ $_->{url} !~ m{^/snap/[^/]+/[^/]+/latest\?.*scope=device} } @cams),
     'each a device grant for the camera\'s latest snapshot');
-ok(!grep({ -e "$root/www/$_" } qw(keys demo.key)),
-    'no key next to the page');
 
-my ($key_hex) = slurp("$root/var/keys/demo.key") =~ /^([0-9a-f]+)/;
-my $key = pack 'H*', $key_hex;
+# the page and what it is served never hold the signing key
+my ($key_hex) = slurp("$root/var/keys/demo.key") =~ /^([0-9a-f]{64,})/;
+my $key = pack 'H*', $key_hex // '';
+ok($key_hex && !grep({ index(lc slurp($_), $key_hex) >= 0 }
+        glob("$root/www/* $root/var/wall/*")),
+    'the key is in no file served next to the page');
+for my $path ('/wall/grants/../keys/demo.key', '/wall/grants/..%2fkeys/demo.key',
+    '/wall/..%2f..%2fvar/keys/demo.key', '/wall/grants/%2e%2e/keys/demo.key')
+{
+    my $g = raw_request($port, $path);
+    ok($g->{status} != 200 && index($g->{body}, $key_hex // 'x') < 0,
+        "and $path does not reach it ($g->{status})");
+}
 
 # a grant that expired a minute ago, minted as the backend would
 sub expired_grant {
