@@ -32,6 +32,8 @@ DEB_PKGS += libssl-dev                           # sign/: HMAC-SHA256
 DEB_PKGS += perl                                 # t/*.t
 DEB_PKGS += clang libclang-rt-14-dev             # fuzz/, make asan
 DEB_PKGS += iproute2 curl procps                 # tests and the demo
+DEB_PKGS += chromium chromium-driver python3-selenium  # t/browser.t
+DEB_PKGS += debhelper lintian                    # make deb, t/deb.t
 
 # what `make bench*` adds: load generators and the anchors it compares to
 BENCH_PKGS :=
@@ -250,6 +252,27 @@ bench: deps-bench build $(BENCHES) bench-serve bench-store bench-transcode
 # misses against image_filter and in-process libvips, worker RSS
 bench-serve: deps-bench build $(B)/bin/bench_transcode
 	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_serve.sh
+
+# ----------------------------------------------------------------- deb
+
+# libnginx-mod-http-snapcache_<version>_<arch>.deb in $(B)/deb, built by
+# debhelper and dh-sequence-nginx (debian/) from a copy of the files git
+# knows (all but build/ and var/ without git), so that nothing is written
+# into the tree.
+DEB_SRC := $(B)/deb/libnginx-mod-http-snapcache
+.PHONY: deb
+deb:
+	@rm -rf $(B)/deb && mkdir -p $(DEB_SRC)
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	    git ls-files -z --cached --others --exclude-standard; \
+	else \
+	    find . \( -path ./build -o -path ./var -o -path ./.git \) -prune \
+	        -o -type f -print0; \
+	fi | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(DEB_SRC)
+	@echo "  DEB     $(B)/deb (log: $(B)/deb/build.log)"
+	@cd $(DEB_SRC) && dpkg-buildpackage -b -us -uc > ../build.log 2>&1 \
+	    || { tail -40 ../build.log; exit 1; }
+	@ls $(B)/deb/*.deb
 
 # ----------------------------------------------------------------- run
 

@@ -139,28 +139,20 @@ cell_bits(const snapcache_marker_t *m, int bits[COLS * ROWS],
 }
 
 
-int
-snapcache_marker_render(const char *account, const char *device,
-    const char *snapshot, int width, int height, int format, int quality,
-    void **out, size_t *out_len)
+/* The owner's cells, with noise, as packed RGB; g_free it. */
+static unsigned char *
+render_pixels(const snapcache_marker_t *m, int width, int height)
 {
-    int                 x, y, i, rc, noise, c, v;
-    int                 bits[COLS * ROWS], field[COLS * ROWS];
-    uint32_t            seed;
-    VipsImage          *img;
-    unsigned char      *px, *p;
-    const unsigned char *col;
-    snapcache_marker_t  m;
+    int                   x, y, i, noise, c, v;
+    int                   bits[COLS * ROWS], field[COLS * ROWS];
+    uint32_t              seed;
+    unsigned char        *px, *p;
+    const unsigned char  *col;
 
-    if (width < COLS * 4 || height < ROWS * 4) {
-        return -1;
-    }
-
-    snapcache_marker_of(account, device, snapshot, &m);
-    cell_bits(&m, bits, field);
+    cell_bits(m, bits, field);
 
     px = g_malloc((size_t) width * height * 3);
-    seed = (uint32_t) (m.account ^ m.device ^ m.snapshot) | 1;
+    seed = (uint32_t) (m->account ^ m->device ^ m->snapshot) | 1;
 
     for (y = 0; y < height; y++) {
         for (x = 0; x < width; x++) {
@@ -179,10 +171,20 @@ snapcache_marker_render(const char *account, const char *device,
         }
     }
 
+    return px;
+}
+
+
+static int
+encode_pixels(unsigned char *px, int width, int height, int format,
+    int quality, void **out, size_t *out_len)
+{
+    int         rc;
+    VipsImage  *img;
+
     img = vips_image_new_from_memory(px, (size_t) width * height * 3, width,
                                      height, 3, VIPS_FORMAT_UCHAR);
     if (img == NULL) {
-        g_free(px);
         return -1;
     }
 
@@ -199,9 +201,125 @@ snapcache_marker_render(const char *account, const char *device,
     }
 
     g_object_unref(img);
-    g_free(px);
 
     return rc == 0 ? 0 : -1;
+}
+
+
+int
+snapcache_marker_render(const char *account, const char *device,
+    const char *snapshot, int width, int height, int format, int quality,
+    void **out, size_t *out_len)
+{
+    int                 rc;
+    unsigned char      *px;
+    snapcache_marker_t  m;
+
+    if (width < COLS * 4 || height < ROWS * 4) {
+        return -1;
+    }
+
+    snapcache_marker_of(account, device, snapshot, &m);
+
+    px = render_pixels(&m, width, height);
+    rc = encode_pixels(px, width, height, format, quality, out, out_len);
+    g_free(px);
+
+    return rc;
+}
+
+
+/*
+ * Fills a rectangle between grid lines (x0, y0) and (x1, y1), widened by
+ * a tenth of a cell on each side: the decoder reads only the middle of
+ * each cell, so strokes along the grid lines leave the marker intact.
+ */
+static void
+stroke(unsigned char *px, int width, int height, int x0, int y0, int x1,
+    int y1)
+{
+    int             x, y, hx, hy, left, right, top, bottom;
+    unsigned char  *p;
+
+    hx = width / COLS / 10;
+    hy = height / ROWS / 10;
+
+    left = x0 * width / COLS - hx;
+    right = x1 * width / COLS + hx;
+    top = y0 * height / ROWS - hy;
+    bottom = y1 * height / ROWS + hy;
+
+    for (y = top < 0 ? 0 : top; y < bottom && y < height; y++) {
+        for (x = left < 0 ? 0 : left; x < right && x < width; x++) {
+            p = px + ((size_t) y * width + x) * 3;
+            p[0] = 235;
+            p[1] = 20;
+            p[2] = 225;
+        }
+    }
+}
+
+
+/*
+ * A seven-segment digit drawn on the grid lines: one cell wide, two
+ * tall, its top-left corner on grid line (col, row).
+ */
+static void
+draw_digit(unsigned char *px, int width, int height, int col, int row,
+    int digit)
+{
+    int                   s;
+    static const uint8_t  segments[10] = {
+        0x3f, 0x06, 0x5b, 0x4f, 0x66, 0x6d, 0x7d, 0x07, 0x7f, 0x6f
+    };
+    static const int      seg[7][4] = {
+        { 0, 0, 1, 0 },                    /* a: top */
+        { 1, 0, 1, 1 },                    /* b: upper right */
+        { 1, 1, 1, 2 },                    /* c: lower right */
+        { 0, 2, 1, 2 },                    /* d: bottom */
+        { 0, 1, 0, 2 },                    /* e: lower left */
+        { 0, 0, 0, 1 },                    /* f: upper left */
+        { 0, 1, 1, 1 }                     /* g: middle */
+    };
+
+    for (s = 0; s < 7; s++) {
+        if (segments[digit] & (1 << s)) {
+            stroke(px, width, height, col + seg[s][0], row + seg[s][1],
+                   col + seg[s][2], row + seg[s][3]);
+        }
+    }
+}
+
+
+int
+snapcache_marker_render_clock(const char *account, const char *device,
+    const char *snapshot, int width, int height, const char *hhmmss,
+    int quality, void **out, size_t *out_len)
+{
+    int                 i, rc;
+    unsigned char      *px;
+    snapcache_marker_t  m;
+    static const int    col[6] = { 1, 3, 6, 8, 11, 13 };
+
+    if (width < COLS * 20 || height < ROWS * 20 || strlen(hhmmss) != 6
+        || strspn(hhmmss, "0123456789") != 6)
+    {
+        return -1;
+    }
+
+    snapcache_marker_of(account, device, snapshot, &m);
+
+    px = render_pixels(&m, width, height);
+
+    for (i = 0; i < 6; i++) {
+        draw_digit(px, width, height, col[i], 3, hhmmss[i] - '0');
+    }
+
+    rc = encode_pixels(px, width, height, SNAPCACHE_MARKER_JPEG, quality,
+                       out, out_len);
+    g_free(px);
+
+    return rc;
 }
 
 

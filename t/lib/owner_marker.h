@@ -44,6 +44,16 @@ int snapcache_marker_render(const char *account, const char *device,
     const char *snapshot, int width, int height, int format, int quality,
     void **out, size_t *out_len);
 
+/*
+ * The same image as a JPEG with a clock on it, for a live camera: six
+ * digits (hhmmss) drawn as seven-segment strokes along the grid lines,
+ * where the decoder never looks, so the marker reads back unchanged.
+ * Needs at least 20 pixels a cell (320 x 180).
+ */
+int snapcache_marker_render_clock(const char *account, const char *device,
+    const char *snapshot, int width, int height, const char *hhmmss,
+    int quality, void **out, size_t *out_len);
+
 /* Reads the marker from an encoded image; -1 when undecodable. */
 int snapcache_marker_decode(const void *data, size_t len,
     snapcache_marker_t *m);

@@ -3,15 +3,30 @@
  *
  *   snapmark gen --account A --device D --snapshot S [--width 1920]
  *                [--height 1080] [--format jpeg|png|webp] [--quality 90]
- *                -o FILE
+ *                [--clock HHMMSS] -o FILE
+ *   snapmark live --dir DIR [--every 2] [--width 1920] [--height 1080]
+ *                 [--quality 90] ACCOUNT/DEVICE...
+ *                                   a live camera per ACCOUNT/DEVICE: writes
+ *                                   DIR/ACCOUNT/DEVICE/latest (the owner's
+ *                                   marker for snapshot "latest", with the
+ *                                   time on it) every SECONDS, until
+ *                                   SIGINT, SIGTERM or SIGHUP, or until its
+ *                                   parent exits
  *   snapmark check FILE A D S       exit 0 ok, 1 mismatch, 2 undecodable
  *   snapmark check-list LISTFILE    lines "FILE A D S"; exit 1 if any fails
  *   snapmark info FILE              format, width and height
  */
 
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 
 #include <vips/vips.h>
 
@@ -24,7 +39,9 @@ usage(void)
     fprintf(stderr,
         "usage: snapmark gen --account A --device D --snapshot S\n"
         "                    [--width W] [--height H] [--format F]\n"
-        "                    [--quality Q] -o FILE\n"
+        "                    [--quality Q] [--clock HHMMSS] -o FILE\n"
+        "       snapmark live --dir DIR [--every SECONDS] [--width W]\n"
+        "                     [--height H] [--quality Q] ACCOUNT/DEVICE...\n"
         "       snapmark check FILE ACCOUNT DEVICE SNAPSHOT\n"
         "       snapmark check-list LISTFILE\n"
         "       snapmark info FILE\n");
@@ -38,9 +55,9 @@ cmd_gen(int argc, char **argv)
     int          i, width, height, format, quality;
     void        *buf;
     size_t       len;
-    const char  *a, *d, *s, *out;
+    const char  *a, *d, *s, *out, *clock;
 
-    a = d = s = out = NULL;
+    a = d = s = out = clock = NULL;
     width = 1920;
     height = 1080;
     format = SNAPCACHE_MARKER_JPEG;
@@ -64,6 +81,8 @@ cmd_gen(int argc, char **argv)
                      ? SNAPCACHE_MARKER_PNG
                      : strcmp(argv[i + 1], "webp") == 0
                        ? SNAPCACHE_MARKER_WEBP : SNAPCACHE_MARKER_JPEG;
+        } else if (strcmp(argv[i], "--clock") == 0) {
+            clock = argv[i + 1];
         } else if (strcmp(argv[i], "-o") == 0) {
             out = argv[i + 1];
         } else {
@@ -71,12 +90,16 @@ cmd_gen(int argc, char **argv)
         }
     }
 
-    if (i != argc || !a || !d || !s || !out) {
+    if (i != argc || !a || !d || !s || !out
+        || (clock && format != SNAPCACHE_MARKER_JPEG))
+    {
         return usage();
     }
 
-    if (snapcache_marker_render(a, d, s, width, height, format, quality,
-                                &buf, &len)
+    if ((clock ? snapcache_marker_render_clock(a, d, s, width, height, clock,
+                                               quality, &buf, &len)
+               : snapcache_marker_render(a, d, s, width, height, format,
+                                         quality, &buf, &len))
         != 0)
     {
         fprintf(stderr, "snapmark: cannot render: %s\n", vips_error_buffer());
@@ -175,6 +198,190 @@ cmd_info(const char *file)
     return 0;
 }
 
+static volatile sig_atomic_t  live_stop;
+
+
+static void
+live_signal(int signo)
+{
+    live_stop = 1;
+}
+
+
+/*
+ * Replaces DIR/A/D/latest in one rename, so that the origin never serves
+ * half a file; the temporary name starts with a dot, which no snapshot id
+ * can, so it is never reachable through snapcache.  0644 whatever the
+ * umask: nginx's workers read it as another user.
+ */
+static int
+live_write(const char *dir, const char *camera, const char *hhmmss, int width,
+    int height, int quality)
+{
+    int      fd, rc;
+    char     account[80], tmp[4096], path[4096];
+    void    *buf;
+    size_t   len, off;
+    ssize_t  n;
+
+    if (snprintf(account, sizeof(account), "%.*s",
+                 (int) (strchr(camera, '/') - camera), camera)
+        >= (int) sizeof(account))
+    {
+        return -1;
+    }
+
+    if (snapcache_marker_render_clock(account, strchr(camera, '/') + 1,
+                                      "latest", width, height, hhmmss,
+                                      quality, &buf, &len)
+        != 0)
+    {
+        fprintf(stderr, "snapmark live: cannot render %s: %s\n", camera,
+                vips_error_buffer());
+        vips_error_clear();
+        return -1;
+    }
+
+    snprintf(tmp, sizeof(tmp), "%s/%s/.latest.tmp", dir, camera);
+    snprintf(path, sizeof(path), "%s/%s/latest", dir, camera);
+
+    rc = -1;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+              0644);
+
+    if (fd != -1) {
+        for (off = 0; off < len; off += (size_t) n) {
+            n = write(fd, (char *) buf + off, len - off);
+
+            if (n == -1 && errno == EINTR) {
+                n = 0;
+                continue;
+            }
+
+            if (n <= 0) {
+                break;
+            }
+        }
+
+        if (off == len && fchmod(fd, 0644) == 0 && close(fd) == 0) {
+            fd = -1;
+            rc = rename(tmp, path);
+        }
+
+        if (fd != -1) {
+            close(fd);
+        }
+
+        if (rc != 0) {
+            unlink(tmp);
+        }
+    }
+
+    if (rc != 0) {
+        fprintf(stderr, "snapmark live: cannot write %s: %s\n", path,
+                strerror(errno));
+    }
+
+    g_free(buf);
+
+    return rc;
+}
+
+
+/* Sleeps to the next multiple of every seconds; a signal cuts it short. */
+static void
+live_sleep(int every)
+{
+    struct timespec  now, left;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+
+    left.tv_sec = every - 1 - now.tv_sec % every;
+    left.tv_nsec = 999999999 - now.tv_nsec;
+
+    nanosleep(&left, NULL);
+}
+
+
+static int
+cmd_live(int argc, char **argv)
+{
+    int               i, c, first, every, width, height, quality;
+    char              hhmmss[8];
+    pid_t             parent;
+    time_t            now;
+    struct tm         tm;
+    const char       *dir, *slash;
+    struct sigaction  sa;
+
+    dir = NULL;
+    every = 2;
+    width = 1920;
+    height = 1080;
+    quality = 90;
+
+    for (i = 2; i + 1 < argc && argv[i][0] == '-'; i += 2) {
+        if (strcmp(argv[i], "--dir") == 0) {
+            dir = argv[i + 1];
+        } else if (strcmp(argv[i], "--every") == 0) {
+            every = atoi(argv[i + 1]);
+        } else if (strcmp(argv[i], "--width") == 0) {
+            width = atoi(argv[i + 1]);
+        } else if (strcmp(argv[i], "--height") == 0) {
+            height = atoi(argv[i + 1]);
+        } else if (strcmp(argv[i], "--quality") == 0) {
+            quality = atoi(argv[i + 1]);
+        } else {
+            return usage();
+        }
+    }
+
+    first = i;
+
+    if (dir == NULL || every < 1 || first == argc) {
+        return usage();
+    }
+
+    for (c = first; c < argc; c++) {
+        slash = strchr(argv[c], '/');
+
+        if (slash == NULL || slash == argv[c] || slash[1] == '\0'
+            || strchr(slash + 1, '/') || strstr(argv[c], ".."))
+        {
+            fprintf(stderr, "snapmark live: \"%s\" is not ACCOUNT/DEVICE\n",
+                    argv[c]);
+            return 2;
+        }
+    }
+
+    /* never outlive the demo that started us */
+    parent = getppid();
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = live_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+
+    while (!live_stop && getppid() == parent) {
+        now = time(NULL);
+        localtime_r(&now, &tm);
+        strftime(hhmmss, sizeof(hhmmss), "%H%M%S", &tm);
+
+        for (c = first; c < argc && !live_stop; c++) {
+            (void) live_write(dir, argv[c], hhmmss, width, height, quality);
+        }
+
+        if (!live_stop) {
+            live_sleep(every);
+        }
+    }
+
+    return 0;
+}
+
 
 int
 main(int argc, char **argv)
@@ -187,6 +394,10 @@ main(int argc, char **argv)
 
     if (strcmp(argv[1], "gen") == 0) {
         return cmd_gen(argc, argv);
+    }
+
+    if (strcmp(argv[1], "live") == 0) {
+        return cmd_live(argc, argv);
     }
 
     if (strcmp(argv[1], "check") == 0 && argc == 6) {

@@ -1,0 +1,308 @@
+#!/usr/bin/perl
+
+# The Debian package, as an operator gets it: `make deb` builds
+# libnginx-mod-http-snapcache_<version>_<arch>.deb from a copy of the
+# sources (the tree is left as it was), lintian finds no error in it and
+# no warning that docs/packaging.md does not accept, and `dpkg -i`
+# installs the module, its load_module snippet enabled the way Debian's
+# nginx modules are, the snapcache CLI and the docs.  A config that uses
+# the snippet and the directives passes `nginx -t` and serves a URL signed
+# by the installed CLI.  `dpkg --purge` then leaves /etc/nginx and the
+# rest of the system as they were.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Cwd qw(abs_path);
+use File::Temp qw(tempdir);
+use IO::Socket::INET;
+use Snapcache::Test qw(build_dir reserve_port release_port raw_request);
+
+my $pkg = 'libnginx-mod-http-snapcache';
+my $root = abs_path("$FindBin::Bin/..");
+my $build = build_dir();
+my $snapmark = "$build/bin/snapmark";
+
+plan skip_all => 'needs root: it installs and purges a Debian package'
+    if $> != 0;
+plan skip_all => 'the package is built with Debian\'s flags, not under a '
+    . 'sanitizer: `make test` runs this' if $ENV{SNAPCACHE_SAN};
+for my $tool (qw(dpkg-buildpackage dh_nginx lintian)) {
+    plan skip_all => "$tool is missing (make deps installs it)"
+        unless grep { -x "$_/$tool" } split /:/, $ENV{PATH};
+}
+plan skip_all => 'snapmark not built' unless -x $snapmark;
+plan skip_all => "$pkg is installed on this machine: this test installs "
+    . 'and purges its own, and leaves an operator\'s installation alone'
+    if installed();
+
+# ------------------------------------------------------------- the build
+
+my $git = system("git -C '$root' rev-parse --git-dir >/dev/null 2>&1") == 0;
+my $status_before = $git ? `git -C '$root' status --porcelain 2>&1` : '';
+
+# a make of its own, not a job of the make that runs the tests
+delete @ENV{qw(MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES)};
+my $out = `make --no-print-directory -C '$root' deb B='$build' 2>&1`;
+is($?, 0, 'make deb builds the package') or diag $out;
+
+my $version = `dpkg-parsechangelog -l '$root/debian/changelog' -S Version`;
+chomp $version;
+my $arch = `dpkg --print-architecture`;
+chomp $arch;
+my $deb = "$build/deb/${pkg}_${version}_$arch.deb";
+if (!ok(-s $deb, "named ${pkg}_<version>_<arch>.deb ($version, $arch)")) {
+    diag "no package to test:\n$out";
+    done_testing;
+    exit;
+}
+
+SKIP: {
+    skip 'no git checkout', 1 unless $git;
+    is(`git -C '$root' status --porcelain 2>&1`, $status_before,
+        'building it writes nothing into the tree but what git ignores');
+}
+
+# ------------------------------------------------------------ what it is
+
+my %field = map { $_ => scalar `dpkg-deb -f '$deb' $_` } qw(Depends Package);
+chomp %field;
+is($field{Package}, $pkg, 'the package name');
+
+my ($abi) = `cat /usr/share/nginx/src/debian/libnginx-mod.abisubstvars`
+    =~ /^nginx:abi=(\S+)/m;
+like($field{Depends}, qr/(?:^|, )\Q$abi\E(?:,|$)/,
+    "it depends on the nginx ABI it was built against ($abi)");
+like(`dpkg-query -W -f='\${Provides}' nginx`, qr/\b\Q$abi\E\b/,
+    'which the installed nginx provides');
+
+my $contents = `dpkg-deb -c '$deb'`;
+for my $path ('./usr/lib/nginx/modules/ngx_http_snapcache_module.so',
+    './usr/share/nginx/modules-available/mod-http-snapcache.conf',
+    './usr/bin/snapcache', "./usr/share/doc/$pkg/README.md.gz",
+    "./usr/share/doc/$pkg/directives.md.gz", "./usr/share/doc/$pkg/copyright",
+    './usr/share/man/man1/snapcache.1.gz')
+{
+    like($contents, qr/ \Q$path\E$/m, "it ships $path");
+}
+
+# lintian: no error; each warning accepted, with its reason, in
+# docs/packaging.md
+my $lintian = `lintian --pedantic '$deb' 2>&1`;
+my @errors = $lintian =~ /^(E: .*)$/mg;
+ok(!@errors, 'lintian finds no error') or diag join "\n", @errors;
+my $accepted = do {
+    open my $fh, '<', "$root/docs/packaging.md" or die $!;
+    local $/;
+    <$fh>;
+};
+my @unlisted = grep {
+    my ($tag) = /^W: \S+ (\S+)/;
+    $accepted !~ /`\Q$tag\E`/;
+} $lintian =~ /^(W: .*)$/mg;
+ok(!@unlisted, 'every lintian warning is accepted in docs/packaging.md')
+    or diag join "\n", @unlisted;
+
+# ----------------------------------------------------------- installed
+
+my $before = system_state();
+my ($installed_here, $d);
+END {
+    stop_nginx($d) if $d;
+    purge() if $installed_here;
+}
+
+my $install = dpkg('-i', $deb);
+$installed_here = 1;
+is($install->{rc}, 0, 'dpkg -i installs it') or diag $install->{out};
+ok(installed(), 'dpkg says it is installed');
+
+my $snippet = '/usr/share/nginx/modules-available/mod-http-snapcache.conf';
+my $enabled = '/etc/nginx/modules-enabled/50-mod-http-snapcache.conf';
+like(slurp($snippet),
+    qr{^load_module modules/ngx_http_snapcache_module\.so;$}m,
+    'the snippet loads the module from nginx\'s modules directory');
+is(readlink($enabled), $snippet,
+    'and is enabled by a link in /etc/nginx/modules-enabled');
+ok(-f '/usr/lib/nginx/modules/ngx_http_snapcache_module.so',
+    'the module is in /usr/lib/nginx/modules');
+ok(-x '/usr/bin/snapcache', 'the CLI is /usr/bin/snapcache');
+
+# a config that loads the module as nginx.conf does, and uses it
+$d = tempdir(CLEANUP => 1);
+chmod 0755, $d;
+mkdir "$d/$_" for qw(keys origin tmp);
+chmod 0700, "$d/keys";
+chmod 0755, "$d/origin";
+system('sh', '-c', "umask 077; head -c 32 /dev/urandom | od -An -tx1 "
+    . "| tr -d ' \\n' > '$d/keys/k1.key'; echo >> '$d/keys/k1.key'") == 0
+    or die;
+mkdir "$d/origin/acct-d";
+mkdir "$d/origin/acct-d/cam-d";
+chmod 0755, "$d/origin/acct-d", "$d/origin/acct-d/cam-d";
+system($snapmark, 'gen', '--account', 'acct-d', '--device', 'cam-d',
+    '--snapshot', 'snap-1', '-o', "$d/origin/acct-d/cam-d/snap-1.jpg") == 0
+    or die 'snapmark gen';
+rename "$d/origin/acct-d/cam-d/snap-1.jpg", "$d/origin/acct-d/cam-d/snap-1";
+chmod 0644, "$d/origin/acct-d/cam-d/snap-1";
+
+my $port = reserve_port();
+my $oport = reserve_port();
+my $conf = "$d/nginx.conf";
+write_file($conf, <<"EOF");
+include /etc/nginx/modules-enabled/*.conf;
+
+worker_processes 1;
+error_log $d/error.log info;
+pid $d/nginx.pid;
+thread_pool snapcache threads=2;
+
+events {
+    worker_connections 64;
+}
+
+http {
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    access_log off;
+
+    snapcache_sign_key k1 $d/keys/k1.key;
+    snapcache_store $d/store size=16m;
+    snapcache_zone snapcache:1m;
+    snapcache_thread_pool snapcache;
+
+    server {
+        listen 127.0.0.1:$port;
+        snapcache_origin /_origin;
+
+        location /snap/ {
+            snapcache;
+        }
+
+        location /_origin/ {
+            internal;
+            proxy_pass http://127.0.0.1:$oport/;
+        }
+    }
+
+    server {
+        listen 127.0.0.1:$oport;
+        root $d/origin;
+        default_type image/jpeg;
+    }
+}
+EOF
+
+my $log_watch = Snapcache::Test->watch_log("$d/error.log");
+my $t_out = `/usr/sbin/nginx -e '$d/error.log' -c '$conf' -t 2>&1`;
+is($?, 0, 'nginx -t passes with the snippet and the directives')
+    or diag $t_out;
+like($t_out, qr/test is successful/, 'and says so');
+
+release_port($_) for $port, $oport;
+my $start = `/usr/sbin/nginx -e '$d/error.log' -c '$conf' 2>&1`;
+is($?, 0, 'nginx starts with it') or diag $start . slurp("$d/error.log");
+wait_port($port);
+
+my $url = `/usr/bin/snapcache sign --key-file '$d/keys/k1.key' --kid k1 --account acct-d --device cam-d --snapshot snap-1 --ttl 5m --base /snap/`;
+chomp $url;
+like($url, qr{^/snap/acct-d/cam-d/snap-1\?exp=\d+&kid=k1&sig=},
+    'the installed CLI signs a URL');
+my $r = raw_request($port, $url);
+is($r->{status}, 200, 'which the installed module serves');
+is($r->{headers}{'x-snapcache'}, 'MISS', 'filled from the origin');
+write_file("$d/served", $r->{body});
+my $check = `'$snapmark' check '$d/served' acct-d cam-d snap-1 2>&1`;
+is($?, 0, 'with the right owner') or diag $check;
+(my $other = $url) =~ s{/acct-d/}{/acct-e/};
+is(raw_request($port, $other)->{status}, 403,
+    'and refuses it for another account');
+
+stop_nginx($d);
+
+# ----------------------------------------------------------- purged
+
+my $purge = purge();
+is($purge->{rc}, 0, 'dpkg --purge removes it') or diag $purge->{out};
+ok(!installed(), 'dpkg knows it no more');
+is(system_state(), $before, 'and the system is as it was, '
+    . '/etc/nginx/modules-enabled included');
+
+done_testing;
+
+# ----------------------------------------------------------------- helpers
+
+sub installed {
+    my $s = `dpkg-query -W -f='\${db:Status-Abbrev}' $pkg 2>/dev/null`;
+    return $s =~ /^.i/;
+}
+
+# dpkg, waiting while another apt or dpkg holds the lock
+sub dpkg {
+    my @args = @_;
+    my ($rc, $out);
+    for (1 .. 120) {
+        $out = `dpkg @args 2>&1`;
+        $rc = $? >> 8;
+        last unless $rc && $out =~ /lock/i;
+        sleep 1;
+    }
+    return { rc => $rc, out => $out };
+}
+
+sub purge {
+    my $r = dpkg('--purge', $pkg);
+    $installed_here = 0 if $r->{rc} == 0;
+    return $r;
+}
+
+# Every file, link and directory the package or its scripts could touch,
+# with type, link target, size and mode (not times: a directory that had
+# an entry added and removed is as it was).
+sub system_state {
+    my @paths = grep { -e || -l } '/etc/nginx', '/usr/lib/nginx',
+        '/usr/share/nginx/modules-available', '/usr/share/nginx/modules',
+        "/usr/share/doc/$pkg", '/usr/bin/snapcache',
+        '/usr/share/man/man1/snapcache.1.gz';
+    my $s = `find @paths -printf '%p %y %l %s %m\\n' 2>&1 | sort`;
+    $s .= `dpkg-query -W -f='\${db:Status-Abbrev}' $pkg 2>&1`;
+    return $s;
+}
+
+sub stop_nginx {
+    my ($dir) = @_;
+    my $pid = slurp("$dir/nginx.pid") =~ /(\d+)/ ? $1 : return;
+    kill 'QUIT', $pid;
+    for (1 .. 100) {
+        last unless kill 0, $pid;
+        select(undef, undef, undef, 0.05);
+    }
+    kill 'KILL', $pid if kill 0, $pid;
+}
+
+sub wait_port {
+    my ($p) = @_;
+    for (1 .. 200) {
+        return if IO::Socket::INET->new("127.0.0.1:$p");
+        select(undef, undef, undef, 0.025);
+    }
+}
+
+sub slurp {
+    my ($file) = @_;
+    open my $fh, '<:raw', $file or return '';
+    local $/;
+    return <$fh> // '';
+}
+
+sub write_file {
+    my ($file, $data) = @_;
+    open my $fh, '>:raw', $file or die "$file: $!";
+    print $fh $data;
+    close $fh;
+}
