@@ -3,7 +3,9 @@
  *
  *   snapmark gen --account A --device D --snapshot S [--width 1920]
  *                [--height 1080] [--format jpeg|png|webp] [--quality 90]
- *                -o FILE
+ *                [--photo PHOTO] -o FILE
+ *                (with --photo: the marker stamped on that photograph,
+ *                as JPEG)
  *   snapmark check FILE A D S       exit 0 ok, 1 mismatch, 2 undecodable
  *   snapmark check-list LISTFILE    lines "FILE A D S"; exit 1 if any fails
  *   snapmark info FILE              format, width and height
@@ -24,7 +26,7 @@ usage(void)
     fprintf(stderr,
         "usage: snapmark gen --account A --device D --snapshot S\n"
         "                    [--width W] [--height H] [--format F]\n"
-        "                    [--quality Q] -o FILE\n"
+        "                    [--quality Q] [--photo PHOTO] -o FILE\n"
         "       snapmark check FILE ACCOUNT DEVICE SNAPSHOT\n"
         "       snapmark check-list LISTFILE\n"
         "       snapmark info FILE\n");
@@ -35,12 +37,14 @@ usage(void)
 static int
 cmd_gen(int argc, char **argv)
 {
-    int          i, width, height, format, quality;
+    int          i, rc, width, height, format, quality;
     void        *buf;
     size_t       len;
-    const char  *a, *d, *s, *out;
+    gsize        photo_len;
+    gchar       *photo_buf;
+    const char  *a, *d, *s, *out, *photo;
 
-    a = d = s = out = NULL;
+    a = d = s = out = photo = NULL;
     width = 1920;
     height = 1080;
     format = SNAPCACHE_MARKER_JPEG;
@@ -66,6 +70,8 @@ cmd_gen(int argc, char **argv)
                        ? SNAPCACHE_MARKER_WEBP : SNAPCACHE_MARKER_JPEG;
         } else if (strcmp(argv[i], "-o") == 0) {
             out = argv[i + 1];
+        } else if (strcmp(argv[i], "--photo") == 0) {
+            photo = argv[i + 1];
         } else {
             return usage();
         }
@@ -75,10 +81,22 @@ cmd_gen(int argc, char **argv)
         return usage();
     }
 
-    if (snapcache_marker_render(a, d, s, width, height, format, quality,
-                                &buf, &len)
-        != 0)
-    {
+    if (photo) {
+        if (!g_file_get_contents(photo, &photo_buf, &photo_len, NULL)) {
+            fprintf(stderr, "snapmark: cannot read %s\n", photo);
+            return 1;
+        }
+
+        rc = snapcache_marker_stamp(photo_buf, photo_len, a, d, s, width,
+                                    height, quality, &buf, &len);
+        g_free(photo_buf);
+
+    } else {
+        rc = snapcache_marker_render(a, d, s, width, height, format, quality,
+                                     &buf, &len);
+    }
+
+    if (rc != 0) {
         fprintf(stderr, "snapmark: cannot render: %s\n", vips_error_buffer());
         return 1;
     }
