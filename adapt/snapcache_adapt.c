@@ -65,9 +65,9 @@ snapcache_adapt_sample(snapcache_adapt_link_t *link,
         return -1;
     }
 
+    /* workers' clocks may lag one another a little: earlier is not older */
     if (link->samples
-        && (now_ms - link->sampled_ms > SNAPCACHE_ADAPT_MAX_AGE_MS
-            || now_ms < link->sampled_ms))
+        && now_ms - link->sampled_ms > SNAPCACHE_ADAPT_MAX_AGE_MS)
     {
         memset(link, 0, sizeof(snapcache_adapt_link_t));
     }
@@ -86,9 +86,14 @@ snapcache_adapt_sample(snapcache_adapt_link_t *link,
     /* per mille */
     weight = 1000;
 
+    /* a shaper's burst flatters a small transfer more than a large one */
     if (sample->complete && sample->bytes < SNAPCACHE_ADAPT_FULL_BYTES) {
-        weight = sample->bytes * 1000 / SNAPCACHE_ADAPT_FULL_BYTES;
+        weight = sample->bytes * sample->bytes * 1000
+                 / SNAPCACHE_ADAPT_FULL_BYTES / SNAPCACHE_ADAPT_FULL_BYTES;
     }
+
+    link->dropped = (link->samples && rate * 2 < link->kbps);
+    link->lossy = (sample->retrans > 0);
 
     if (link->samples == 0 || link->kbps == 0) {
         link->kbps = (uint32_t) rate;
@@ -125,8 +130,7 @@ uint32_t
 snapcache_adapt_link_kbps(const snapcache_adapt_link_t *link, int64_t now_ms)
 {
     if (link->samples == 0
-        || now_ms - link->sampled_ms > SNAPCACHE_ADAPT_MAX_AGE_MS
-        || now_ms < link->sampled_ms)
+        || now_ms - link->sampled_ms > SNAPCACHE_ADAPT_MAX_AGE_MS)
     {
         return 0;
     }
@@ -421,7 +425,7 @@ snapcache_adapt_choose(const snapcache_adapt_input_t *in,
         return 0;
     }
 
-    fit = largest_fitting(in, 1, 1);
+    fit = in->careful ? largest_fitting(in, 7, 10) : largest_fitting(in, 1, 1);
     if (fit < 0) {
         fit = 0;
     }

@@ -13,7 +13,11 @@
  * largest at or below the ceiling whose predicted time to last byte fits
  * the time budget, with hysteresis: down at once, up one rung at a time
  * and only with headroom, and at most one step up per
- * SNAPCACHE_ADAPT_STEADY choices while the link stays as it was.
+ * SNAPCACHE_ADAPT_STEADY choices while the link stays as it was.  Right
+ * after the link collapsed, or while it loses packets, the choice keeps
+ * that headroom too: the estimate rests on one sample, and a connection
+ * that was sending fast sends its next response in a burst that a slow
+ * link's queue drops and the sender must repeat.
  *
  * The link estimate is kept per client by the caller, as a
  * snapcache_adapt_link_t that snapcache_adapt_sample() updates from
@@ -40,7 +44,7 @@
 #define SNAPCACHE_ADAPT_STEADY      8
 
 /* a sample of this many bytes or more has full weight */
-#define SNAPCACHE_ADAPT_FULL_BYTES  32768
+#define SNAPCACHE_ADAPT_FULL_BYTES  16384
 
 
 /* ------------------------------------------------------------ ceiling */
@@ -78,6 +82,9 @@ typedef struct {
     uint32_t  last_kbps;      /* the latest sample's rate */
     uint32_t  rtt_us;         /* estimated minimum RTT */
     uint32_t  samples;        /* samples taken, saturating */
+    uint32_t  dropped;        /* the latest sample was under half the
+                                 estimate before it */
+    uint32_t  lossy;          /* the latest delivery had to retransmit */
     int64_t   sampled_ms;     /* when the latest was taken */
 } snapcache_adapt_link_t;
 
@@ -91,6 +98,7 @@ typedef struct {
     uint64_t  bytes;
     uint64_t  busy_us;
     uint32_t  min_rtt_us;     /* 0: unknown */
+    uint32_t  retrans;        /* segments sent again meanwhile */
     int       complete;       /* every byte was acknowledged */
 } snapcache_adapt_sample_t;
 
@@ -98,9 +106,9 @@ typedef struct {
 /*
  * Folds a sample into the estimate.  A rate below the estimate is taken
  * at once (in proportion to the sample's weight), a rate above it at
- * half that weight: a link that got worse is believed at once, one that
- * got better over a refresh or two.  A complete small transfer weighs
- * less (bytes / SNAPCACHE_ADAPT_FULL_BYTES), since a shaper's burst
+ * 5/8 of it: a link that got worse is believed at once, one that got
+ * better over a refresh or two.  A complete small transfer weighs less
+ * ((bytes / SNAPCACHE_ADAPT_FULL_BYTES) squared), since a shaper's burst
  * makes it look faster than the link is; an incomplete one weighs fully.
  * An estimate older than SNAPCACHE_ADAPT_MAX_AGE_MS starts afresh.
  * Returns 0, or -1 for a sample that carries nothing (no time).
@@ -177,6 +185,8 @@ typedef struct {
     uint32_t                 kbps;       /* 0: nothing known */
     uint32_t                 rtt_ms;
     int                      from_hints;
+    int                      careful;    /* the link just collapsed, or
+                                            lost packets: keep headroom */
     uint32_t                 budget_ms;
 } snapcache_adapt_input_t;
 

@@ -328,9 +328,9 @@ ngx_http_snapcache_links_t *ngx_http_snapcache_links_create(
 void ngx_http_snapcache_link_choose(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx);
 void ngx_http_snapcache_link_sending(ngx_http_request_t *r,
-    ngx_http_snapcache_ctx_t *ctx, size_t len);
-void ngx_http_snapcache_link_sent(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx);
+void ngx_http_snapcache_link_sent(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, size_t len);
 
 /* ngx_http_snapcache_store.c */
 ngx_int_t ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,

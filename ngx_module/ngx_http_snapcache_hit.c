@@ -199,13 +199,13 @@ ngx_http_snapcache_send_body(ngx_http_request_t *r,
     b->last_buf = 1;
     b->last_in_chain = 1;
 
+    ngx_http_snapcache_link_sending(r, ctx);
+
     rc = ngx_http_send_header(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;
     }
-
-    ngx_http_snapcache_link_sending(r, ctx, len);
 
     out.buf = b;
     out.next = NULL;
@@ -213,7 +213,7 @@ ngx_http_snapcache_send_body(ngx_http_request_t *r,
     rc = ngx_http_output_filter(r, &out);
 
     if (rc != NGX_ERROR) {
-        ngx_http_snapcache_link_sent(r, ctx);
+        ngx_http_snapcache_link_sent(r, ctx, len);
     }
 
     return rc;

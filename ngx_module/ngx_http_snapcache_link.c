@@ -140,12 +140,14 @@ typedef struct {
     uint32_t                         variant;
     size_t                           body_len;
 
-    off_t                            sent_target;
+    uint64_t                         expect;     /* header and body */
     uint64_t                         acked;
+    uint32_t                         retrans;
     uint64_t                         busy;
     ngx_msec_t                       deadline;
     ngx_msec_t                       interval;
 
+    unsigned                         baseline:1;
     unsigned                         active:1;
 } ngx_http_snapcache_watch_t;
 
@@ -314,6 +316,8 @@ ngx_http_snapcache_link_choose(ngx_http_request_t *r,
         if (cl) {
             in.kbps = snapcache_adapt_link_kbps(&cl->u.client.link, now);
             in.rtt_ms = cl->u.client.link.rtt_us / 1000;
+            in.careful = cl->u.client.link.dropped
+                         || cl->u.client.link.lossy;
 
             for (i = 0; in.kbps && i < n; i++) {
                 if (variants[i].id == cl->u.client.hold_id) {
@@ -383,25 +387,22 @@ ngx_http_snapcache_link_choose(ngx_http_request_t *r,
 
 
 /*
- * When a response's header is out and its len body bytes are about to
- * be handed to the socket:
- * where the connection's counters stand, so that the delivery can be
- * measured from here.  A response on a connection still delivering the
- * previous one is not measured apart.
+ * Before a response's header goes out: where the connection's counters
+ * stand, so that its delivery can be measured from here.  A connection
+ * still delivering the previous response is not measured apart.
  */
 void
 ngx_http_snapcache_link_sending(ngx_http_request_t *r,
-    ngx_http_snapcache_ctx_t *ctx, size_t len)
+    ngx_http_snapcache_ctx_t *ctx)
 {
     ngx_connection_t               *c;
-    ngx_pool_cleanup_t             *cln;
     ngx_http_snapcache_watch_t     *w;
     ngx_http_snapcache_tcp_info_t   ti;
 
     c = r->connection;
 
-    if (!ctx->slcf->adapt || !ctx->client_known || len == 0
-        || r->header_only || (r->method & NGX_HTTP_HEAD) || c->error
+    if (!ctx->slcf->adapt || !ctx->client_known
+        || (r->method & NGX_HTTP_HEAD) || c->error
 #if (NGX_HTTP_V2)
         || r->stream
 #endif
@@ -427,7 +428,41 @@ ngx_http_snapcache_link_sending(ngx_http_request_t *r,
         return;
     }
 
-    /* checked again once the request is done, while the socket is open */
+    w->acked = ti.bytes_acked;
+    w->busy = ti.busy_time;
+    w->retrans = ti.total_retrans;
+    w->baseline = 1;
+}
+
+
+/*
+ * The header and len body bytes were handed to the socket: watch them
+ * until they are delivered, looking now, then on a timer.
+ */
+void
+ngx_http_snapcache_link_sent(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, size_t len)
+{
+    ngx_connection_t            *c;
+    ngx_pool_cleanup_t          *cln;
+    ngx_http_snapcache_watch_t  *w;
+
+    c = r->connection;
+
+    if (!ctx->slcf->adapt || !ctx->client_known || len == 0
+        || r->header_only)
+    {
+        return;
+    }
+
+    w = ngx_http_snapcache_watch_get(c, 0);
+    if (w == NULL || !w->baseline || w->active) {
+        return;
+    }
+
+    w->baseline = 0;
+
+    /* looked at once more when the request is done, while still open */
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
         return;
@@ -443,9 +478,7 @@ ngx_http_snapcache_link_sending(ngx_http_request_t *r,
     w->device[1] = ctx->device[1];
     w->variant = (uint32_t) ctx->variant;
     w->body_len = len;
-    w->sent_target = c->sent + (off_t) len;
-    w->acked = ti.bytes_acked;
-    w->busy = ti.busy_time;
+    w->expect = r->header_size + len;
     w->interval = NGX_HTTP_SNAPCACHE_LINK_POLL;
     w->deadline = ngx_current_msec
                   + ngx_max(1000, ngx_min(10000, 2 * ctx->slcf->adapt_budget));
@@ -460,25 +493,8 @@ ngx_http_snapcache_link_sending(ngx_http_request_t *r,
     if (!r->keepalive) {
         r->lingering_close = 1;
     }
-}
 
-
-/* The response was handed to the socket: look now, then on a timer. */
-void
-ngx_http_snapcache_link_sent(ngx_http_request_t *r,
-    ngx_http_snapcache_ctx_t *ctx)
-{
-    ngx_http_snapcache_watch_t  *w;
-
-    if (!ctx->slcf->adapt || !ctx->client_known) {
-        return;
-    }
-
-    w = ngx_http_snapcache_watch_get(r->connection, 0);
-
-    if (w && w->active) {
-        ngx_http_snapcache_watch_poll(w);
-    }
+    ngx_http_snapcache_watch_poll(w);
 }
 
 
@@ -805,23 +821,30 @@ ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w)
         goto done;
     }
 
-    switch (ti.state) {
-    case 1:     /* ESTABLISHED */
-    case 4:     /* FIN_WAIT1 */
-    case 5:     /* FIN_WAIT2 */
-    case 8:     /* CLOSE_WAIT */
-    case 9:     /* LAST_ACK */
-    case 11:    /* CLOSING */
-        break;
-    default:
-        /* reset: what was sent was never delivered */
+    now = ngx_current_msec;
+
+    /*
+     * The response's bytes are acknowledged and nothing else is waiting
+     * (c->sent cannot tell: a keepalive connection zeroes it between
+     * requests).
+     */
+    delivered = ti.bytes_acked >= w->acked
+                && ti.bytes_acked - w->acked >= w->expect
+                && ti.notsent_bytes == 0 && ti.unacked == 0;
+
+    /*
+     * A socket whose both sides closed reads as closed, and so does one
+     * that was reset; only the first has had everything acknowledged.
+     */
+    if (ti.state == 7 && !delivered) {
         goto done;
     }
 
-    now = ngx_current_msec;
-
-    delivered = c->sent >= w->sent_target && !c->buffered
-                && ti.notsent_bytes == 0 && ti.unacked == 0;
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "snapcache delivery: state %d, %uL of %uL acked, "
+                   "%uD unsent, %M ms left", (int) ti.state,
+                   ti.bytes_acked - w->acked, w->expect, ti.notsent_bytes,
+                   w->deadline - now);
 
     if (!delivered && (ngx_msec_int_t) (w->deadline - now) > 0) {
         next = ngx_min(w->interval, w->deadline - now);
@@ -839,6 +862,7 @@ ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w)
     s.bytes = ti.bytes_acked - w->acked;
     s.busy_us = ti.busy_time - w->busy;
     s.min_rtt_us = ti.min_rtt;
+    s.retrans = ti.total_retrans - w->retrans;
     s.complete = delivered;
 
     ngx_log_debug8(NGX_LOG_DEBUG_HTTP, c->log, 0,
