@@ -32,12 +32,13 @@ DEB_PKGS += libssl-dev                           # sign/: HMAC-SHA256
 DEB_PKGS += perl                                 # t/*.t
 DEB_PKGS += clang libclang-rt-14-dev             # fuzz/, make asan
 DEB_PKGS += iproute2 curl procps                 # tests and the demo
+DEB_PKGS += mate-backgrounds                     # t/weak.t: real photographs
 
 # what `make bench*` adds: load generators and the anchors it compares to
 BENCH_PKGS :=
 BENCH_PKGS += wrk hyperfine                      # load and timing
 BENCH_PKGS += libnginx-mod-http-image-filter     # the image_filter anchor
-BENCH_PKGS += mate-backgrounds lomiri-wallpapers-20.04  # real photographs
+BENCH_PKGS += lomiri-wallpapers-20.04           # more real photographs
 
 # The pkg-config names of the libraries the C code links, read in stage
 # two only.  `config` probes the same libraries for the nginx module.
@@ -243,13 +244,19 @@ fuzz-smoke:
 
 # --------------------------------------------------------------- bench
 
-.PHONY: bench bench-serve
-bench: deps-bench build $(BENCHES) bench-serve bench-store bench-transcode
+.PHONY: bench bench-serve bench-weak
+bench: deps-bench build $(BENCHES) bench-serve bench-store bench-transcode \
+       bench-weak
 
 # hits against static nginx and secure_link+proxy_cache+image_filter,
 # misses against image_filter and in-process libvips, worker RSS
 bench-serve: deps-bench build $(B)/bin/bench_transcode
 	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_serve.sh
+
+# time to image on a tbf-shaped link (root: ip netns) for adaptive, fixed
+# hd, fixed full and hint-only, and the adaptation's cost on hits
+bench-weak: deps-bench build
+	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_weak.sh
 
 # ----------------------------------------------------------------- run
 

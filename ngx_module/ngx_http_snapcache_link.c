@@ -873,7 +873,15 @@ ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w)
                    delivered ? "delivered" : "deadline", ti.min_rtt, ti.rtt,
                    ti.delivery_rate, ti.flags & 1);
 
-    if (s.busy_us && ti.bytes_acked >= w->acked && ti.busy_time >= w->busy) {
+    /*
+     * The kernel counts busy time in ticks: a delivery within one reads
+     * as none, and is at least as fast as one tick's worth.
+     */
+    if (ti.busy_time < w->busy || s.busy_us < 1000) {
+        s.busy_us = 1000;
+    }
+
+    if (ti.bytes_acked >= w->acked) {
         ngx_http_snapcache_watch_record(w, &s);
     }
 
