@@ -27,6 +27,9 @@
 #define NGX_HTTP_SNAPCACHE_LINK_POLL       10
 #define NGX_HTTP_SNAPCACHE_LINK_POLL_MAX   200
 
+/* a connection busier than one response per this is measured once in it */
+#define NGX_HTTP_SNAPCACHE_LINK_EVERY      100
+
 
 /*
  * The kernel's struct tcp_info up to tcpi_busy_time: its layout only
@@ -146,6 +149,7 @@ typedef struct {
     uint64_t                         busy;
     ngx_msec_t                       deadline;
     ngx_msec_t                       interval;
+    ngx_msec_t                       started;
 
     unsigned                         baseline:1;
     unsigned                         active:1;
@@ -159,6 +163,9 @@ static ngx_int_t ngx_http_snapcache_client_hash(ngx_http_request_t *r,
 static ngx_http_snapcache_link_node_t *ngx_http_snapcache_link_find(
     ngx_http_snapcache_links_t *links, const uint64_t hash[2],
     ngx_uint_t kind, ngx_uint_t create);
+static void ngx_http_snapcache_link_decide(snapcache_adapt_input_t *in,
+    snapcache_adapt_rung_t *rungs, uint64_t *bytes, ngx_uint_t n,
+    snapcache_adapt_hold_t *hold, snapcache_adapt_choice_t *choice);
 static void ngx_http_snapcache_link_sizes(ngx_http_snapcache_link_node_t *dev,
     ngx_http_snapcache_loc_conf_t *slcf, snapcache_adapt_rung_t *rungs);
 static ngx_int_t ngx_http_snapcache_link_hints(ngx_http_request_t *r,
@@ -239,6 +246,28 @@ ngx_http_snapcache_links_create(ngx_slab_pool_t *shpool, size_t zone_size,
 }
 
 
+/* Expected sizes, then adapt/'s choice. */
+static void
+ngx_http_snapcache_link_decide(snapcache_adapt_input_t *in,
+    snapcache_adapt_rung_t *rungs, uint64_t *bytes, ngx_uint_t n,
+    snapcache_adapt_hold_t *hold, snapcache_adapt_choice_t *choice)
+{
+    ngx_uint_t  i;
+
+    snapcache_adapt_sizes(rungs, (unsigned) n);
+
+    for (i = 0; i < n; i++) {
+        bytes[i] = rungs[i].bytes;
+    }
+
+    if (snapcache_adapt_choose(in, hold, choice) != 0) {
+        /* cannot happen: the gate checked the ceiling */
+        choice->index = (unsigned) in->ceiling;
+        choice->reason = SNAPCACHE_ADAPT_UNKNOWN;
+    }
+}
+
+
 /*
  * The rung for this request: at or below the ceiling the gate set in
  * sreq, from this client's history (or its hints), the sizes this
@@ -307,9 +336,18 @@ ngx_http_snapcache_link_choose(ngx_http_request_t *r,
     hold.since = 0;
 
     cl = NULL;
+    choice.index = sreq->variant_index;
+    choice.reason = SNAPCACHE_ADAPT_UNKNOWN;
 
     if (known) {
+        /* one lock: read the records, choose, keep the hysteresis */
         ngx_shmtx_lock(&ctx->smcf->shpool->mutex);
+
+        dev = ngx_http_snapcache_link_find(links, ctx->device,
+                                           NGX_HTTP_SNAPCACHE_LINK_DEVICE, 0);
+        if (dev) {
+            ngx_http_snapcache_link_sizes(dev, slcf, rungs);
+        }
 
         cl = ngx_http_snapcache_link_find(links, ctx->client,
                                           NGX_HTTP_SNAPCACHE_LINK_CLIENT, 0);
@@ -327,10 +365,14 @@ ngx_http_snapcache_link_choose(ngx_http_request_t *r,
             }
         }
 
-        dev = ngx_http_snapcache_link_find(links, ctx->device,
-                                           NGX_HTTP_SNAPCACHE_LINK_DEVICE, 0);
-        if (dev) {
-            ngx_http_snapcache_link_sizes(dev, slcf, rungs);
+        if (in.kbps) {
+            ngx_http_snapcache_link_decide(&in, rungs, bytes, n, &hold,
+                                           &choice);
+
+            if (hold.rung >= 0) {
+                cl->u.client.hold = hold;
+                cl->u.client.hold_id = (uint32_t) variants[hold.rung].id;
+            }
         }
 
         ngx_shmtx_unlock(&ctx->smcf->shpool->mutex);
@@ -339,34 +381,16 @@ ngx_http_snapcache_link_choose(ngx_http_request_t *r,
     if (in.kbps == 0
         && ngx_http_snapcache_link_hints(r, &kbps, &rtt_ms) == NGX_OK)
     {
+        /* a prior for this request only: hints set no history */
         in.kbps = kbps;
         in.rtt_ms = rtt_ms;
         in.from_hints = 1;
+
+        ngx_http_snapcache_link_decide(&in, rungs, bytes, n, &hold, &choice);
     }
 
-    snapcache_adapt_sizes(rungs, (unsigned) n);
-
-    for (i = 0; i < n; i++) {
-        bytes[i] = rungs[i].bytes;
-    }
-
-    if (snapcache_adapt_choose(&in, &hold, &choice) != 0) {
-        /* cannot happen: the gate checked the ceiling */
-        choice.index = sreq->variant_index;
-        choice.reason = SNAPCACHE_ADAPT_UNKNOWN;
-    }
-
-    if (known && in.kbps && hold.rung >= 0) {
-        ngx_shmtx_lock(&ctx->smcf->shpool->mutex);
-
-        cl = ngx_http_snapcache_link_find(links, ctx->client,
-                                          NGX_HTTP_SNAPCACHE_LINK_CLIENT, 1);
-        if (cl) {
-            cl->u.client.hold = hold;
-            cl->u.client.hold_id = (uint32_t) variants[hold.rung].id;
-        }
-
-        ngx_shmtx_unlock(&ctx->smcf->shpool->mutex);
+    if (in.kbps == 0) {
+        ngx_http_snapcache_link_decide(&in, rungs, bytes, n, &hold, &choice);
     }
 
     ngx_log_debug8(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -422,6 +446,17 @@ ngx_http_snapcache_link_sending(ngx_http_request_t *r,
         if (w->active) {
             return;
         }
+    }
+
+    /*
+     * A display refreshes every few seconds; a connection asking many
+     * times a second is fast enough, and measuring each of its
+     * responses would cost hits their speed.
+     */
+    if (w->started
+        && ngx_current_msec - w->started < NGX_HTTP_SNAPCACHE_LINK_EVERY)
+    {
+        return;
     }
 
     if (ngx_http_snapcache_tcp_info(c, &ti) != NGX_OK) {
@@ -480,6 +515,7 @@ ngx_http_snapcache_link_sent(ngx_http_request_t *r,
     w->body_len = len;
     w->expect = r->header_size + len;
     w->interval = NGX_HTTP_SNAPCACHE_LINK_POLL;
+    w->started = ngx_current_msec;
     w->deadline = ngx_current_msec
                   + ngx_max(1000, ngx_min(10000, 2 * ctx->slcf->adapt_budget));
     w->active = 1;
