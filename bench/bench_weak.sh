@@ -23,7 +23,7 @@ ROOT=$PWD
 B=${SNAPCACHE_BUILD:-$ROOT/build}
 W=$B/bench-weak
 N=${REFRESHES:-6}
-DUR=${DUR:-8}
+DUR=${DUR:-8}           # HIT_ONLY=1: the hit path only
 
 if [ "$(id -u)" != 0 ]; then
     echo "bench-weak: needs root for ip netns, veth and tc" >&2
@@ -184,6 +184,7 @@ run_cell() {  # rate label port [variant]
            | awk '{printf "%s%s x%d", (NR > 1 ? ", " : ""), $2, $1}')"
 }
 
+if [ -z "${HIT_ONLY:-}" ]; then
 echo "== time to image per refresh, new connection each, budget 1 s"
 echo "   ($N refreshes a cell, 1 s apart, a new snapshot each)"
 printf '   %-9s %-11s %10s %10s %11s   %s   %s\n' rate rule median worst \
@@ -202,8 +203,9 @@ for rate in 256kbit 1mbit 2mbit 8mbit; do
     run_cell "$rate" hint-only $P_OFF
 done
 shape 8mbit
-
 echo
+fi
+
 echo "== hit path at saturation: wrk -t2 -c64 -d${DUR}s on loopback, one"
 echo "   cached sd variant, snapcache_adapt on against off, alternated"
 U_ON=$(sign $P_ON hit sd | sed "s/$SRV_IP/127.0.0.1/")
