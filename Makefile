@@ -34,12 +34,13 @@ DEB_PKGS += clang libclang-rt-14-dev             # fuzz/, make asan
 DEB_PKGS += iproute2 curl procps                 # tests and the demo
 DEB_PKGS += chromium chromium-driver python3-selenium  # t/browser.t
 DEB_PKGS += debhelper lintian                    # make deb, t/deb.t
+DEB_PKGS += mate-backgrounds                     # t/weak.t: real photographs
 
 # what `make bench*` adds: load generators and the anchors it compares to
 BENCH_PKGS :=
 BENCH_PKGS += wrk hyperfine                      # load and timing
 BENCH_PKGS += libnginx-mod-http-image-filter     # the image_filter anchor
-BENCH_PKGS += mate-backgrounds lomiri-wallpapers-20.04  # real photographs
+BENCH_PKGS += lomiri-wallpapers-20.04           # more real photographs
 
 # The pkg-config names of the libraries the C code links, read in stage
 # two only.  `config` probes the same libraries for the nginx module.
@@ -245,8 +246,9 @@ fuzz-smoke:
 
 # --------------------------------------------------------------- bench
 
-.PHONY: bench bench-serve
-bench: deps-bench build $(BENCHES) bench-serve bench-store bench-transcode
+.PHONY: bench bench-serve bench-weak
+bench: deps-bench build $(BENCHES) bench-serve bench-store bench-transcode \
+       bench-weak
 
 # hits against static nginx and secure_link+proxy_cache+image_filter,
 # misses against image_filter and in-process libvips, worker RSS
@@ -273,6 +275,10 @@ deb:
 	@cd $(DEB_SRC) && dpkg-buildpackage -b -us -uc > ../build.log 2>&1 \
 	    || { tail -40 ../build.log; exit 1; }
 	@ls $(B)/deb/*.deb
+# time to image on a tbf-shaped link (root: ip netns) for adaptive, fixed
+# hd, fixed full and hint-only, and the adaptation's cost on hits
+bench-weak: deps-bench build
+	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_weak.sh
 
 # ----------------------------------------------------------------- run
 

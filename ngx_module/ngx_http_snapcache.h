@@ -5,8 +5,9 @@
  * The types every file shares, then each file's exported functions,
  * grouped by the file that defines them.  Everything else is static.
  * Calls go one way: module -> store, variables, shm, origin;
- * handler -> hit, fill; fill -> hit, origin, shm.  Nothing calls into
- * the directives file.
+ * handler -> hit, fill, link; fill -> hit, origin, shm; hit -> link;
+ * shm -> link (the history table is made with the zone).  Nothing calls
+ * into the directives file.
  */
 
 
@@ -30,6 +31,7 @@
 
 
 typedef struct ngx_http_snapcache_ctx_s   ngx_http_snapcache_ctx_t;
+typedef struct ngx_http_snapcache_links_s ngx_http_snapcache_links_t;
 
 
 typedef struct {
@@ -97,6 +99,7 @@ typedef struct {
     ngx_atomic_t               stats[NGX_HTTP_SNAPCACHE_NSTATS];
     uint64_t                   next_fill_id;
     ngx_http_snapcache_lock_t  locks[NGX_HTTP_SNAPCACHE_LOCKS];
+    ngx_http_snapcache_links_t *links;       /* per-client link history */
 } ngx_http_snapcache_shctx_t;
 
 
@@ -145,6 +148,9 @@ typedef struct {
     ngx_thread_pool_t         *thread_pool;
     ngx_msec_t                 lock_timeout;
     ngx_msec_t                 fill_timeout;
+
+    ngx_flag_t                 adapt;
+    ngx_msec_t                 adapt_budget;
 } ngx_http_snapcache_loc_conf_t;
 
 
@@ -152,7 +158,10 @@ typedef struct {
 typedef struct {
     snapcache_url_t                url;
     ngx_http_snapcache_variant_t  *variant;
-    ngx_uint_t                     variant_index;
+    ngx_uint_t                     variant_index;  /* the ceiling, then
+                                                      the chosen rung */
+    unsigned                       save_data:1;    /* it lowered the
+                                                      ceiling */
 } ngx_http_snapcache_req_t;
 
 
@@ -220,6 +229,11 @@ struct ngx_http_snapcache_ctx_s {
     ngx_http_snapcache_gen_t         gen;
     ngx_http_snapcache_task_t       *task;
 
+    /* the link: keyed hashes of this client and this device */
+    uint64_t                         client[2];
+    uint64_t                         device[2];
+    ngx_uint_t                       adapt_reason;
+
     /* set on the origin subrequest's own ctx: where to collect */
     ngx_http_snapcache_ctx_t        *origin;
     ngx_http_request_t              *sr;
@@ -242,6 +256,7 @@ struct ngx_http_snapcache_ctx_s {
     unsigned                         origin_finished:1;
     unsigned                         origin_too_big:1;
     unsigned                         origin_in_file:1;
+    unsigned                         client_known:1;
 };
 
 
@@ -254,6 +269,8 @@ ngx_int_t ngx_http_snapcache_redact_init(ngx_conf_t *cf);
 void ngx_http_snapcache_set_status(ngx_http_request_t *r,
     ngx_http_snapcache_status_e status);
 void ngx_http_snapcache_set_variant(ngx_http_request_t *r, ngx_str_t *name);
+void ngx_http_snapcache_set_link(ngx_http_request_t *r, ngx_uint_t kbps,
+    ngx_uint_t rtt_ms, const char *reason);
 ngx_str_t *ngx_http_snapcache_status_name(ngx_http_snapcache_status_e status);
 
 /* ngx_http_snapcache_handler.c */
@@ -304,6 +321,16 @@ void ngx_http_snapcache_gen_bump(ngx_http_snapcache_main_conf_t *smcf,
     const u_char *acct_tag, const u_char *dev_tag);
 void ngx_http_snapcache_stat_add(ngx_http_snapcache_main_conf_t *smcf,
     ngx_uint_t counter, ngx_atomic_int_t n);
+
+/* ngx_http_snapcache_link.c */
+ngx_http_snapcache_links_t *ngx_http_snapcache_links_create(
+    ngx_slab_pool_t *shpool, size_t zone_size, ngx_log_t *log);
+void ngx_http_snapcache_link_choose(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx);
+void ngx_http_snapcache_link_sending(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx);
+void ngx_http_snapcache_link_sent(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, size_t len);
 
 /* ngx_http_snapcache_store.c */
 ngx_int_t ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,

@@ -169,7 +169,8 @@ ngx_http_snapcache_find_variant(ngx_http_snapcache_loc_conf_t *slcf,
  * max= names the best variant the URL grants; v= may only pick at or
  * below it.  A name off the ladder, or v above max, is refused rather
  * than clamped: we never serve something other than what was asked.
- * The rest of the choice is adapt/'s, which never sees an id.
+ * This sets the ceiling; the rest of the choice is adapt/'s, which
+ * never sees an id (ngx_http_snapcache_link.c).
  */
 static ngx_int_t
 ngx_http_snapcache_check_variants(ngx_http_request_t *r,
@@ -177,8 +178,8 @@ ngx_http_snapcache_check_variants(ngx_http_request_t *r,
 {
     ngx_int_t                      max, v;
     ngx_table_elt_t               *h;
-    snapcache_adapt_choice_t       choice;
     snapcache_adapt_request_t      req;
+    snapcache_adapt_ceiling_t      ceiling;
     ngx_http_snapcache_variant_t  *variants;
 
     variants = slcf->variants->elts;
@@ -218,12 +219,14 @@ ngx_http_snapcache_check_variants(ngx_http_request_t *r,
                     && ngx_strncasecmp(h->value.data, (u_char *) "on", 2)
                        == 0;
 
-    if (snapcache_adapt_choose(&req, &choice) != 0) {
+    if (snapcache_adapt_ceiling(&req, &ceiling) != 0) {
         return NGX_ERROR;
     }
 
-    sr->variant_index = choice.index;
-    sr->variant = &variants[choice.index];
+    /* the ceiling: the link may choose below it once the client is known */
+    sr->variant_index = ceiling.index;
+    sr->variant = &variants[ceiling.index];
+    sr->save_data = ceiling.save_data;
 
     return NGX_OK;
 }
@@ -320,6 +323,9 @@ ngx_http_snapcache_serve(ngx_http_request_t *r,
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    /* at or below the ceiling, from this client's link */
+    ngx_http_snapcache_link_choose(r, ctx);
 
     ctx->variant = sreq->variant->id;
     ctx->format = ngx_http_snapcache_format(r, sreq->variant);

@@ -143,7 +143,14 @@ ngx_http_snapcache_send_body(ngx_http_request_t *r,
 
     r->headers_out.etag = etag;
 
-    ngx_str_set(&v, "Accept, Save-Data");
+    /* with adaptation, hints can change the rung; the link is private */
+    if (ctx->slcf->adapt) {
+        ngx_str_set(&v, "Accept, Save-Data, ECT, Downlink, RTT");
+
+    } else {
+        ngx_str_set(&v, "Accept, Save-Data");
+    }
+
     if (ngx_http_snapcache_add_header(r, "Vary", &v) == NULL
         || ngx_http_snapcache_add_header(r, "X-Snapcache",
                                       ngx_http_snapcache_status_name(status))
@@ -153,6 +160,15 @@ ngx_http_snapcache_send_body(ngx_http_request_t *r,
            == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->slcf->adapt) {
+        v.data = (u_char *) snapcache_adapt_reason_name(ctx->adapt_reason);
+        v.len = ngx_strlen(v.data);
+
+        if (ngx_http_snapcache_add_header(r, "X-Snapcache-Adapt", &v) == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     b = ngx_calloc_buf(r->pool);
@@ -183,6 +199,8 @@ ngx_http_snapcache_send_body(ngx_http_request_t *r,
     b->last_buf = 1;
     b->last_in_chain = 1;
 
+    ngx_http_snapcache_link_sending(r, ctx);
+
     rc = ngx_http_send_header(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
@@ -192,7 +210,13 @@ ngx_http_snapcache_send_body(ngx_http_request_t *r,
     out.buf = b;
     out.next = NULL;
 
-    return ngx_http_output_filter(r, &out);
+    rc = ngx_http_output_filter(r, &out);
+
+    if (rc != NGX_ERROR) {
+        ngx_http_snapcache_link_sent(r, ctx, len);
+    }
+
+    return rc;
 }
 
 

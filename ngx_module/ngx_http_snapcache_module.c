@@ -61,6 +61,11 @@ static ngx_conf_num_bounds_t  ngx_http_snapcache_positive_msec = {
     ngx_conf_check_num_bounds, 1, 24 * 3600 * 1000
 };
 
+/* below 10ms nothing but a loopback fits; above a minute is no budget */
+static ngx_conf_num_bounds_t  ngx_http_snapcache_budget_msec = {
+    ngx_conf_check_num_bounds, 10, 60 * 1000
+};
+
 static ngx_conf_num_bounds_t  ngx_http_snapcache_original_size_bounds = {
     ngx_conf_check_num_bounds, 1024, 1024 * 1024 * 1024
 };
@@ -204,6 +209,20 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_snapcache_loc_conf_t, fill_timeout),
       &ngx_http_snapcache_positive_msec },
+
+    { ngx_string("snapcache_adapt"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_snapcache_loc_conf_t, adapt),
+      NULL },
+
+    { ngx_string("snapcache_adapt_budget"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_snapcache_loc_conf_t, adapt_budget),
+      &ngx_http_snapcache_budget_msec },
 
       ngx_null_command
 };
@@ -364,6 +383,8 @@ ngx_http_snapcache_create_loc_conf(ngx_conf_t *cf)
     conf->max_pixels = NGX_CONF_UNSET_UINT;
     conf->lock_timeout = NGX_CONF_UNSET_MSEC;
     conf->fill_timeout = NGX_CONF_UNSET_MSEC;
+    conf->adapt = NGX_CONF_UNSET;
+    conf->adapt_budget = NGX_CONF_UNSET_MSEC;
 
     return conf;
 }
@@ -399,6 +420,8 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                              "default");
     ngx_conf_merge_msec_value(conf->lock_timeout, prev->lock_timeout, 5000);
     ngx_conf_merge_msec_value(conf->fill_timeout, prev->fill_timeout, 10000);
+    ngx_conf_merge_value(conf->adapt, prev->adapt, 1);
+    ngx_conf_merge_msec_value(conf->adapt_budget, prev->adapt_budget, 1000);
 
     if (ngx_http_snapcache_merge_ladder(cf, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;

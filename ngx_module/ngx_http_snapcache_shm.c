@@ -87,6 +87,10 @@ ngx_http_snapcache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     shpool->data = smcf->sh;
 
+    smcf->sh->links = ngx_http_snapcache_links_create(shpool,
+                                                      shm_zone->shm.size,
+                                                      shm_zone->shm.log);
+
     shpool->log_ctx = ngx_slab_alloc(shpool,
                                      sizeof(" in snapcache zone \"\"")
                                      + shm_zone->shm.name.len);

@@ -64,10 +64,19 @@ static ngx_str_t  ngx_http_snapcache_request_var =
 static ngx_int_t  ngx_http_snapcache_status_index;
 static ngx_int_t  ngx_http_snapcache_variant_index;
 
+/* what adaptation saw and chose: set by the handler, like the above */
+static ngx_str_t  ngx_http_snapcache_link_vars[] = {
+    ngx_string("snapcache_link_kbps"),
+    ngx_string("snapcache_link_rtt"),
+    ngx_string("snapcache_adapt_reason")
+};
+static ngx_int_t  ngx_http_snapcache_link_index[3];
+
 
 ngx_int_t
 ngx_http_snapcache_add_variables(ngx_conf_t *cf)
 {
+    ngx_uint_t            i;
     ngx_http_variable_t  *var;
 
     var = ngx_http_add_variable(cf, &ngx_http_snapcache_status_var,
@@ -114,6 +123,22 @@ ngx_http_snapcache_add_variables(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    for (i = 0; i < 3; i++) {
+        var = ngx_http_add_variable(cf, &ngx_http_snapcache_link_vars[i],
+                                    NGX_HTTP_VAR_NOHASH);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = ngx_http_snapcache_unset_variable;
+
+        ngx_http_snapcache_link_index[i] =
+            ngx_http_get_variable_index(cf, &ngx_http_snapcache_link_vars[i]);
+        if (ngx_http_snapcache_link_index[i] == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+    }
+
     return NGX_OK;
 }
 
@@ -147,6 +172,41 @@ void
 ngx_http_snapcache_set_variant(ngx_http_request_t *r, ngx_str_t *name)
 {
     ngx_http_snapcache_set_indexed(r, ngx_http_snapcache_variant_index, name);
+}
+
+
+/*
+ * $snapcache_link_kbps and $snapcache_link_rtt (0: unknown, left unset)
+ * and $snapcache_adapt_reason, a static word.
+ */
+void
+ngx_http_snapcache_set_link(ngx_http_request_t *r, ngx_uint_t kbps,
+    ngx_uint_t rtt_ms, const char *reason)
+{
+    u_char     *p;
+    ngx_str_t   v;
+
+    if (kbps) {
+        p = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN);
+        if (p == NULL) {
+            return;
+        }
+
+        v.data = p;
+        v.len = ngx_sprintf(p, "%ui", kbps) - p;
+        ngx_http_snapcache_set_indexed(r, ngx_http_snapcache_link_index[0],
+                                       &v);
+
+        p += v.len;
+        v.data = p;
+        v.len = ngx_sprintf(p, "%ui", rtt_ms) - p;
+        ngx_http_snapcache_set_indexed(r, ngx_http_snapcache_link_index[1],
+                                       &v);
+    }
+
+    v.data = (u_char *) reason;
+    v.len = ngx_strlen(reason);
+    ngx_http_snapcache_set_indexed(r, ngx_http_snapcache_link_index[2], &v);
 }
 
 

@@ -206,6 +206,141 @@ encode_pixels(unsigned char *px, int width, int height, int format,
 }
 
 
+/* Where a cell's centre lies in an image of width x height. */
+static void
+cell_centre(int col, int row, int width, int height, int *x0, int *x1,
+    int *y0, int *y1)
+{
+    /* the decoder reads pixels 2..7 of each cell's 10 in its reduction */
+    *x0 = (col * 10 + 2) * width / DEC_W;
+    *x1 = (col * 10 + 8) * width / DEC_W;
+    *y0 = (row * 10 + 2) * height / DEC_H;
+    *y1 = (row * 10 + 8) * height / DEC_H;
+}
+
+
+int
+snapcache_marker_stamp(const void *photo, size_t photo_len,
+    const char *account, const char *device, const char *snapshot,
+    int width, int height, int quality, void **out, size_t *out_len)
+{
+    int                  x, y, i, c, v, col, row, x0, x1, y0, y1, rc;
+    int                  bits[COLS * ROWS], field[COLS * ROWS];
+    double               sum[COLS * ROWS][3], mean[3];
+    size_t               n;
+    VipsImage           *img, *t;
+    unsigned char       *px, *dst, *p, *q;
+    const unsigned char *colour;
+    snapcache_marker_t   m;
+
+    if (width < COLS * 4 || height < ROWS * 4) {
+        return -1;
+    }
+
+    if (vips_thumbnail_buffer((void *) photo, photo_len, &img, width,
+                              "height", height, "crop",
+                              VIPS_INTERESTING_CENTRE, NULL)
+        != 0)
+    {
+        return -1;
+    }
+
+    if (vips_colourspace(img, &t, VIPS_INTERPRETATION_sRGB, NULL) != 0) {
+        g_object_unref(img);
+        return -1;
+    }
+
+    g_object_unref(img);
+
+    if (vips_extract_band(t, &img, 0, "n", 3, NULL) != 0) {
+        g_object_unref(t);
+        return -1;
+    }
+
+    g_object_unref(t);
+
+    if (vips_image_get_width(img) != width
+        || vips_image_get_height(img) != height)
+    {
+        g_object_unref(img);
+        return -1;
+    }
+
+    px = vips_image_write_to_memory(img, &n);
+    g_object_unref(img);
+
+    if (px == NULL || n != (size_t) width * height * 3) {
+        g_free(px);
+        return -1;
+    }
+
+    snapcache_marker_of(account, device, snapshot, &m);
+    cell_bits(&m, bits, field);
+
+    /* the photograph's mean over each cell's centre, per channel */
+    memset(sum, 0, sizeof(sum));
+
+    for (row = 0; row < ROWS; row++) {
+        for (col = 0; col < COLS; col++) {
+            i = row * COLS + col;
+            cell_centre(col, row, width, height, &x0, &x1, &y0, &y1);
+
+            for (y = y0; y < y1; y++) {
+                for (x = x0; x < x1; x++) {
+                    p = px + ((size_t) y * width + x) * 3;
+
+                    for (c = 0; c < 3; c++) {
+                        sum[i][c] += p[c];
+                    }
+                }
+            }
+
+            for (c = 0; c < 3; c++) {
+                sum[i][c] /= (double) (x1 - x0) * (y1 - y0);
+            }
+        }
+    }
+
+    /*
+     * Each cell is its marker colour plus the photograph's detail around
+     * that mean, so the decoder reads the marker while encoders see the
+     * texture, and so the bytes, of a real photograph.
+     */
+    dst = g_malloc((size_t) width * height * 3);
+
+    for (y = 0; y < height; y++) {
+        for (x = 0; x < width; x++) {
+            i = (y * ROWS / height) * COLS + x * COLS / width;
+            colour = bits[i] ? light[field[i]] : dark[field[i]];
+            p = px + ((size_t) y * width + x) * 3;
+            q = dst + ((size_t) y * width + x) * 3;
+
+            for (c = 0; c < 3; c++) {
+                mean[c] = sum[i][c];
+                v = colour[c] + (int) (0.6 * (p[c] - mean[c]));
+                q[c] = (unsigned char) (v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+        }
+    }
+
+    g_free(px);
+
+    img = vips_image_new_from_memory(dst, (size_t) width * height * 3, width,
+                                     height, 3, VIPS_FORMAT_UCHAR);
+    if (img == NULL) {
+        g_free(dst);
+        return -1;
+    }
+
+    rc = vips_jpegsave_buffer(img, out, out_len, "Q", quality, NULL);
+
+    g_object_unref(img);
+    g_free(dst);
+
+    return rc == 0 ? 0 : -1;
+}
+
+
 int
 snapcache_marker_render(const char *account, const char *device,
     const char *snapshot, int width, int height, int format, int quality,

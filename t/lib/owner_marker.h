@@ -65,4 +65,14 @@ int snapcache_marker_check(const void *data, size_t len,
     const char *account, const char *device, const char *snapshot,
     char *why, size_t why_size);
 
+/*
+ * Stamps an owner's marker on a photograph (any format libvips reads),
+ * cropped to width x height: each cell keeps the photograph's detail
+ * around the marker's colour, so the bytes are those of a photograph's
+ * JPEG of that quality and the owner still decodes from every variant.
+ */
+int snapcache_marker_stamp(const void *photo, size_t photo_len,
+    const char *account, const char *device, const char *snapshot,
+    int width, int height, int quality, void **out, size_t *out_len);
+
 #endif /* SNAPCACHE_OWNER_MARKER_H */

@@ -3,7 +3,9 @@
  *
  *   snapmark gen --account A --device D --snapshot S [--width 1920]
  *                [--height 1080] [--format jpeg|png|webp] [--quality 90]
- *                [--clock HHMMSS] -o FILE
+ *                [--clock HHMMSS] [--photo PHOTO] -o FILE
+ *                (with --photo: the marker stamped on that photograph,
+ *                as JPEG)
  *   snapmark live --dir DIR [--every 2] [--width 1920] [--height 1080]
  *                 [--quality 90] ACCOUNT/DEVICE...
  *                                   a live camera per ACCOUNT/DEVICE: writes
@@ -39,7 +41,8 @@ usage(void)
     fprintf(stderr,
         "usage: snapmark gen --account A --device D --snapshot S\n"
         "                    [--width W] [--height H] [--format F]\n"
-        "                    [--quality Q] [--clock HHMMSS] -o FILE\n"
+        "                    [--quality Q] [--clock HHMMSS]\n"
+        "                    [--photo PHOTO] -o FILE\n"
         "       snapmark live --dir DIR [--every SECONDS] [--width W]\n"
         "                     [--height H] [--quality Q] ACCOUNT/DEVICE...\n"
         "       snapmark check FILE ACCOUNT DEVICE SNAPSHOT\n"
@@ -52,12 +55,14 @@ usage(void)
 static int
 cmd_gen(int argc, char **argv)
 {
-    int          i, width, height, format, quality;
+    int          i, rc, width, height, format, quality;
     void        *buf;
     size_t       len;
-    const char  *a, *d, *s, *out, *clock;
+    gsize        photo_len;
+    gchar       *photo_buf;
+    const char  *a, *d, *s, *out, *clock, *photo;
 
-    a = d = s = out = clock = NULL;
+    a = d = s = out = clock = photo = NULL;
     width = 1920;
     height = 1080;
     format = SNAPCACHE_MARKER_JPEG;
@@ -83,6 +88,8 @@ cmd_gen(int argc, char **argv)
                        ? SNAPCACHE_MARKER_WEBP : SNAPCACHE_MARKER_JPEG;
         } else if (strcmp(argv[i], "--clock") == 0) {
             clock = argv[i + 1];
+        } else if (strcmp(argv[i], "--photo") == 0) {
+            photo = argv[i + 1];
         } else if (strcmp(argv[i], "-o") == 0) {
             out = argv[i + 1];
         } else {
@@ -91,17 +98,32 @@ cmd_gen(int argc, char **argv)
     }
 
     if (i != argc || !a || !d || !s || !out
-        || (clock && format != SNAPCACHE_MARKER_JPEG))
+        || ((clock || photo) && format != SNAPCACHE_MARKER_JPEG)
+        || (clock && photo))
     {
         return usage();
     }
 
-    if ((clock ? snapcache_marker_render_clock(a, d, s, width, height, clock,
-                                               quality, &buf, &len)
-               : snapcache_marker_render(a, d, s, width, height, format,
-                                         quality, &buf, &len))
-        != 0)
-    {
+    if (photo) {
+        if (!g_file_get_contents(photo, &photo_buf, &photo_len, NULL)) {
+            fprintf(stderr, "snapmark: cannot read %s\n", photo);
+            return 1;
+        }
+
+        rc = snapcache_marker_stamp(photo_buf, photo_len, a, d, s, width,
+                                    height, quality, &buf, &len);
+        g_free(photo_buf);
+
+    } else if (clock) {
+        rc = snapcache_marker_render_clock(a, d, s, width, height, clock,
+                                           quality, &buf, &len);
+
+    } else {
+        rc = snapcache_marker_render(a, d, s, width, height, format,
+                                     quality, &buf, &len);
+    }
+
+    if (rc != 0) {
         fprintf(stderr, "snapmark: cannot render: %s\n", vips_error_buffer());
         return 1;
     }

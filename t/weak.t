@@ -1,0 +1,320 @@
+#!/usr/bin/perl
+
+# Adaptation on a shaped link, end to end, as a display sees it.
+#
+# Two network namespaces joined by a veth pair, with tbf on the server
+# side: nginx runs in one, a display client in the other.  The display
+# refreshes a camera every 2 s, a new snapshot each time and no client
+# hints; the snapshots are a real photograph carrying its owner marker.
+#
+#   256 kbit/s   every image within the 1 s budget from the 3rd refresh on
+#   2 Mbit/s     back on hd within 3 refreshes, and staying there
+#   256 kbit/s   within the budget again from the 2nd refresh after the drop
+#
+# and every image decodes to its owner.  Once with a new connection per
+# refresh, once with keepalive.  Needs root for ip netns; skips with the
+# reason otherwise.
+#
+# The test re-runs itself inside the server's namespace (--inner), so
+# that the harness, the fake origin and nginx all live there; this outer
+# run only makes the namespaces and always removes them.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+# RFC 2544's benchmarking range, only ever inside our own namespaces
+my $SRV_IP = '198.18.0.1';
+my $CLI_IP = '198.18.0.2';
+my $PHOTO_DIR = '/usr/share/backgrounds/mate/nature';
+my $PHOTO = "$PHOTO_DIR/GreenMeadow.jpg";
+
+if (!@ARGV || $ARGV[0] ne '--inner') {
+    outer();
+}
+
+inner(@ARGV[1 .. $#ARGV]);
+exit 0;
+
+
+# ------------------------------------------------------------- outer
+
+sub skip_all {
+    print "1..0 # SKIP $_[0]\n";
+    exit 0;
+}
+
+sub outer {
+    skip_all('needs root for ip netns, veth and tc') if $> != 0;
+    skip_all("no photograph at $PHOTO (make deps installs "
+        . 'mate-backgrounds)') unless -r $PHOTO;
+
+    my $tag = sprintf '%x', $$ & 0xffffff;
+    my %n = (srv => "snapc-s-$tag", cli => "snapc-c-$tag",
+        sveth => "sc$tag-s", cveth => "sc$tag-c");
+
+    my $cleanup = sub {
+        system("ip netns del $n{srv} 2>/dev/null");
+        system("ip netns del $n{cli} 2>/dev/null");
+    };
+    $SIG{$_} = sub { $cleanup->(); exit 1 } for qw(INT TERM HUP);
+
+    my @setup = (
+        "ip netns add $n{srv}",
+        "ip netns add $n{cli}",
+        "ip link add $n{sveth} type veth peer name $n{cveth}",
+        "ip link set $n{sveth} netns $n{srv}",
+        "ip link set $n{cveth} netns $n{cli}",
+        "ip -n $n{srv} addr add $SRV_IP/30 dev $n{sveth}",
+        "ip -n $n{cli} addr add $CLI_IP/30 dev $n{cveth}",
+        "ip -n $n{srv} link set $n{sveth} up",
+        "ip -n $n{cli} link set $n{cveth} up",
+        "ip -n $n{srv} link set lo up",
+        "ip -n $n{cli} link set lo up",
+        "ip netns exec $n{srv} tc qdisc add dev $n{sveth} root tbf "
+            . "rate 256kbit burst 32kbit latency 400ms",
+    );
+
+    for my $cmd (@setup) {
+        my $out = `$cmd 2>&1`;
+        if ($?) {
+            $cleanup->();
+            skip_all("cannot set up the shaped link ($cmd): "
+                . (split /\n/, $out)[0]);
+        }
+    }
+
+    system('ip', 'netns', 'exec', $n{srv}, $^X, $0, '--inner', $n{cli},
+        $n{sveth});
+    my $rc = $? >> 8 || ($? ? 1 : 0);
+
+    $cleanup->();
+    exit $rc;
+}
+
+
+# ------------------------------------------------------------- inner
+
+sub inner {
+    my ($cli_ns, $veth) = @_;
+
+    require Test::More;
+    Test::More->import;
+    require Snapcache::Test;
+    require IPC::Open2;
+    require Time::HiRes;
+
+    my $t = Snapcache::Test->new(workers => 2);
+    my $d = $t->dir;
+    my $snapmark = Snapcache::Test::build_dir() . '/bin/snapmark';
+    my @modes = qw(close keepalive);
+    my @phases = ([256, 8], [2000, 5], [256, 5]);
+
+    # one camera per mode, a new snapshot for every refresh
+    for my $mode (@modes) {
+        my $dir = "$d/origin/acct-$mode/cam";
+        system('mkdir', '-p', $dir);
+        my $n = 0;
+        $n += $_->[1] for @phases;
+        for my $i (1 .. $n) {
+            system($snapmark, 'gen', '--account', "acct-$mode", '--device',
+                'cam', '--snapshot', "s$i", '--photo', $PHOTO, '-o',
+                "$dir/s$i") == 0 or die "snapmark gen failed\n";
+        }
+    }
+
+    $t->start_origin;
+    my $port = $t->port;
+    my $keys = join '', map {
+        "        snapcache_sign_key $_ $d/keys/$_.key;\n"
+    } 'k1';
+
+    $t->start(
+        http => <<"EOF",
+    log_format adapt '\$snapcache_status \$snapcache_variant '
+                     '\$snapcache_adapt_reason \$snapcache_link_kbps '
+                     '\$snapcache_link_rtt \$request_time';
+    snapcache_store $d/store size=64m;
+EOF
+        main => "thread_pool snapcache threads=2;\n"
+            . ($ENV{SNAPCACHE_WEAK_DEBUG} ? "error_log $d/logs/debug.log debug;\n" : ''),
+        servers => <<"EOF",
+    server {
+        listen 127.0.0.1:$port;
+        listen $SRV_IP:$port;
+        access_log $d/logs/adapt.log adapt;
+$keys
+        snapcache_origin /_origin;
+        snapcache_thread_pool snapcache;
+
+        location /snap/ {
+            snapcache;
+        }
+
+        location /_origin/ {
+            internal;
+            proxy_pass http://127.0.0.1:@{[ $t->origin_port ]}/;
+        }
+    }
+EOF
+    );
+
+    my $client = "$d/display.pl";
+    open my $f, '>', $client or die $!;
+    print $f display_client();
+    close $f;
+
+    for my $mode (@modes) {
+        run_display($t, $mode, $cli_ns, $veth, $client, \@phases);
+    }
+
+    Test::More::done_testing();
+}
+
+
+# Sets the server side's rate.
+sub shape {
+    my ($veth, $kbit) = @_;
+    system("tc qdisc replace dev $veth root tbf rate ${kbit}kbit "
+        . 'burst 32kbit latency 400ms') == 0 or die "tc failed\n";
+}
+
+
+sub run_display {
+    my ($t, $mode, $cli_ns, $veth, $client, $phases) = @_;
+    my $d = $t->dir;
+
+    my $pid = IPC::Open2::open2(my $out, my $in, 'ip', 'netns', 'exec',
+        $cli_ns, $^X, $client, $SRV_IP, $t->port, $mode);
+
+    my (@got, @list);
+    my $i = 0;
+    my $next = Time::HiRes::time();
+
+    for my $p (0 .. $#$phases) {
+        my ($kbit, $count) = @{ $phases->[$p] };
+        shape($veth, $kbit);
+
+        for my $k (1 .. $count) {
+            $i++;
+            my $now = Time::HiRes::time();
+            Time::HiRes::sleep($next - $now) if $next > $now;
+            $next = Time::HiRes::time() + 2;
+
+            my $url = $t->sign_url(account => "acct-$mode", device => 'cam',
+                snapshot => "s$i");
+            my $file = "$d/got-$mode-$i";
+            print $in "$url $file\n";
+            my $line = <$out> // "0 - - 0 0\n";
+            chomp $line;
+            my ($status, $variant, $reason, $ms, $bytes) = split ' ', $line;
+            push @got, { phase => $p, k => $k, status => $status,
+                variant => $variant, reason => $reason, ms => $ms,
+                bytes => $bytes, kbit => $kbit };
+            push @list, "$file acct-$mode cam s$i" if $status == 200;
+            Test::More::diag(sprintf '%-9s %4d kbit/s  refresh %d.%d  %s  '
+                . '%-5s %-8s %5d ms  %6d bytes', $mode, $kbit, $p + 1, $k,
+                $status, $variant, $reason, $ms, $bytes);
+        }
+    }
+
+    close $in;
+    waitpid $pid, 0;
+
+    Test::More::is(scalar(grep { $_->{status} == 200 } @got), scalar @got,
+        "$mode: every refresh answered 200");
+
+    my @a = grep { $_->{phase} == 0 && $_->{k} >= 3 } @got;
+    Test::More::is(scalar(grep { $_->{ms} > 1000 } @a), 0,
+        "$mode: at 256 kbit/s every image within 1 s from the 3rd refresh "
+        . 'on');
+    Test::More::is($got[0]{variant}, 'hd',
+        "$mode: the first refresh, nothing known, gets the ceiling");
+    Test::More::ok((grep { $_->{variant} ne 'hd' } @a) == @a,
+        "$mode: at 256 kbit/s the display is below hd");
+
+    my @b = grep { $_->{phase} == 1 } @got;
+    my ($first) = grep { $b[$_]{variant} eq 'hd' } 0 .. $#b;
+    Test::More::ok(defined $first && $first < 3
+        && !grep({ $_->{variant} ne 'hd' } @b[$first .. $#b]),
+        "$mode: at 2 Mbit/s back on hd within 3 refreshes ("
+        . (defined $first ? 'refresh ' . ($first + 1) : 'never')
+        . ') and staying');
+    Test::More::is($b[-1]{reason}, 'ceiling',
+        "$mode: at 2 Mbit/s the reason is ceiling");
+
+    my @c = grep { $_->{phase} == 2 && $_->{k} >= 2 } @got;
+    Test::More::is(scalar(grep { $_->{ms} > 1000 } @c), 0,
+        "$mode: back at 256 kbit/s, within 1 s from the 2nd refresh");
+    Test::More::ok((grep { $_->{reason} =~ /^(?:link|hold)$/ } @c) == @c,
+        "$mode: back at 256 kbit/s the reason is link (or hold)");
+
+    open my $lf, '>', "$d/list-$mode" or die $!;
+    print $lf "$_\n" for @list;
+    close $lf;
+    my $snapmark = Snapcache::Test::build_dir() . '/bin/snapmark';
+    my $check = `$snapmark check-list $d/list-$mode`;
+    Test::More::is($?, 0, "$mode: every image decodes to its owner")
+        or Test::More::diag($check);
+    Test::More::like($check, qr/summary: (\d+) checked, \1 ok/,
+        "$mode: all " . scalar(@list) . ' checked');
+}
+
+
+# The display: one line "URL FILE" per refresh on stdin, one line
+# "status variant reason ms bytes" back; the time runs from the connect
+# (a new connection per refresh) or from the request (keepalive) to the
+# last byte.
+sub display_client {
+    return <<'EOF';
+use strict;
+use warnings;
+use IO::Socket::INET;
+use Time::HiRes qw(time);
+
+my ($host, $port, $mode) = @ARGV;
+my $keep = $mode eq 'keepalive';
+my $s;
+$| = 1;
+
+while (my $line = <STDIN>) {
+    my ($url, $file) = split ' ', $line;
+    my $t0 = time;
+    if (!$s || !$keep) {
+        $s = IO::Socket::INET->new(PeerAddr => "$host:$port", Timeout => 30)
+            or do { print "0 - - 0 0\n"; next };
+    }
+    syswrite $s, "GET $url HTTP/1.1\r\nHost: display\r\nConnection: "
+        . ($keep ? 'keep-alive' : 'close') . "\r\n\r\n";
+    my $buf = '';
+    while ($buf !~ /\r\n\r\n/) {
+        my $n = sysread $s, $buf, 65536, length $buf;
+        last unless $n;
+    }
+    my ($head, $body) = split /\r\n\r\n/, $buf, 2;
+    $head //= '';
+    $body //= '';
+    my ($status) = $head =~ m{^HTTP/1\.1 (\d+)};
+    my ($len) = $head =~ m{^Content-Length: (\d+)}mi;
+    my ($variant) = $head =~ m{^X-Snapcache-Variant: (\S+)}mi;
+    my ($reason) = $head =~ m{^X-Snapcache-Adapt: (\S+)}mi;
+    $len //= 0;
+    while (length $body < $len) {
+        my $n = sysread $s, $body, 65536, length $body;
+        last unless $n;
+    }
+    my $ms = int((time - $t0) * 1000);
+    if (!$keep || $head =~ /^Connection: close/mi) {
+        close $s;
+        undef $s;
+    }
+    open my $f, '>:raw', $file or die $!;
+    print $f $body;
+    close $f;
+    printf "%d %s %s %d %d\n", $status // 0, $variant // '-', $reason // '-',
+        $ms, length $body;
+}
+EOF
+}
