@@ -29,6 +29,8 @@ DEB_PKGS += nginx nginx-dev                      # the module's build, test serv
 DEB_PKGS += libvips-dev libvips-tools libwebp-dev  # transcode/
 DEB_PKGS += liblmdb-dev lmdb-utils               # cache/
 DEB_PKGS += libssl-dev                           # sign/: HMAC-SHA256
+DEB_PKGS += libjansson-dev libcurl4-openssl-dev  # admin API, purge/stats CLI
+DEB_PKGS += prometheus                           # promtool check metrics
 DEB_PKGS += perl                                 # t/*.t
 DEB_PKGS += clang libclang-rt-14-dev             # fuzz/, make asan
 DEB_PKGS += iproute2 curl procps                 # tests and the demo
@@ -44,6 +46,7 @@ BENCH_PKGS += mate-backgrounds lomiri-wallpapers-20.04  # real photographs
 PKG_MODULES :=
 PKG_MODULES += vips libwebpmux                   # transcode/
 PKG_MODULES += lmdb                              # cache/
+PKG_MODULES += jansson libcurl                   # the admin API and CLI
 
 # Installs the packages of $(1) that are not installed yet, with one
 # dpkg-query; does nothing (and needs no root) when all are there.

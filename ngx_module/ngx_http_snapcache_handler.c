@@ -224,6 +224,9 @@ ngx_http_snapcache_check_variants(ngx_http_request_t *r,
 
     sr->variant_index = choice.index;
     sr->variant = &variants[choice.index];
+    sr->reason = !choice.adaptive ? NGX_HTTP_SNAPCACHE_REASON_PINNED
+                 : req.save_data ? NGX_HTTP_SNAPCACHE_REASON_SAVE_DATA
+                 : NGX_HTTP_SNAPCACHE_REASON_DEFAULT;
 
     return NGX_OK;
 }
