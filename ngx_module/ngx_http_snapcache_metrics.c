@@ -43,6 +43,7 @@ static void ngx_http_snapcache_out(ngx_http_snapcache_out_t *w,
     const char *fmt, ...);
 static void ngx_http_snapcache_out_family(ngx_http_snapcache_out_t *w,
     const char *name, const char *type, const char *help);
+static u_char *ngx_http_snapcache_seconds(u_char *buf, uint64_t usec);
 static void ngx_http_snapcache_out_hist(ngx_http_snapcache_out_t *w,
     const char *name, const char *labels, ngx_http_snapcache_hist_t *h,
     const uint64_t *bounds);
@@ -455,11 +456,34 @@ ngx_http_snapcache_out_family(ngx_http_snapcache_out_t *w, const char *name,
 }
 
 
+/* usec as seconds without trailing zeros, "0.0025" or "10", in buf. */
+static u_char *
+ngx_http_snapcache_seconds(u_char *buf, uint64_t usec)
+{
+    u_char  *p;
+
+    p = ngx_sprintf(buf, "%uL.%06uL", usec / 1000000, usec % 1000000);
+
+    while (p[-1] == '0') {
+        p--;
+    }
+
+    if (p[-1] == '.') {
+        p--;
+    }
+
+    *p = '\0';
+
+    return buf;
+}
+
+
 /* Cumulative buckets; _count is their total, so the two always agree. */
 static void
 ngx_http_snapcache_out_hist(ngx_http_snapcache_out_t *w, const char *name,
     const char *labels, ngx_http_snapcache_hist_t *h, const uint64_t *bounds)
 {
+    u_char      le[NGX_INT64_LEN + 8];
     uint64_t    total, sum;
     ngx_uint_t  i;
 
@@ -467,9 +491,9 @@ ngx_http_snapcache_out_hist(ngx_http_snapcache_out_t *w, const char *name,
 
     for (i = 0; bounds[i]; i++) {
         total += h->buckets[i];
-        ngx_http_snapcache_out(w, "%s_bucket{%s%sle=\"%uL.%06uL\"} %uL\n",
+        ngx_http_snapcache_out(w, "%s_bucket{%s%sle=\"%s\"} %uL\n",
                                name, labels, labels[0] ? "," : "",
-                               bounds[i] / 1000000, bounds[i] % 1000000,
+                               ngx_http_snapcache_seconds(le, bounds[i]),
                                total);
     }
 
