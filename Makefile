@@ -136,6 +136,11 @@ include sign/sign.mk
 -include adapt/adapt.mk
 -include t/lib/tlib.mk
 
+# the admin API's purge: its latency, its rate, and hits while it runs
+BENCHES    += $(B)/bin/bench_purge
+bench_purge_MAIN := bench/bench_purge.c
+bench_purge_DEPS := $(CACHE_SRCS)
+
 objs_of    = $(patsubst %.c,$(B)/obj/%.o,$(1))
 UNIT_BINS := $(UNIT_TESTS:%=$(B)/t/unit/%)
 CLI       := $(B)/snapcache
@@ -246,13 +251,19 @@ fuzz-smoke:
 
 # --------------------------------------------------------------- bench
 
-.PHONY: bench bench-serve
-bench: deps-bench build $(BENCHES) bench-serve bench-store bench-transcode
+.PHONY: bench bench-serve bench-purge
+bench: deps-bench build $(BENCHES) bench-serve bench-store bench-transcode \
+       bench-purge
 
 # hits against static nginx and secure_link+proxy_cache+image_filter,
 # misses against image_filter and in-process libvips, worker RSS
 bench-serve: deps-bench build $(B)/bin/bench_transcode
 	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_serve.sh
+
+# purging one device's 10k records, snapshot purges per second, and hit
+# p99 idle against hit p99 while purges run
+bench-purge: deps-bench build $(B)/bin/bench_purge
+	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_purge.sh
 
 # ----------------------------------------------------------------- run
 

@@ -59,6 +59,7 @@ typedef struct {
     ngx_thread_task_t               *task;
     ngx_pool_t                      *pool;
     ngx_http_request_t              *request;   /* NULL once detached */
+    ngx_pool_cleanup_t              *cleanup;   /* in the request's pool */
     ngx_http_snapcache_main_conf_t  *smcf;
     ngx_http_snapcache_scope_t      *scopes;
     ngx_uint_t                       nscopes;
@@ -844,6 +845,7 @@ ngx_http_snapcache_admin_purge(ngx_http_request_t *r,
 
     cln->handler = ngx_http_snapcache_purge_cleanup;
     cln->data = t;
+    t->cleanup = cln;
 
     return NGX_DONE;
 }
@@ -913,6 +915,8 @@ ngx_http_snapcache_purge_done(ngx_event_t *ev)
         return;
     }
 
+    /* the request outlives the purge's pool now */
+    t->cleanup->handler = NULL;
     t->request = NULL;
     c = r->connection;
 

@@ -487,6 +487,8 @@ static char *
 ngx_http_snapcache_merge_admin(ngx_conf_t *cf,
     ngx_http_snapcache_loc_conf_t *conf)
 {
+    ngx_http_core_loc_conf_t  *clcf;
+
     if (conf->enable == 1) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"snapcache_admin\" and \"snapcache\" cannot "
@@ -505,6 +507,13 @@ ngx_http_snapcache_merge_admin(ngx_conf_t *cf,
     conf->thread_pool = ngx_thread_pool_add(cf, &conf->thread_pool_name);
     if (conf->thread_pool == NULL) {
         return NGX_CONF_ERROR;
+    }
+
+    /* a purge body, up to its 64k cap, is read in memory, not to a file */
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->client_body_buffer_size < 64 * 1024) {
+        clcf->client_body_buffer_size = 64 * 1024;
     }
 
     return NGX_CONF_OK;
