@@ -13,11 +13,14 @@
  * A purge is final once it answers.  It bumps the purge generation of
  * each scope's account or device in the shared zone first, so that every
  * fill already running in any worker finds out and throws its body away;
- * then it deletes by key prefix on the thread pool, in chunks, and the
- * store syncs before the answer: the removal survives a crash of the
- * machine.  A fill's store transaction checks the generations before it
- * commits, and the purge's deletes cannot interleave with it, so nothing
- * a fill from before the purge made stays in the store.
+ * then it deletes by key prefix on the thread pool, in chunks, and it
+ * answers once a sync that began after its deletes has returned: the
+ * removal survives a crash of the machine.  Purges whose deletes end
+ * while a sync runs share the next one (a group commit), so a sync costs
+ * one fdatasync however many purges it makes durable.  A fill's store
+ * transaction checks the generations before it commits, and the purge's
+ * deletes cannot interleave with it, so nothing a fill from before the
+ * purge made stays in the store.
  */
 
 
@@ -30,6 +33,9 @@
 
 #define NGX_HTTP_SNAPCACHE_ADMIN_BODY_MAX  (64 * 1024)
 #define NGX_HTTP_SNAPCACHE_ADMIN_SCOPES    256
+
+/* a sync the thread pool had no room for is posted again after this */
+#define NGX_HTTP_SNAPCACHE_SYNC_RETRY      10
 
 
 typedef enum {
@@ -61,12 +67,32 @@ typedef struct {
     ngx_http_request_t              *request;   /* NULL once detached */
     ngx_pool_cleanup_t              *cleanup;   /* in the request's pool */
     ngx_http_snapcache_main_conf_t  *smcf;
+    ngx_thread_pool_t               *thread_pool;
+    ngx_queue_t                      queue;     /* waiting for a sync */
     ngx_http_snapcache_scope_t      *scopes;
     ngx_uint_t                       nscopes;
     ngx_atomic_uint_t                generation;
+    int                              sync_rc;
     uint64_t                         start;     /* usec, before the bump */
     uint64_t                         end;       /* usec, once durable */
 } ngx_http_snapcache_purge_t;
+
+
+/*
+ * This worker's group commit: the purges whose deletes are done wait in
+ * "waiting"; one sync task at a time takes them all ("in_sync") and
+ * answers them when it returns.
+ */
+typedef struct {
+    ngx_queue_t                      waiting;
+    ngx_queue_t                      in_sync;
+    ngx_thread_task_t               *task;
+    ngx_event_t                      retry;
+    ngx_http_snapcache_main_conf_t  *smcf;
+    int                              rc;
+    unsigned                         running:1;
+    unsigned                         ready:1;
+} ngx_http_snapcache_sync_t;
 
 
 static ngx_uint_t ngx_http_snapcache_admin_endpoint(ngx_http_request_t *r);
@@ -91,12 +117,21 @@ static ngx_int_t ngx_http_snapcache_admin_purge(ngx_http_request_t *r,
 static void ngx_http_snapcache_purge_handler(void *data, ngx_log_t *log);
 static void ngx_http_snapcache_purge_done(ngx_event_t *ev);
 static void ngx_http_snapcache_purge_cleanup(void *data);
+static void ngx_http_snapcache_sync_start(ngx_log_t *log);
+static void ngx_http_snapcache_sync_retry(ngx_event_t *ev);
+static void ngx_http_snapcache_sync_handler(void *data, ngx_log_t *log);
+static void ngx_http_snapcache_sync_done(ngx_event_t *ev);
+static void ngx_http_snapcache_purge_finish(ngx_http_snapcache_purge_t *t,
+    ngx_log_t *log);
 static ngx_int_t ngx_http_snapcache_purge_answer(ngx_http_request_t *r,
     ngx_http_snapcache_purge_t *p);
 static ngx_int_t ngx_http_snapcache_admin_refuse(ngx_http_request_t *r,
     ngx_uint_t status, const char *error);
 static ngx_int_t ngx_http_snapcache_admin_send(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, ngx_chain_t *out, off_t len);
+
+
+static ngx_http_snapcache_sync_t  ngx_http_snapcache_sync;
 
 
 ngx_int_t
@@ -800,6 +835,7 @@ ngx_http_snapcache_admin_purge(ngx_http_request_t *r,
     t = p;
     t->task = task;
     t->request = r;
+    t->thread_pool = slcf->thread_pool;
     t->start = ngx_http_snapcache_usec();
 
     for (i = 0; i < t->nscopes; i++) {
@@ -851,7 +887,7 @@ ngx_http_snapcache_admin_purge(ngx_http_request_t *r,
 }
 
 
-/* On a pool thread: the deletes, in chunks, then the sync. */
+/* On a pool thread: the deletes, in chunks; the sync comes after. */
 static void
 ngx_http_snapcache_purge_handler(void *data, ngx_log_t *log)
 {
@@ -862,19 +898,164 @@ ngx_http_snapcache_purge_handler(void *data, ngx_log_t *log)
 
     for (i = 0; i < t->nscopes; i++) {
         s = &t->scopes[i];
-        s->rc = snapcache_cache_purge(t->smcf->store, s->account, s->device,
-                                      s->snapshot, &s->records);
+        s->rc = snapcache_cache_purge_nosync(t->smcf->store, s->account,
+                                             s->device, s->snapshot,
+                                             &s->records);
     }
-
-    t->end = ngx_http_snapcache_usec();
 }
 
 
+/*
+ * The deletes are committed.  A purge that removed something waits for
+ * the next sync; one that found nothing has nothing to make durable.
+ */
 static void
 ngx_http_snapcache_purge_done(ngx_event_t *ev)
 {
     ngx_http_snapcache_purge_t *t = ev->data;
 
+    ngx_uint_t                  i;
+    ngx_http_snapcache_sync_t  *sy;
+
+    sy = &ngx_http_snapcache_sync;
+
+    if (!sy->ready) {
+        ngx_queue_init(&sy->waiting);
+        ngx_queue_init(&sy->in_sync);
+        sy->ready = 1;
+    }
+
+    for (i = 0; i < t->nscopes; i++) {
+        if (t->scopes[i].records) {
+            ngx_queue_insert_tail(&sy->waiting, &t->queue);
+            ngx_http_snapcache_sync_start(ev->log);
+            return;
+        }
+    }
+
+    t->sync_rc = SNAPCACHE_CACHE_OK;
+    t->end = ngx_http_snapcache_usec();
+
+    ngx_http_snapcache_purge_finish(t, ev->log);
+}
+
+
+/*
+ * One sync at a time per worker, for every purge waiting when it
+ * begins; purges that finish their deletes meanwhile wait for the next.
+ */
+static void
+ngx_http_snapcache_sync_start(ngx_log_t *log)
+{
+    ngx_queue_t                 *q;
+    ngx_thread_task_t           *task;
+    ngx_http_snapcache_sync_t   *sy;
+    ngx_http_snapcache_purge_t  *t;
+
+    sy = &ngx_http_snapcache_sync;
+
+    if (sy->running || ngx_queue_empty(&sy->waiting)) {
+        return;
+    }
+
+    if (sy->task == NULL) {
+        task = ngx_thread_task_alloc(ngx_cycle->pool, 0);
+        if (task == NULL) {
+            goto retry;
+        }
+
+        task->ctx = sy;
+        task->handler = ngx_http_snapcache_sync_handler;
+        task->event.data = sy;
+        task->event.handler = ngx_http_snapcache_sync_done;
+        sy->task = task;
+    }
+
+    q = ngx_queue_head(&sy->waiting);
+    t = ngx_queue_data(q, ngx_http_snapcache_purge_t, queue);
+    sy->smcf = t->smcf;
+
+    if (ngx_thread_task_post(t->thread_pool, sy->task) != NGX_OK) {
+        goto retry;
+    }
+
+    /* everything waiting now is covered by this sync */
+    ngx_queue_add(&sy->in_sync, &sy->waiting);
+    ngx_queue_init(&sy->waiting);
+    sy->running = 1;
+
+    return;
+
+retry:
+
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "snapcache: admin: no room in the thread pool for a "
+                  "purge's sync, trying again in %d ms",
+                  NGX_HTTP_SNAPCACHE_SYNC_RETRY);
+
+    sy->retry.handler = ngx_http_snapcache_sync_retry;
+    sy->retry.log = ngx_cycle->log;
+
+    if (!sy->retry.timer_set) {
+        ngx_add_timer(&sy->retry, NGX_HTTP_SNAPCACHE_SYNC_RETRY);
+    }
+}
+
+
+static void
+ngx_http_snapcache_sync_retry(ngx_event_t *ev)
+{
+    ngx_http_snapcache_sync_start(ev->log);
+}
+
+
+static void
+ngx_http_snapcache_sync_handler(void *data, ngx_log_t *log)
+{
+    ngx_http_snapcache_sync_t *sy = data;
+
+    sy->rc = snapcache_cache_sync(sy->smcf->store);
+}
+
+
+static void
+ngx_http_snapcache_sync_done(ngx_event_t *ev)
+{
+    ngx_http_snapcache_sync_t *sy = ev->data;
+
+    uint64_t                     now;
+    ngx_queue_t                 *q;
+    ngx_http_snapcache_purge_t  *t;
+
+    sy->running = 0;
+    now = ngx_http_snapcache_usec();
+
+    if (sy->rc != SNAPCACHE_CACHE_OK) {
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "snapcache: admin: the store's sync failed: %s",
+                      snapcache_cache_strerror(sy->rc));
+    }
+
+    while (!ngx_queue_empty(&sy->in_sync)) {
+        q = ngx_queue_head(&sy->in_sync);
+        ngx_queue_remove(q);
+
+        t = ngx_queue_data(q, ngx_http_snapcache_purge_t, queue);
+        t->sync_rc = sy->rc;
+        t->end = now;
+
+        ngx_http_snapcache_purge_finish(t, ev->log);
+    }
+
+    ngx_http_snapcache_sync_start(ev->log);
+}
+
+
+/* Counts the purge, answers it if its client is still there, frees it. */
+static void
+ngx_http_snapcache_purge_finish(ngx_http_snapcache_purge_t *t,
+    ngx_log_t *log)
+{
     ngx_int_t                    rc;
     ngx_uint_t                   i, damaged;
     ngx_connection_t            *c;
@@ -886,6 +1067,13 @@ ngx_http_snapcache_purge_done(ngx_event_t *ev)
     for (i = 0; i < t->nscopes; i++) {
         s = &t->scopes[i];
 
+        /* deletes that may not be on disk are not a purge done */
+        if (s->rc == SNAPCACHE_CACHE_OK && s->records
+            && t->sync_rc != SNAPCACHE_CACHE_OK)
+        {
+            s->rc = t->sync_rc;
+        }
+
         ngx_http_snapcache_count_purge(t->smcf, s->kind,
                                        s->rc == SNAPCACHE_CACHE_OK
                                        ? NGX_HTTP_SNAPCACHE_PURGE_OK
@@ -896,14 +1084,14 @@ ngx_http_snapcache_purge_done(ngx_event_t *ev)
             damaged = 1;
 
         } else if (s->rc != SNAPCACHE_CACHE_OK) {
-            ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+            ngx_log_error(NGX_LOG_ERR, log, 0,
                           "snapcache: admin: purge failed: %s",
                           snapcache_cache_strerror(s->rc));
         }
     }
 
     if (damaged) {
-        ngx_http_snapcache_store_damaged(t->smcf, ev->log);
+        ngx_http_snapcache_store_damaged(t->smcf, log);
     }
 
     ngx_http_snapcache_observe_purge(t->smcf, t->end - t->start);
