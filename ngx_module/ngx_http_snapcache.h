@@ -157,7 +157,7 @@ typedef struct {
     ngx_atomic_t               bad_foreign;
     ngx_atomic_t               bad_corrupt;
     ngx_atomic_t               purge_requests[NGX_HTTP_SNAPCACHE_NSCOPES]
-                                             [NGX_HTTP_SNAPCACHE_NPURGE_RESULTS];
+                                   [NGX_HTTP_SNAPCACHE_NPURGE_RESULTS];
     ngx_atomic_t               purged_records;
     ngx_atomic_t               purge_generation;
     ngx_atomic_t               pool_rejections;

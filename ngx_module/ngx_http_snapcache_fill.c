@@ -277,14 +277,17 @@ ngx_http_snapcache_origin_fetched(ngx_http_request_t *r,
 {
     ngx_int_t  rc;
 
+    if (status != NGX_HTTP_OK) {
+        ngx_http_snapcache_count_fill(ctx->smcf,
+                                      NGX_HTTP_SNAPCACHE_FILL_FAILED,
+                                      ctx->fill_start);
+    }
+
     if (status == NGX_HTTP_NOT_FOUND && ctx->slcf->negative_ttl) {
         ngx_http_snapcache_store_negative(r, ctx);
     }
 
     if (status != NGX_HTTP_OK) {
-        ngx_http_snapcache_count_fill(ctx->smcf,
-                                      NGX_HTTP_SNAPCACHE_FILL_FAILED,
-                                      ctx->fill_start);
         ngx_http_snapcache_fill_failed(r, ctx, status);
         return;
     }
