@@ -29,6 +29,8 @@ DEB_PKGS += nginx nginx-dev                      # the module's build, test serv
 DEB_PKGS += libvips-dev libvips-tools libwebp-dev  # transcode/
 DEB_PKGS += liblmdb-dev lmdb-utils               # cache/
 DEB_PKGS += libssl-dev                           # sign/: HMAC-SHA256
+DEB_PKGS += libjansson-dev libcurl4-openssl-dev  # admin API, purge/stats CLI
+DEB_PKGS += prometheus                           # promtool check metrics
 DEB_PKGS += perl                                 # t/*.t
 DEB_PKGS += clang libclang-rt-14-dev             # fuzz/, make asan
 DEB_PKGS += iproute2 curl procps                 # tests and the demo
@@ -47,6 +49,7 @@ BENCH_PKGS += lomiri-wallpapers-20.04           # more real photographs
 PKG_MODULES :=
 PKG_MODULES += vips libwebpmux                   # transcode/
 PKG_MODULES += lmdb                              # cache/
+PKG_MODULES += jansson libcurl                   # the admin API and CLI
 
 # Installs the packages of $(1) that are not installed yet, with one
 # dpkg-query; does nothing (and needs no root) when all are there.
@@ -135,6 +138,11 @@ include sign/sign.mk
 -include transcode/transcode.mk
 -include adapt/adapt.mk
 -include t/lib/tlib.mk
+
+# the admin API's purge: its latency, its rate, and hits while it runs
+BENCHES    += $(B)/bin/bench_purge
+bench_purge_MAIN := bench/bench_purge.c
+bench_purge_DEPS := $(CACHE_SRCS)
 
 objs_of    = $(patsubst %.c,$(B)/obj/%.o,$(1))
 UNIT_BINS := $(UNIT_TESTS:%=$(B)/t/unit/%)
@@ -246,9 +254,9 @@ fuzz-smoke:
 
 # --------------------------------------------------------------- bench
 
-.PHONY: bench bench-serve bench-weak
+.PHONY: bench bench-serve bench-weak bench-purge
 bench: deps-bench build $(BENCHES) bench-serve bench-store bench-transcode \
-       bench-weak
+       bench-weak bench-purge
 
 # hits against static nginx and secure_link+proxy_cache+image_filter,
 # misses against image_filter and in-process libvips, worker RSS
@@ -279,6 +287,11 @@ deb:
 # hd, fixed full and hint-only, and the adaptation's cost on hits
 bench-weak: deps-bench build
 	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_weak.sh
+
+# purging one device's 10k records, snapshot purges per second, and hit
+# p99 idle against hit p99 while purges run
+bench-purge: deps-bench build $(B)/bin/bench_purge
+	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_purge.sh
 
 # ----------------------------------------------------------------- run
 

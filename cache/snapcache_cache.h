@@ -220,6 +220,18 @@ int snapcache_cache_put_batch(snapcache_cache_t *cache,
 int snapcache_cache_purge(snapcache_cache_t *cache, const char *account,
     const char *device, const char *snapshot, uint64_t *count);
 
+/*
+ * The same deletes without the sync, for a caller that shares one sync
+ * among several purges (a group commit): the removal is durable once a
+ * snapcache_cache_sync() that began after this call has returned.
+ */
+int snapcache_cache_purge_nosync(snapcache_cache_t *cache,
+    const char *account, const char *device, const char *snapshot,
+    uint64_t *count);
+
+/* Flushes every committed write to the disk (the store runs MDB_NOSYNC). */
+int snapcache_cache_sync(snapcache_cache_t *cache);
+
 int snapcache_cache_stats(snapcache_cache_t *cache,
     snapcache_cache_stats_t *stats);
 

@@ -258,9 +258,9 @@ purge_chunk(snapcache_cache_t *cache, const unsigned char *prefix,
 }
 
 
-int
-snapcache_cache_purge(snapcache_cache_t *cache, const char *account,
-    const char *device, const char *snapshot, uint64_t *count)
+static int
+purge_prefix(snapcache_cache_t *cache, const char *account,
+    const char *device, const char *snapshot, uint64_t *count, int sync)
 {
     int                 rc, more;
     size_t              len;
@@ -297,9 +297,36 @@ snapcache_cache_purge(snapcache_cache_t *cache, const char *account,
     } while (rc == 0 && more);
 
     /* the env runs with MDB_NOSYNC: a purge is durable when it answers */
-    if (*count > 0) {
+    if (sync && *count > 0) {
         rc = rc ? rc : mdb_env_sync(cache->env, 1);
     }
 
     return snapcache_store_rc(rc);
+}
+
+
+int
+snapcache_cache_purge(snapcache_cache_t *cache, const char *account,
+    const char *device, const char *snapshot, uint64_t *count)
+{
+    return purge_prefix(cache, account, device, snapshot, count, 1);
+}
+
+
+int
+snapcache_cache_purge_nosync(snapcache_cache_t *cache, const char *account,
+    const char *device, const char *snapshot, uint64_t *count)
+{
+    return purge_prefix(cache, account, device, snapshot, count, 0);
+}
+
+
+int
+snapcache_cache_sync(snapcache_cache_t *cache)
+{
+    if (cache->read_only) {
+        return SNAPCACHE_CACHE_ERROR;
+    }
+
+    return snapcache_store_rc(mdb_env_sync(cache->env, 1));
 }

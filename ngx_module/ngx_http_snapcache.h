@@ -4,10 +4,11 @@
  *
  * The types every file shares, then each file's exported functions,
  * grouped by the file that defines them.  Everything else is static.
- * Calls go one way: module -> store, variables, shm, origin;
- * handler -> hit, fill, link; fill -> hit, origin, shm; hit -> link;
- * shm -> link (the history table is made with the zone).  Nothing calls
- * into the directives file.
+ * Calls go one way: module -> store, variables, shm, origin, admin,
+ * metrics; handler -> hit, fill, link; fill -> hit, origin, shm; hit ->
+ * link; admin -> metrics, shm; shm -> link (the history table is made
+ * with the zone); handler, hit and fill record into metrics.  Nothing
+ * calls into the directives file.
  */
 
 
@@ -28,6 +29,10 @@
 #define NGX_HTTP_SNAPCACHE_LOCKS       1024
 #define NGX_HTTP_SNAPCACHE_GENS        4096
 #define NGX_HTTP_SNAPCACHE_MAX_RUNGS   16
+
+/* metrics: distinct variant names, and buckets of one histogram */
+#define NGX_HTTP_SNAPCACHE_LABELS      32
+#define NGX_HTTP_SNAPCACHE_BUCKETS     16
 
 
 typedef struct ngx_http_snapcache_ctx_s   ngx_http_snapcache_ctx_t;
@@ -83,6 +88,85 @@ typedef enum {
 } ngx_http_snapcache_lock_state_e;
 
 
+/*
+ * Why the variant was chosen, snapcache_served_total's reason label: the
+ * adaptation's reasons (snapcache_adapt_reason_e).
+ */
+#define NGX_HTTP_SNAPCACHE_NREASONS  8
+
+
+/* How a fill ended: snapcache_fills_total's result label. */
+typedef enum {
+    NGX_HTTP_SNAPCACHE_FILL_STORED = 0,
+    NGX_HTTP_SNAPCACHE_FILL_UNCACHED,
+    NGX_HTTP_SNAPCACHE_FILL_PURGED,
+    NGX_HTTP_SNAPCACHE_FILL_FAILED,
+    NGX_HTTP_SNAPCACHE_FILL_REJECTED,
+    NGX_HTTP_SNAPCACHE_NFILL_RESULTS
+} ngx_http_snapcache_fill_result_e;
+
+
+typedef enum {
+    NGX_HTTP_SNAPCACHE_SCOPE_NONE = 0,
+    NGX_HTTP_SNAPCACHE_SCOPE_ACCOUNT,
+    NGX_HTTP_SNAPCACHE_SCOPE_DEVICE,
+    NGX_HTTP_SNAPCACHE_SCOPE_SNAPSHOT,
+    NGX_HTTP_SNAPCACHE_NSCOPES
+} ngx_http_snapcache_scope_e;
+
+
+typedef enum {
+    NGX_HTTP_SNAPCACHE_PURGE_OK = 0,
+    NGX_HTTP_SNAPCACHE_PURGE_FAILED,
+    NGX_HTTP_SNAPCACHE_PURGE_BAD_REQUEST,
+    NGX_HTTP_SNAPCACHE_PURGE_UNAUTHORIZED,
+    NGX_HTTP_SNAPCACHE_NPURGE_RESULTS
+} ngx_http_snapcache_purge_result_e;
+
+
+typedef enum {
+    NGX_HTTP_SNAPCACHE_HIST_FILL = 0,
+    NGX_HTTP_SNAPCACHE_HIST_PURGE,
+    NGX_HTTP_SNAPCACHE_NHISTS
+} ngx_http_snapcache_hist_e;
+
+
+/* Bucket counts (not cumulative), their count, and the sum in usec. */
+typedef struct {
+    ngx_atomic_t               buckets[NGX_HTTP_SNAPCACHE_BUCKETS];
+    ngx_atomic_t               count;
+    ngx_atomic_t               sum_usec;
+} ngx_http_snapcache_hist_t;
+
+
+/* A variant name, claimed once in the zone: a label's slot. */
+typedef struct {
+    ngx_atomic_t               len;
+    u_char                     name[SNAPCACHE_ID_MAX];
+} ngx_http_snapcache_label_t;
+
+
+/* What /metrics prints, summed over every worker. */
+typedef struct {
+    ngx_atomic_t               requests[NGX_HTTP_SNAPCACHE_ERROR + 1];
+    ngx_atomic_t               fills[NGX_HTTP_SNAPCACHE_NFILL_RESULTS];
+    ngx_atomic_t               served[NGX_HTTP_SNAPCACHE_LABELS]
+                                     [NGX_HTTP_SNAPCACHE_NREASONS];
+    ngx_atomic_t               sent_bytes;
+    ngx_atomic_t               evictions;
+    ngx_atomic_t               bad_foreign;
+    ngx_atomic_t               bad_corrupt;
+    ngx_atomic_t               purge_requests[NGX_HTTP_SNAPCACHE_NSCOPES]
+                                   [NGX_HTTP_SNAPCACHE_NPURGE_RESULTS];
+    ngx_atomic_t               purged_records;
+    ngx_atomic_t               purge_generation;
+    ngx_atomic_t               pool_rejections;
+    ngx_http_snapcache_hist_t  hists[NGX_HTTP_SNAPCACHE_NHISTS];
+    ngx_http_snapcache_hist_t  transcode[NGX_HTTP_SNAPCACHE_LABELS];
+    ngx_http_snapcache_label_t labels[NGX_HTTP_SNAPCACHE_LABELS];
+} ngx_http_snapcache_metrics_t;
+
+
 typedef struct {
     uint64_t                   hash;
     uint64_t                   fill_id;
@@ -100,6 +184,7 @@ typedef struct {
     uint64_t                   next_fill_id;
     ngx_http_snapcache_lock_t  locks[NGX_HTTP_SNAPCACHE_LOCKS];
     ngx_http_snapcache_links_t *links;       /* per-client link history */
+    ngx_http_snapcache_metrics_t  metrics;
 } ngx_http_snapcache_shctx_t;
 
 
@@ -151,6 +236,8 @@ typedef struct {
 
     ngx_flag_t                 adapt;
     ngx_msec_t                 adapt_budget;
+    ngx_flag_t                 admin;
+    ngx_array_t               *admin_tokens; /* SHA-256 digests, 32 bytes */
 } ngx_http_snapcache_loc_conf_t;
 
 
@@ -179,6 +266,7 @@ typedef struct {
     snapcache_ident_t                ident;
     ngx_http_snapcache_gen_t         gen;
     ngx_uint_t                       variant;      /* the key's */
+    ngx_str_t                        variant_name;
     ngx_uint_t                       width;
     ngx_uint_t                       quality;
     ngx_uint_t                       format;
@@ -188,6 +276,8 @@ typedef struct {
 
     uint64_t                         lock_hash;
     uint64_t                         fill_id;
+    uint64_t                         fill_start;   /* usec, monotonic */
+    uint64_t                         transcode_usec;
 
     int                              error;
     int                              store_rc;
@@ -221,6 +311,7 @@ struct ngx_http_snapcache_ctx_s {
     ngx_uint_t                       format;
 
     snapcache_record_t               stale;
+    ngx_http_snapcache_gen_t         stale_gen;    /* read before it */
 
     uint64_t                         lock_hash;
     uint64_t                         fill_id;
@@ -228,6 +319,8 @@ struct ngx_http_snapcache_ctx_s {
     ngx_event_t                      wait_event;
     ngx_http_snapcache_gen_t         gen;
     ngx_http_snapcache_task_t       *task;
+    uint64_t                         fill_start;   /* usec, monotonic */
+    ngx_uint_t                       purge_retries;
 
     /* the link: keyed hashes of this client and this device */
     uint64_t                         client[2];
@@ -331,6 +424,33 @@ void ngx_http_snapcache_link_sending(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx);
 void ngx_http_snapcache_link_sent(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, size_t len);
+
+/* ngx_http_snapcache_admin.c */
+ngx_int_t ngx_http_snapcache_admin_handler(ngx_http_request_t *r);
+char *ngx_http_snapcache_admin_token_load(ngx_conf_t *cf, ngx_str_t *path,
+    u_char *digest);
+
+/* ngx_http_snapcache_metrics.c */
+ngx_int_t ngx_http_snapcache_metrics_init(ngx_conf_t *cf);
+uint64_t ngx_http_snapcache_usec(void);
+void ngx_http_snapcache_count_fill(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_uint_t result, uint64_t start);
+void ngx_http_snapcache_count_served(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_str_t *variant, ngx_uint_t reason);
+void ngx_http_snapcache_count_transcode(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_str_t *variant, uint64_t usec);
+void ngx_http_snapcache_count_bad(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_uint_t foreign);
+void ngx_http_snapcache_count_rejected(ngx_http_snapcache_main_conf_t *smcf);
+void ngx_http_snapcache_count_store(ngx_http_snapcache_main_conf_t *smcf);
+void ngx_http_snapcache_count_purge(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_uint_t scope, ngx_uint_t result, uint64_t records);
+void ngx_http_snapcache_observe_purge(ngx_http_snapcache_main_conf_t *smcf,
+    uint64_t usec);
+ngx_int_t ngx_http_snapcache_metrics_text(ngx_http_request_t *r,
+    ngx_http_snapcache_main_conf_t *smcf, ngx_chain_t **out, off_t *len);
+ngx_int_t ngx_http_snapcache_stats_json(ngx_http_request_t *r,
+    ngx_http_snapcache_main_conf_t *smcf, ngx_chain_t **out, off_t *len);
 
 /* ngx_http_snapcache_store.c */
 ngx_int_t ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,

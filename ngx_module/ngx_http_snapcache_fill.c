@@ -13,6 +13,9 @@
 
 #define NGX_HTTP_SNAPCACHE_WAIT_MSEC  10
 
+/* fills thrown away for a purge before a request gets a 503 */
+#define NGX_HTTP_SNAPCACHE_PURGE_RETRIES  3
+
 
 /*
  * nginx 1.22's struct ngx_thread_pool_s, which ngx_thread_pool.h keeps
@@ -62,7 +65,10 @@ static ngx_int_t ngx_http_snapcache_post_task(ngx_http_request_t *r,
 static void ngx_http_snapcache_task_handler(void *data, ngx_log_t *log);
 static int ngx_http_snapcache_store_check(void *data);
 static void ngx_http_snapcache_task_done(ngx_event_t *ev);
-static void ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t);
+static void ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t,
+    ngx_uint_t purged);
+static ngx_int_t ngx_http_snapcache_refill(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx);
 static void ngx_http_snapcache_task_timeout(ngx_event_t *ev);
 static void ngx_http_snapcache_task_free(ngx_http_snapcache_task_t *t);
 static uint64_t ngx_http_snapcache_hash(const u_char *p, size_t len);
@@ -226,6 +232,10 @@ ngx_http_snapcache_start_fill(ngx_http_request_t *r,
     ngx_http_snapcache_gen_read(ctx->smcf, ctx->ident.acct_tag,
                                 ctx->ident.dev_tag, &ctx->gen);
 
+    if (ctx->fill_start == 0) {
+        ctx->fill_start = ngx_http_snapcache_usec();
+    }
+
     ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_FILLS, 1);
 
     if (ctx->slcf->keep_original || ctx->slcf->negative_ttl) {
@@ -241,6 +251,9 @@ ngx_http_snapcache_start_fill(ngx_http_request_t *r,
                           "within snapcache_negative_ttl, not asked again");
             ngx_http_snapcache_stat_add(ctx->smcf,
                                         NGX_HTTP_SNAPCACHE_ST_NEGATIVE, 1);
+            ngx_http_snapcache_count_fill(ctx->smcf,
+                                          NGX_HTTP_SNAPCACHE_FILL_FAILED,
+                                          ctx->fill_start);
             ngx_http_snapcache_fill_failed(r, ctx, NGX_HTTP_NOT_FOUND);
             return NGX_DONE;
         }
@@ -264,6 +277,12 @@ ngx_http_snapcache_origin_fetched(ngx_http_request_t *r,
 {
     ngx_int_t  rc;
 
+    if (status != NGX_HTTP_OK) {
+        ngx_http_snapcache_count_fill(ctx->smcf,
+                                      NGX_HTTP_SNAPCACHE_FILL_FAILED,
+                                      ctx->fill_start);
+    }
+
     if (status == NGX_HTTP_NOT_FOUND && ctx->slcf->negative_ttl
         && ngx_http_snapcache_store_negative(r, ctx) == NGX_DONE)
     {
@@ -286,7 +305,8 @@ ngx_http_snapcache_origin_fetched(ngx_http_request_t *r,
 
 /*
  * Ends a failed fill: waiters get the same status, the client gets it
- * too, unless a stale copy of this very key can stand in.
+ * too, unless a stale copy of this very key can stand in, and only if
+ * no purge of its account or device began since that copy was read.
  */
 static void
 ngx_http_snapcache_fill_failed(ngx_http_request_t *r,
@@ -304,7 +324,11 @@ ngx_http_snapcache_fill_failed(ngx_http_request_t *r,
         ctx->lock_held = 0;
     }
 
-    if (ctx->has_stale && status != NGX_HTTP_NOT_FOUND) {
+    if (ctx->has_stale && status != NGX_HTTP_NOT_FOUND
+        && !ngx_http_snapcache_gen_changed(ctx->smcf, ctx->ident.acct_tag,
+                                           ctx->ident.dev_tag,
+                                           &ctx->stale_gen))
+    {
         ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_STALE, 1);
         rc = ngx_http_snapcache_send_record(r, ctx, &ctx->stale,
                                             NGX_HTTP_SNAPCACHE_STALE);
@@ -470,6 +494,10 @@ ngx_http_snapcache_pool_full(ngx_http_request_t *r,
                   "snapcache: thread pool \"%V\" queue is full, "
                   "answering 503", &ctx->slcf->thread_pool_name);
 
+    ngx_http_snapcache_count_rejected(ctx->smcf);
+    ngx_http_snapcache_count_fill(ctx->smcf, NGX_HTTP_SNAPCACHE_FILL_REJECTED,
+                                  0);
+
     if (ctx->lock_held) {
         ngx_http_snapcache_lock_release(ctx->smcf, ctx->lock_hash,
                                         ctx->fill_id,
@@ -530,6 +558,8 @@ ngx_http_snapcache_post_task(ngx_http_request_t *r,
     t->ident = ctx->ident;
     t->gen = ctx->gen;
     t->variant = ctx->variant;
+    t->variant_name = ctx->sreq->variant->name;
+    t->fill_start = ctx->fill_start;
     t->width = ctx->sreq->variant->width;
     t->quality = ctx->sreq->variant->quality;
     t->format = ctx->format;
@@ -581,6 +611,7 @@ ngx_http_snapcache_task_handler(void *data, ngx_log_t *log)
     ngx_http_snapcache_task_t *t = data;
 
     int                        rc, n;
+    uint64_t                   start;
     snapcache_put_t            items[2];
     snapcache_variant_spec_t   spec;
     snapcache_transcode_out_t  out;
@@ -590,8 +621,13 @@ ngx_http_snapcache_task_handler(void *data, ngx_log_t *log)
     spec.quality = (int) t->quality;
     spec.format = (int) t->format;
 
+    start = ngx_http_snapcache_usec();
+
     rc = snapcache_transcode(t->orig, t->orig_len, &spec, t->max_bytes,
                              t->max_pixels, &out);
+
+    t->transcode_usec = ngx_http_snapcache_usec() - start;
+
     if (rc != SNAPCACHE_TRANSCODE_OK) {
         t->error = rc;
         return;
@@ -666,7 +702,7 @@ ngx_http_snapcache_task_done(ngx_event_t *ev)
     ngx_http_snapcache_task_t *t = ev->data;
 
     ngx_int_t                  rc;
-    ngx_uint_t                 status;
+    ngx_uint_t                 status, purged;
     ngx_connection_t          *c;
     ngx_http_request_t        *r;
     ngx_http_snapcache_ctx_t  *ctx;
@@ -675,7 +711,20 @@ ngx_http_snapcache_task_done(ngx_event_t *ev)
         ngx_del_timer(&t->timer);
     }
 
-    ngx_http_snapcache_task_account(t);
+    /*
+     * A purge of this account or device began after the fill read the
+     * generations: its body is from before the purge, and the purge may
+     * have answered by now.  Whether or not the store check caught it,
+     * it is never served.
+     */
+    purged = t->transcoded
+             && (t->store_rc == SNAPCACHE_CACHE_ABORTED
+                 || ngx_http_snapcache_gen_changed(t->smcf,
+                                                   t->ident.acct_tag,
+                                                   t->ident.dev_tag,
+                                                   &t->gen));
+
+    ngx_http_snapcache_task_account(t, purged);
 
     if (t->counted) {
         t->counted = 0;
@@ -719,6 +768,18 @@ ngx_http_snapcache_task_done(ngx_event_t *ev)
         return;
     }
 
+    if (purged) {
+        ngx_http_snapcache_task_free(t);
+
+        rc = ngx_http_snapcache_refill(r, ctx);
+        if (rc != NGX_DONE) {
+            ngx_http_finalize_request(r, rc);
+        }
+
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
     rc = ngx_http_snapcache_send_body(r, ctx, t->out, t->out_len, t->format,
                                       t->expires, t->out_checksum,
                                       NGX_HTTP_SNAPCACHE_MISS);
@@ -731,18 +792,31 @@ ngx_http_snapcache_task_done(ngx_event_t *ev)
 
 
 static void
-ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t)
+ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t,
+    ngx_uint_t purged)
 {
-    ngx_uint_t  level;
+    ngx_uint_t  level, result;
 
     if (t->transcoded) {
         ngx_http_snapcache_stat_add(t->smcf,
                                     NGX_HTTP_SNAPCACHE_ST_TRANSCODES, 1);
+        ngx_http_snapcache_count_transcode(t->smcf, &t->variant_name,
+                                           t->transcode_usec);
     }
+
+    result = !t->transcoded ? NGX_HTTP_SNAPCACHE_FILL_FAILED
+             : purged ? NGX_HTTP_SNAPCACHE_FILL_PURGED
+             : (!t->no_store && t->store_rc == SNAPCACHE_CACHE_OK)
+               ? NGX_HTTP_SNAPCACHE_FILL_STORED
+             : NGX_HTTP_SNAPCACHE_FILL_UNCACHED;
+
+    ngx_http_snapcache_count_fill(t->smcf, result, t->fill_start);
 
     if (!t->transcoded || t->no_store) {
         return;
     }
+
+    ngx_http_snapcache_count_store(t->smcf);
 
     if (t->store_rc == SNAPCACHE_CACHE_OK) {
         ngx_http_snapcache_stat_add(t->smcf, NGX_HTTP_SNAPCACHE_ST_STORED, 1);
@@ -762,6 +836,39 @@ ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t)
                   t->store_rc == SNAPCACHE_CACHE_ABORTED
                   ? "a purge happened during the fill"
                   : snapcache_cache_strerror(t->store_rc));
+}
+
+
+/*
+ * The fill's body came from before a purge: the request starts over,
+ * from the lock, and fetches the original again.  A device purged over
+ * and over gets a 503 after a few rounds rather than a loop.
+ */
+static ngx_int_t
+ngx_http_snapcache_refill(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx)
+{
+    if (++ctx->purge_retries > NGX_HTTP_SNAPCACHE_PURGE_RETRIES) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "snapcache: %ui purges came in during this request's "
+                      "fills, answering 503", ctx->purge_retries - 1);
+        ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_ERRORS,
+                                    1);
+        ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "snapcache: a purge came in during the fill, its result "
+                  "is thrown away and the fill starts again");
+
+    ctx->wait_deadline = 0;
+    ctx->origin_complete = 0;
+    ctx->origin_finished = 0;
+    ctx->origin_too_big = 0;
+    ctx->origin_in_file = 0;
+
+    return ngx_http_snapcache_try_fill(r, ctx);
 }
 
 

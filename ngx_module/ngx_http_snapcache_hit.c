@@ -21,17 +21,22 @@ static void *ngx_http_snapcache_pool_alloc(void *data, size_t size);
 /*
  * Exact-key lookup; the record is copied into the request pool inside
  * the read transaction.  An expired record is kept aside as the STALE
- * fallback and reported as a miss.
+ * fallback and reported as a miss, with the purge generations read
+ * before it: a purge that begins later rules it out.
  */
 ngx_int_t
 ngx_http_snapcache_lookup(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_uint_t variant, ngx_uint_t format,
     snapcache_record_t *rec)
 {
-    int               rc;
-    snapcache_key_t   key;
+    int                       rc;
+    snapcache_key_t           key;
+    ngx_http_snapcache_gen_t  gen;
 
     snapcache_cache_key(&ctx->ident, variant, format, &key);
+
+    ngx_http_snapcache_gen_read(ctx->smcf, ctx->ident.acct_tag,
+                                ctx->ident.dev_tag, &gen);
 
     rc = snapcache_cache_get(ctx->smcf->store, &key, &ctx->ident,
                              (int64_t) ngx_time(),
@@ -46,6 +51,7 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
     case SNAPCACHE_CACHE_EXPIRED:
         if (variant == ctx->variant && format == ctx->format) {
             ctx->stale = *rec;
+            ctx->stale_gen = gen;
             ctx->has_stale = 1;
         }
 
@@ -59,6 +65,8 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
     case SNAPCACHE_CACHE_CORRUPT:
         ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_CORRUPT,
                                     1);
+        ngx_http_snapcache_count_bad(ctx->smcf,
+                                     rc == SNAPCACHE_CACHE_FOREIGN);
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "snapcache: %s record, treated as a miss; "
                       "the fill replaces it",
@@ -101,6 +109,8 @@ ngx_http_snapcache_send_body(ngx_http_request_t *r,
     ngx_table_elt_t  *etag;
 
     ngx_http_snapcache_set_status(r, status);
+    ngx_http_snapcache_count_served(ctx->smcf, &ctx->sreq->variant->name,
+                                    ctx->adapt_reason);
 
     mime = snapcache_format_mime(format);
     if (mime == NULL) {

@@ -31,6 +31,8 @@ static char *ngx_http_snapcache_merge_ladder(ngx_conf_t *cf,
     ngx_http_snapcache_loc_conf_t *conf);
 static ngx_int_t ngx_http_snapcache_variant_id(ngx_conf_t *cf,
     ngx_http_snapcache_variant_t *v);
+static char *ngx_http_snapcache_merge_admin(ngx_conf_t *cf,
+    ngx_http_snapcache_loc_conf_t *conf);
 static char *ngx_http_snapcache_origin_pass_header(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_snapcache_store(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -39,6 +41,10 @@ static char *ngx_http_snapcache_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_snapcache_variant(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_snapcache_admin(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_snapcache_admin_token(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_snapcache_init_process(ngx_cycle_t *cycle);
 static void ngx_http_snapcache_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_snapcache_init_module(ngx_cycle_t *cycle);
@@ -224,6 +230,20 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       offsetof(ngx_http_snapcache_loc_conf_t, adapt_budget),
       &ngx_http_snapcache_budget_msec },
 
+    { ngx_string("snapcache_admin"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_snapcache_admin,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("snapcache_admin_token"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_snapcache_admin_token,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -298,7 +318,9 @@ ngx_http_snapcache_check_sec(ngx_conf_t *cf, void *post, void *data)
 static ngx_int_t
 ngx_http_snapcache_init(ngx_conf_t *cf)
 {
-    if (ngx_http_snapcache_redact_init(cf) != NGX_OK) {
+    if (ngx_http_snapcache_redact_init(cf) != NGX_OK
+        || ngx_http_snapcache_metrics_init(cf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -385,6 +407,8 @@ ngx_http_snapcache_create_loc_conf(ngx_conf_t *cf)
     conf->fill_timeout = NGX_CONF_UNSET_MSEC;
     conf->adapt = NGX_CONF_UNSET;
     conf->adapt_budget = NGX_CONF_UNSET_MSEC;
+    conf->admin = NGX_CONF_UNSET;
+    conf->admin_tokens = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -427,6 +451,17 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    /* not inherited: a nested location is not an admin location */
+    if (conf->admin == NGX_CONF_UNSET) {
+        conf->admin = 0;
+    }
+
+    ngx_conf_merge_ptr_value(conf->admin_tokens, prev->admin_tokens, NULL);
+
+    if (conf->admin) {
+        return ngx_http_snapcache_merge_admin(cf, conf);
+    }
+
     if (conf->ttl_min > conf->ttl_max) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"snapcache_ttl_min\" is above "
@@ -462,6 +497,47 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->origin.data[conf->origin.len - 1] == '/') {
         conf->origin.len--;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * An admin location needs a token: allow/deny alone is not enough, and
+ * a location that answered anyone would purge for anyone.
+ */
+static char *
+ngx_http_snapcache_merge_admin(ngx_conf_t *cf,
+    ngx_http_snapcache_loc_conf_t *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (conf->enable == 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"snapcache_admin\" and \"snapcache\" cannot "
+                           "share a location");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->admin_tokens == NULL || conf->admin_tokens->nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"snapcache_admin\" requires at least one "
+                           "\"snapcache_admin_token\"");
+        return NGX_CONF_ERROR;
+    }
+
+    /* purges run on the thread pool */
+    conf->thread_pool = ngx_thread_pool_add(cf, &conf->thread_pool_name);
+    if (conf->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* a purge body, up to its 64k cap, is read in memory, not to a file */
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->client_body_buffer_size < 64 * 1024) {
+        clcf->client_body_buffer_size = 64 * 1024;
     }
 
     return NGX_CONF_OK;
@@ -1113,4 +1189,67 @@ invalid:
                        "invalid parameter \"%V\"", &value[i]);
 
     return NGX_CONF_ERROR;
+}
+
+
+/* snapcache_admin: the purge, stats and metrics API in this location. */
+static char *
+ngx_http_snapcache_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_snapcache_loc_conf_t *slcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (slcf->admin != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->named || clcf->exact_match
+#if (NGX_PCRE)
+        || clcf->regex
+#endif
+        || clcf->name.len == 0)
+    {
+        return "must be used in a prefix location, such as "
+               "\"location /snapcache-admin/ { snapcache_admin; }\"";
+    }
+
+    slcf->admin = 1;
+    clcf->handler = ngx_http_snapcache_admin_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* snapcache_admin_token <file>: repeatable, for rotation. */
+static char *
+ngx_http_snapcache_admin_token(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_snapcache_loc_conf_t *slcf = conf;
+
+    u_char     *digest;
+    ngx_str_t  *value, path;
+
+    value = cf->args->elts;
+    path = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (slcf->admin_tokens == NGX_CONF_UNSET_PTR) {
+        slcf->admin_tokens = ngx_array_create(cf->pool, 2, 32);
+        if (slcf->admin_tokens == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    digest = ngx_array_push(slcf->admin_tokens);
+    if (digest == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_snapcache_admin_token_load(cf, &path, digest);
 }

@@ -1,6 +1,7 @@
 /*
  * snapcache: the command-line tool.  sign mints URLs; inspect reads a
- * store offline (tools/snapcache_inspect.c).
+ * store offline (tools/snapcache_inspect.c); purge and stats call the
+ * admin API of every node given (tools/snapcache_admin.c).
  */
 
 #include <errno.h>
@@ -24,7 +25,15 @@ usage(void)
         "       [--base URL]\n"
         "      prints a signed URL; snapshot '*' mints a device grant\n"
         "  inspect <store dir> [--account A --device D]\n"
-        "      lists and checks the records of an LMDB store\n");
+        "      lists and checks the records of an LMDB store\n"
+        "  purge --node URL [--node URL ...] --token-file F\n"
+        "        (--account A [--device D [--snapshot S]] | --stdin)\n"
+        "        [--timeout SECONDS]\n"
+        "      purges on every node at once; one line per node; exits 1\n"
+        "      if any node failed; --stdin reads \"A [D [S]]\" lines\n"
+        "  stats --node URL [--node URL ...] --token-file F"
+        " [--timeout SECONDS]\n"
+        "      a table of every node's main counters\n");
 }
 
 
@@ -181,6 +190,14 @@ main(int argc, char **argv)
 
     if (strcmp(argv[1], "inspect") == 0) {
         return snapcache_cmd_inspect(argc - 1, argv + 1);
+    }
+
+    if (strcmp(argv[1], "purge") == 0) {
+        return snapcache_cmd_purge(argc - 1, argv + 1);
+    }
+
+    if (strcmp(argv[1], "stats") == 0) {
+        return snapcache_cmd_stats(argc - 1, argv + 1);
     }
 
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {

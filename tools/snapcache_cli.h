@@ -7,5 +7,7 @@
 #define SNAPCACHE_CLI_H
 
 int snapcache_cmd_inspect(int argc, char **argv);
+int snapcache_cmd_purge(int argc, char **argv);
+int snapcache_cmd_stats(int argc, char **argv);
 
 #endif /* SNAPCACHE_CLI_H */

@@ -1140,6 +1140,20 @@ test_purge(void)
     snapcache_cache_stats(cache, &st);
     is_int(st.entries, 24, "stats count 24 entries");
 
+    /* the same deletes without the sync, then one sync for several */
+    is_int(snapcache_cache_purge_nosync(cache, "big", "cam0", "snap0",
+                                        &count),
+           SNAPCACHE_CACHE_OK, "purge_nosync of big/cam0/snap0");
+    is_int(count, 9, "9 records purged");
+    is_int(snapcache_cache_purge_nosync(cache, "ab", "cam", NULL, &count),
+           SNAPCACHE_CACHE_OK, "purge_nosync of ab/cam");
+    is_int(count, 7, "7 records purged");
+    is_int(snapcache_cache_sync(cache), SNAPCACHE_CACHE_OK,
+           "one sync for both");
+    is_int(records_under(cache, NULL, 0), 8, "8 left in the store");
+    is_int(snapcache_cache_purge_nosync(cache, "a", NULL, "s1", &count),
+           SNAPCACHE_CACHE_ERROR, "purge_nosync checks its scope too");
+
     snapcache_cache_close(cache);
 }
 
@@ -2798,6 +2812,10 @@ test_read_only(void)
            SNAPCACHE_CACHE_ERROR, "put: refused");
     is_int(snapcache_cache_purge(cache, "ro", NULL, NULL, &count),
            SNAPCACHE_CACHE_ERROR, "purge: refused");
+    is_int(snapcache_cache_purge_nosync(cache, "ro", NULL, NULL, &count),
+           SNAPCACHE_CACHE_ERROR, "purge_nosync: refused");
+    is_int(snapcache_cache_sync(cache), SNAPCACHE_CACHE_ERROR,
+           "sync: refused");
 
     /* expired records, a record planted wrong: get would delete them */
     snprintf(snap, sizeof(snap), "s3");
