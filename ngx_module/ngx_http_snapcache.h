@@ -453,7 +453,7 @@ ngx_int_t ngx_http_snapcache_stats_json(ngx_http_request_t *r,
     ngx_http_snapcache_main_conf_t *smcf, ngx_chain_t **out, off_t *len);
 
 /* ngx_http_snapcache_store.c */
-ngx_int_t ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,
+ngx_int_t ngx_http_snapcache_prepare_store(ngx_conf_t *cf,
     ngx_http_snapcache_main_conf_t *smcf);
 ngx_int_t ngx_http_snapcache_open_store(ngx_cycle_t *cycle,
     ngx_http_snapcache_main_conf_t *smcf);

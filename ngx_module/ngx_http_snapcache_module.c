@@ -47,7 +47,6 @@ static char *ngx_http_snapcache_admin_token(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_snapcache_init_process(ngx_cycle_t *cycle);
 static void ngx_http_snapcache_exit_process(ngx_cycle_t *cycle);
-static ngx_int_t ngx_http_snapcache_init_module(ngx_cycle_t *cycle);
 
 
 /*
@@ -269,7 +268,7 @@ ngx_module_t  ngx_http_snapcache_module = {
     ngx_http_snapcache_commands,           /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    ngx_http_snapcache_init_module,        /* init module */
+    NULL,                                  /* init module */
     ngx_http_snapcache_init_process,       /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -318,28 +317,23 @@ ngx_http_snapcache_check_sec(ngx_conf_t *cf, void *post, void *data)
 static ngx_int_t
 ngx_http_snapcache_init(ngx_conf_t *cf)
 {
+    ngx_http_snapcache_main_conf_t  *smcf;
+
     if (ngx_http_snapcache_redact_init(cf) != NGX_OK
-        || ngx_http_snapcache_metrics_init(cf) != NGX_OK)
+        || ngx_http_snapcache_metrics_init(cf) != NGX_OK
+        || ngx_http_snapcache_origin_init(cf) != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    return ngx_http_snapcache_origin_init(cf);
-}
+    /*
+     * Here and not in init_module: a failed init_module makes the master
+     * exit, leaving its workers behind, while a refusal here only
+     * rejects the new configuration.
+     */
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_snapcache_module);
 
-
-static ngx_int_t
-ngx_http_snapcache_init_module(ngx_cycle_t *cycle)
-{
-    ngx_http_snapcache_main_conf_t  *smcf;
-
-    smcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                               ngx_http_snapcache_module);
-    if (smcf == NULL) {
-        return NGX_OK;
-    }
-
-    return ngx_http_snapcache_prepare_store(cycle, smcf);
+    return ngx_http_snapcache_prepare_store(cf, smcf);
 }
 
 

@@ -12,14 +12,15 @@
 #define NGX_HTTP_SNAPCACHE_READER_CHECK  5000
 
 
-static ngx_int_t ngx_http_snapcache_check_parents(ngx_cycle_t *cycle,
+static void ngx_http_snapcache_worker_user(ngx_conf_t *cf, ngx_uid_t *user,
+    ngx_gid_t *group);
+static ngx_int_t ngx_http_snapcache_check_parents(ngx_log_t *log,
     u_char *path);
-static ngx_int_t ngx_http_snapcache_check_owner(ngx_cycle_t *cycle,
+static ngx_int_t ngx_http_snapcache_check_owner(ngx_log_t *log,
     ngx_file_info_t *fi, ngx_uid_t user, u_char *path, const char *name);
-static ngx_int_t ngx_http_snapcache_store_file(ngx_cycle_t *cycle,
-    int dirfd, u_char *path, const char *name, ngx_uid_t user,
-    ngx_uint_t change);
-static ngx_int_t ngx_http_snapcache_worker_reaches(ngx_cycle_t *cycle,
+static ngx_int_t ngx_http_snapcache_store_file(ngx_log_t *log, int dirfd,
+    u_char *path, const char *name, ngx_uid_t user, ngx_uint_t change);
+static ngx_int_t ngx_http_snapcache_worker_reaches(ngx_log_t *log,
     u_char *path, ngx_uid_t user, ngx_gid_t group);
 static void ngx_http_snapcache_reader_check(ngx_event_t *ev);
 
@@ -27,7 +28,9 @@ static void ngx_http_snapcache_reader_check(ngx_event_t *ev);
 
 
 /*
- * In the master, as root, at every start, reload and "nginx -t": make
+ * In the master, as root, while the configuration is read (at every
+ * start, reload and "nginx -t"), so that a refusal rejects the
+ * configuration and a running nginx keeps its old one: make
  * the store directory and give it and LMDB's two files to the worker
  * user, so that workers can open the store after dropping privileges.
  * The directory may be writable by the worker user, so nothing in it is
@@ -36,15 +39,17 @@ static void ngx_http_snapcache_reader_check(ngx_event_t *ev);
  * before a single file is changed.
  */
 ngx_int_t
-ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,
+ngx_http_snapcache_prepare_store(ngx_conf_t *cf,
     ngx_http_snapcache_main_conf_t *smcf)
 {
     int               fd;
     u_char            path[NGX_MAX_PATH];
     ngx_int_t         rc;
     ngx_err_t         err;
+    ngx_uid_t         user;
+    ngx_gid_t         group;
+    ngx_log_t        *log;
     ngx_uint_t        i;
-    ngx_core_conf_t  *ccf;
     ngx_file_info_t   fi;
 
     static const char  *files[] = { "data.mdb", "lock.mdb", NULL };
@@ -53,8 +58,10 @@ ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,
         return NGX_OK;
     }
 
+    log = cf->log;
+
     if (smcf->store_path.len + 1 > NGX_MAX_PATH) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+        ngx_log_error(NGX_LOG_EMERG, log, 0,
                       "snapcache: the store path \"%V\" is too long",
                       &smcf->store_path);
         return NGX_ERROR;
@@ -63,14 +70,14 @@ ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,
     ngx_memcpy(path, smcf->store_path.data, smcf->store_path.len);
     path[smcf->store_path.len] = '\0';
 
-    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+    ngx_http_snapcache_worker_user(cf, &user, &group);
 
-    if (ngx_http_snapcache_check_parents(cycle, path) != NGX_OK) {
+    if (ngx_http_snapcache_check_parents(log, path) != NGX_OK) {
         return NGX_ERROR;
     }
 
     if (mkdir((const char *) path, 0700) == -1 && ngx_errno != NGX_EEXIST) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+        ngx_log_error(NGX_LOG_EMERG, log, ngx_errno,
                       "snapcache: cannot create the store directory \"%s\"",
                       path);
         return NGX_ERROR;
@@ -85,7 +92,7 @@ ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,
             err = ELOOP;
         }
 
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, err,
+        ngx_log_error(NGX_LOG_EMERG, log, err,
                       "snapcache: the store \"%s\" %s", path,
                       err == ELOOP
                       ? "is a symbolic link; give the real directory"
@@ -97,15 +104,15 @@ ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,
     rc = NGX_ERROR;
 
     if (fstat(fd, &fi) == -1) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+        ngx_log_error(NGX_LOG_EMERG, log, ngx_errno,
                       "snapcache: fstat() \"%s\" failed", path);
         goto done;
     }
 
-    if (geteuid() != 0 || ccf->user == (ngx_uid_t) NGX_CONF_UNSET_UINT) {
+    if (geteuid() != 0 || user == (ngx_uid_t) NGX_CONF_UNSET_UINT) {
         /* the workers run as we do: they can use what we can */
         if (faccessat(fd, ".", R_OK|W_OK|X_OK, AT_EACCESS) == -1) {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+            ngx_log_error(NGX_LOG_EMERG, log, ngx_errno,
                           "snapcache: the store directory \"%s\" is not "
                           "writable", path);
             goto done;
@@ -115,14 +122,14 @@ ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,
         goto done;
     }
 
-    if (ngx_http_snapcache_check_owner(cycle, &fi, ccf->user, path, "")
+    if (ngx_http_snapcache_check_owner(log, &fi, user, path, "")
         != NGX_OK)
     {
         goto done;
     }
 
     if (fi.st_mode & (S_IWGRP|S_IWOTH)) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+        ngx_log_error(NGX_LOG_EMERG, log, 0,
                       "snapcache: the store directory \"%s\" is writable "
                       "by group or others; make it 0700", path);
         goto done;
@@ -130,8 +137,8 @@ ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,
 
     /* check every file first, so that a refusal changes nothing */
     for (i = 0; files[i]; i++) {
-        if (ngx_http_snapcache_store_file(cycle, fd, path, files[i],
-                                          ccf->user, 0)
+        if (ngx_http_snapcache_store_file(log, fd, path, files[i],
+                                          user, 0)
             != NGX_OK)
         {
             goto done;
@@ -139,33 +146,33 @@ ngx_http_snapcache_prepare_store(ngx_cycle_t *cycle,
     }
 
     for (i = 0; files[i]; i++) {
-        if (ngx_http_snapcache_store_file(cycle, fd, path, files[i],
-                                          ccf->user, 1)
+        if (ngx_http_snapcache_store_file(log, fd, path, files[i],
+                                          user, 1)
             != NGX_OK)
         {
             goto done;
         }
     }
 
-    if (fi.st_uid != ccf->user
-        && fchown(fd, ccf->user, (gid_t) -1) == -1)
+    if (fi.st_uid != user
+        && fchown(fd, user, (gid_t) -1) == -1)
     {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+        ngx_log_error(NGX_LOG_EMERG, log, ngx_errno,
                       "snapcache: cannot give the store directory \"%s\" "
-                      "to the worker user (uid %d)", path, (int) ccf->user);
+                      "to the worker user (uid %d)", path, (int) user);
         goto done;
     }
 
     if ((fi.st_mode & S_IRWXU) != S_IRWXU
         && fchmod(fd, (fi.st_mode & 07777) | S_IRWXU) == -1)
     {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+        ngx_log_error(NGX_LOG_EMERG, log, ngx_errno,
                       "snapcache: fchmod() \"%s\" failed", path);
         goto done;
     }
 
-    rc = ngx_http_snapcache_worker_reaches(cycle, path, ccf->user,
-                                           ccf->group);
+    rc = ngx_http_snapcache_worker_reaches(log, path, user,
+                                           group);
 
 done:
 
@@ -183,7 +190,7 @@ done:
  * /tmp, are fine: nobody else can rename our entries there.
  */
 static ngx_int_t
-ngx_http_snapcache_check_parents(ngx_cycle_t *cycle, u_char *path)
+ngx_http_snapcache_check_parents(ngx_log_t *log, u_char *path)
 {
     u_char           *p, save;
     ngx_file_info_t   fi;
@@ -207,7 +214,7 @@ ngx_http_snapcache_check_parents(ngx_cycle_t *cycle, u_char *path)
             || ((fi.st_mode & (S_IWGRP|S_IWOTH))
                 && !(fi.st_mode & S_ISVTX)))
         {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+            ngx_log_error(NGX_LOG_EMERG, log, 0,
                           "snapcache: \"%s\", above the store, can be "
                           "changed by uid %d or by a group or others; "
                           "the store must sit in directories only root "
@@ -224,14 +231,14 @@ ngx_http_snapcache_check_parents(ngx_cycle_t *cycle, u_char *path)
 
 
 static ngx_int_t
-ngx_http_snapcache_check_owner(ngx_cycle_t *cycle, ngx_file_info_t *fi,
+ngx_http_snapcache_check_owner(ngx_log_t *log, ngx_file_info_t *fi,
     ngx_uid_t user, u_char *path, const char *name)
 {
     if (fi->st_uid == 0 || fi->st_uid == user) {
         return NGX_OK;
     }
 
-    ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+    ngx_log_error(NGX_LOG_EMERG, log, 0,
                   "snapcache: \"%s%s%s\" belongs to uid %d, neither root "
                   "nor the worker user (uid %d); refusing to use it",
                   path, name[0] ? "/" : "", name, (int) fi->st_uid,
@@ -248,7 +255,7 @@ ngx_http_snapcache_check_owner(ngx_cycle_t *cycle, ngx_file_info_t *fi,
  * the file checked is the file changed.
  */
 static ngx_int_t
-ngx_http_snapcache_store_file(ngx_cycle_t *cycle, int dirfd, u_char *path,
+ngx_http_snapcache_store_file(ngx_log_t *log, int dirfd, u_char *path,
     const char *name, ngx_uid_t user, ngx_uint_t change)
 {
     int              fd;
@@ -263,7 +270,7 @@ ngx_http_snapcache_store_file(ngx_cycle_t *cycle, int dirfd, u_char *path,
             return NGX_OK;
         }
 
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+        ngx_log_error(NGX_LOG_EMERG, log, ngx_errno,
                       "snapcache: cannot open \"%s/%s\"", path, name);
         return NGX_ERROR;
     }
@@ -272,7 +279,7 @@ ngx_http_snapcache_store_file(ngx_cycle_t *cycle, int dirfd, u_char *path,
     why = NULL;
 
     if (fstat(fd, &fi) == -1) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+        ngx_log_error(NGX_LOG_EMERG, log, ngx_errno,
                       "snapcache: fstat() \"%s/%s\" failed", path, name);
         goto done;
     }
@@ -288,14 +295,14 @@ ngx_http_snapcache_store_file(ngx_cycle_t *cycle, int dirfd, u_char *path,
     }
 
     if (why) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+        ngx_log_error(NGX_LOG_EMERG, log, 0,
                       "snapcache: \"%s/%s\" %s; refusing to use the store "
                       "(move the directory away to start a new one)",
                       path, name, why);
         goto done;
     }
 
-    if (ngx_http_snapcache_check_owner(cycle, &fi, user, path, name)
+    if (ngx_http_snapcache_check_owner(log, &fi, user, path, name)
         != NGX_OK)
     {
         goto done;
@@ -304,7 +311,7 @@ ngx_http_snapcache_store_file(ngx_cycle_t *cycle, int dirfd, u_char *path,
     if (change && fi.st_uid != user
         && fchownat(fd, "", user, (gid_t) -1, AT_EMPTY_PATH) == -1)
     {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+        ngx_log_error(NGX_LOG_EMERG, log, ngx_errno,
                       "snapcache: cannot give \"%s/%s\" to the worker "
                       "user (uid %d)", path, name, (int) user);
         goto done;
@@ -326,7 +333,7 @@ done:
  * at run time: say so now.  Supplementary groups are not considered.
  */
 static ngx_int_t
-ngx_http_snapcache_worker_reaches(ngx_cycle_t *cycle, u_char *path,
+ngx_http_snapcache_worker_reaches(ngx_log_t *log, u_char *path,
     ngx_uid_t user, ngx_gid_t group)
 {
     u_char           *p, save;
@@ -343,7 +350,7 @@ ngx_http_snapcache_worker_reaches(ngx_cycle_t *cycle, u_char *path,
         *p = '\0';
 
         if (stat((const char *) path, &fi) == -1) {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+            ngx_log_error(NGX_LOG_EMERG, log, ngx_errno,
                           "snapcache: stat() \"%s\" failed", path);
             *p = save;
             return NGX_ERROR;
@@ -360,7 +367,7 @@ ngx_http_snapcache_worker_reaches(ngx_cycle_t *cycle, u_char *path,
         }
 
         if (!(mode & 1) || (save == '\0' && (mode & 3) != 3)) {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+            ngx_log_error(NGX_LOG_EMERG, log, 0,
                           "snapcache: the worker user (uid %d) cannot %s "
                           "\"%s\", so every request would fail; fix the "
                           "permissions or the \"user\" directive",
@@ -375,6 +382,39 @@ ngx_http_snapcache_worker_reaches(ngx_cycle_t *cycle, u_char *path,
         if (save == '\0') {
             return NGX_OK;
         }
+    }
+}
+
+
+/*
+ * The user workers will run as.  The "user" directive normally comes
+ * before http{}; if it is absent (or comes later), nginx's own default
+ * applies, which is what a root master then uses.
+ */
+static void
+ngx_http_snapcache_worker_user(ngx_conf_t *cf, ngx_uid_t *user,
+    ngx_gid_t *group)
+{
+    struct group     *grp;
+    struct passwd    *pwd;
+    ngx_core_conf_t  *ccf;
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cf->cycle->conf_ctx,
+                                           ngx_core_module);
+
+    *user = ccf->user;
+    *group = ccf->group;
+
+    if (*user != (ngx_uid_t) NGX_CONF_UNSET_UINT || geteuid() != 0) {
+        return;
+    }
+
+    pwd = getpwnam(NGX_USER);
+    grp = getgrnam(NGX_GROUP);
+
+    if (pwd && grp) {
+        *user = pwd->pw_uid;
+        *group = grp->gr_gid;
     }
 }
 

@@ -171,7 +171,10 @@ for (1 .. 100) {
 }
 ok($said, 'a live reload refuses the linked lock.mdb');
 is(owner($v3), 0, 'and the file behind the link still belongs to root');
-is($t->master_pid, $pid, 'the master keeps running');
+ok(kill(0, $pid), 'the master keeps running');
+is($t->request($t->sign_url(account => 'a1', device => 'd1',
+    snapshot => 's1', v => 'thumb'))->{status}, 200,
+    'with its old configuration, still serving');
 unlink "$store/lock.mdb";
 rename "$d/lock.mdb.real", "$store/lock.mdb" or die $!;
 

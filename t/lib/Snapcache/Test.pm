@@ -377,12 +377,23 @@ sub stop {
     return unless $self->{started};
     my $pid = $self->master_pid || $self->{master};
     if ($pid) {
+        # a master killed below leaves its workers running: note them now
+        my @workers = split ' ', `pgrep -P $pid 2>/dev/null`;
         kill 'QUIT', $pid;
-        for (1 .. 100) {
+        for (1 .. 200) {
             last unless kill 0, $pid;
             sleep 0.05;
         }
-        kill 'KILL', $pid if kill 0, $pid;
+        if (kill 0, $pid) {
+            Test::More::diag("nginx master $pid did not quit in 10 s: "
+                . "killed, with its workers");
+            kill 'KILL', $pid, @workers;
+        }
+        for (1 .. 100) {
+            last unless grep { kill 0, $_ } @workers;
+            sleep 0.05;
+        }
+        kill 'KILL', grep { kill 0, $_ } @workers;
     }
     $self->{started} = 0;
     rehold_port($_) for $self->{port}, $self->{stats_port};
