@@ -202,6 +202,14 @@ int snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
     snapcache_record_t *rec, snapcache_alloc_pt alloc, void *alloc_ctx);
 
 /*
+ * 1 when a fresh, well-formed record of ident is under key.  It reads the
+ * header only (no body, no checksum): for deciding what a fill still has
+ * to make, never for serving.
+ */
+int snapcache_cache_fresh(snapcache_cache_t *cache,
+    const snapcache_key_t *key, const snapcache_ident_t *ident, int64_t now);
+
+/*
  * Stores n records in one write transaction, evicting first when usage
  * would cross the high watermark.  On MDB_MAP_FULL it evicts and
  * retries, twice at most, then returns FULL: the caller serves the fill

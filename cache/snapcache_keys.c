@@ -68,8 +68,9 @@ snapcache_keys_free(snapcache_cache_t *cache)
 
 /*
  * HMAC-SHA256 from the prepared pad states: two context copies instead
- * of re-keying per call.  The templates are only read, so threads may
- * call this at once.
+ * of re-keying per call, into a context of this thread's own, kept for
+ * the next call.  The templates are only read, so threads may call this
+ * at once.
  */
 static int
 hmac(snapcache_cache_t *cache, const unsigned char *msg, size_t len,
@@ -77,12 +78,15 @@ hmac(snapcache_cache_t *cache, const unsigned char *msg, size_t len,
 {
     int            rc;
     unsigned int   n;
-    EVP_MD_CTX    *ctx;
     unsigned char  inner[32];
 
-    ctx = EVP_MD_CTX_new();
+    static _Thread_local EVP_MD_CTX  *ctx;
+
     if (ctx == NULL) {
-        return -1;
+        ctx = EVP_MD_CTX_new();
+        if (ctx == NULL) {
+            return -1;
+        }
     }
 
     rc = EVP_MD_CTX_copy_ex(ctx, cache->hmac_inner) == 1
@@ -92,7 +96,6 @@ hmac(snapcache_cache_t *cache, const unsigned char *msg, size_t len,
          && EVP_DigestUpdate(ctx, inner, sizeof(inner)) == 1
          && EVP_DigestFinal_ex(ctx, out, &n) == 1;
 
-    EVP_MD_CTX_free(ctx);
     OPENSSL_cleanse(inner, sizeof(inner));
 
     if (!rc) {

@@ -680,6 +680,38 @@ snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
 }
 
 
+/*
+ * Whether a fresh, well-formed record of this owner is under the key: its
+ * header only, no body copied or summed.  For deciding what a fill still
+ * has to make, never for serving.
+ */
+int
+snapcache_cache_fresh(snapcache_cache_t *cache, const snapcache_key_t *key,
+    const snapcache_ident_t *ident, int64_t now)
+{
+    int                   rc;
+    MDB_txn              *txn;
+    MDB_val               k, v;
+    snapcache_record_t    rec;
+    const unsigned char  *body;
+
+    if (mdb_txn_begin(cache->env, NULL, MDB_RDONLY, &txn) != 0) {
+        return 0;
+    }
+
+    k.mv_data = (void *) key->data;
+    k.mv_size = key->len;
+
+    rc = mdb_get(txn, cache->records, &k, &v) == 0
+         && record_check(key, &v, ident, &rec, &body) == SNAPCACHE_CACHE_OK
+         && rec.expires > now;
+
+    mdb_txn_abort(txn);
+
+    return rc;
+}
+
+
 /* ------------------------------------------------------------ writes */
 
 static size_t

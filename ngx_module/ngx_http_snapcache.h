@@ -227,6 +227,8 @@ typedef struct {
     time_t                     ttl_max;
     time_t                     negative_ttl;
     ngx_flag_t                 keep_original;
+    ngx_flag_t                 fill_below;
+    ngx_int_t                  transcode_nice;
     size_t                     max_original_size;
     ngx_uint_t                 max_pixels;
     ngx_str_t                  thread_pool_name;
@@ -250,6 +252,15 @@ typedef struct {
     unsigned                       save_data:1;    /* it lowered the
                                                       ceiling */
 } ngx_http_snapcache_req_t;
+
+
+/* A rung a fill makes besides the one asked for. */
+typedef struct {
+    ngx_uint_t                       variant;      /* the key's */
+    ngx_uint_t                       format;
+    ngx_uint_t                       width;
+    ngx_uint_t                       quality;
+} ngx_http_snapcache_rung_t;
 
 
 /* A fill's thread task; it lives in a pool of its own. */
@@ -278,6 +289,11 @@ typedef struct {
     uint64_t                         fill_id;
     uint64_t                         fill_start;   /* usec, monotonic */
     uint64_t                         transcode_usec;
+
+    /* the rungs below, made from the same decode and stored with it */
+    ngx_http_snapcache_rung_t        below[NGX_HTTP_SNAPCACHE_MAX_RUNGS];
+    ngx_uint_t                       nbelow;
+    ngx_int_t                        nice;
 
     int                              error;
     int                              store_rc;

@@ -8,6 +8,8 @@
  */
 
 
+#include <sys/syscall.h>
+
 #include "ngx_module/ngx_http_snapcache.h"
 
 
@@ -62,6 +64,9 @@ static void ngx_http_snapcache_uncount(ngx_http_snapcache_ctx_t *ctx);
 static ngx_int_t ngx_http_snapcache_post_task(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, u_char *orig, size_t len,
     ngx_uint_t store_original);
+static void ngx_http_snapcache_rungs_below(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, ngx_http_snapcache_task_t *t);
+static void ngx_http_snapcache_thread_nice(ngx_int_t nice);
 static void ngx_http_snapcache_task_handler(void *data, ngx_log_t *log);
 static int ngx_http_snapcache_store_check(void *data);
 static void ngx_http_snapcache_task_done(ngx_event_t *ev);
@@ -577,6 +582,12 @@ ngx_http_snapcache_post_task(ngx_http_request_t *r,
     t->counted = ctx->counted;
     ctx->counted = 0;
 
+    t->nice = ctx->slcf->transcode_nice;
+
+    if (ctx->slcf->fill_below && !t->no_store) {
+        ngx_http_snapcache_rungs_below(r, ctx, t);
+    }
+
     task->handler = ngx_http_snapcache_task_handler;
     task->event.data = t;
     task->event.handler = ngx_http_snapcache_task_done;
@@ -602,6 +613,68 @@ ngx_http_snapcache_post_task(ngx_http_request_t *r,
 
 
 /*
+ * The rungs below the one asked for that the store lacks, in the format
+ * each would be served in: made from the same decode in the same task,
+ * so that a step down on a weak link finds them.
+ */
+static void
+ngx_http_snapcache_rungs_below(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, ngx_http_snapcache_task_t *t)
+{
+    time_t                         now;
+    ngx_uint_t                     i, format;
+    snapcache_key_t                key;
+    ngx_http_snapcache_rung_t     *rung;
+    ngx_http_snapcache_variant_t  *v;
+
+    v = ctx->slcf->variants->elts;
+    now = ngx_time();
+
+    for (i = 0; i < ctx->sreq->variant_index; i++) {
+
+        if (v[i].width >= ctx->sreq->variant->width) {
+            continue;
+        }
+
+        format = ngx_http_snapcache_format(r, &v[i]);
+        snapcache_cache_key(&ctx->ident, v[i].id, format, &key);
+
+        if (snapcache_cache_fresh(ctx->smcf->store, &key, &ctx->ident,
+                                  (int64_t) now))
+        {
+            continue;
+        }
+
+        rung = &t->below[t->nbelow++];
+        rung->variant = v[i].id;
+        rung->format = format;
+        rung->width = v[i].width;
+        rung->quality = v[i].quality;
+    }
+}
+
+
+/*
+ * Transcodes yield to the event loop: a pool thread lowers its own
+ * priority once (Linux threads have their own nice value), so that hits
+ * stay fast while misses keep the pool busy.
+ */
+static void
+ngx_http_snapcache_thread_nice(ngx_int_t nice)
+{
+    static _Thread_local ngx_int_t  set = -1;
+
+    if (set == nice) {
+        return;
+    }
+
+    set = nice;
+
+    (void) setpriority(PRIO_PROCESS, (id_t) syscall(SYS_gettid), (int) nice);
+}
+
+
+/*
  * On a pool thread: probe, transcode, and store.  libvips and LMDB
  * writes happen here only, never on the event loop.
  */
@@ -610,39 +683,64 @@ ngx_http_snapcache_task_handler(void *data, ngx_log_t *log)
 {
     ngx_http_snapcache_task_t *t = data;
 
-    int                        rc, n;
+    int                        rc, n, rcs[NGX_HTTP_SNAPCACHE_MAX_RUNGS];
     uint64_t                   start;
-    snapcache_put_t            items[2];
-    snapcache_variant_spec_t   spec;
-    snapcache_transcode_out_t  out;
+    ngx_uint_t                 i, nspecs;
+    snapcache_put_t            items[NGX_HTTP_SNAPCACHE_MAX_RUNGS + 1];
+    snapcache_variant_spec_t   specs[NGX_HTTP_SNAPCACHE_MAX_RUNGS];
+    snapcache_transcode_out_t  outs[NGX_HTTP_SNAPCACHE_MAX_RUNGS], *out;
 
-    ngx_memzero(&spec, sizeof(spec));
-    spec.width = (int) t->width;
-    spec.quality = (int) t->quality;
-    spec.format = (int) t->format;
+    ngx_http_snapcache_thread_nice(t->nice);
+
+    ngx_memzero(specs, sizeof(specs));
+    specs[0].width = (int) t->width;
+    specs[0].quality = (int) t->quality;
+    specs[0].format = (int) t->format;
+
+    nspecs = 1;
+
+    for (i = 0; i < t->nbelow && nspecs < NGX_HTTP_SNAPCACHE_MAX_RUNGS; i++) {
+        specs[nspecs].width = (int) t->below[i].width;
+        specs[nspecs].quality = (int) t->below[i].quality;
+        specs[nspecs].format = (int) t->below[i].format;
+        nspecs++;
+    }
 
     start = ngx_http_snapcache_usec();
 
-    rc = snapcache_transcode(t->orig, t->orig_len, &spec, t->max_bytes,
-                             t->max_pixels, &out);
+    if (nspecs == 1) {
+        rc = snapcache_transcode(t->orig, t->orig_len, &specs[0],
+                                 t->max_bytes, t->max_pixels, &outs[0]);
+        rcs[0] = rc;
+
+    } else {
+        rc = snapcache_transcode_rungs(t->orig, t->orig_len, specs, nspecs,
+                                       t->max_bytes, t->max_pixels, outs,
+                                       rcs);
+        if (rc == SNAPCACHE_TRANSCODE_OK) {
+            rc = rcs[0];
+        }
+    }
 
     t->transcode_usec = ngx_http_snapcache_usec() - start;
 
     if (rc != SNAPCACHE_TRANSCODE_OK) {
         t->error = rc;
-        return;
+        goto free_below;
     }
 
+    out = &outs[0];
+
     t->transcoded = 1;
-    t->out = out.data;
-    t->out_len = out.len;
-    t->out_width = out.width;
-    t->out_height = out.height;
-    t->out_checksum = snapcache_cache_checksum(out.data, out.len);
+    t->out = out->data;
+    t->out_len = out->len;
+    t->out_width = out->width;
+    t->out_height = out->height;
+    t->out_checksum = snapcache_cache_checksum(out->data, out->len);
 
     if (t->no_store) {
         t->store_rc = SNAPCACHE_CACHE_SKIPPED;
-        return;
+        goto free_below;
     }
 
     n = 0;
@@ -652,29 +750,44 @@ ngx_http_snapcache_task_handler(void *data, ngx_log_t *log)
                             SNAPCACHE_FORMAT_ANY, &items[n].key);
         items[n].ident = &t->ident;
         items[n].variant = SNAPCACHE_VARIANT_ORIGINAL;
-        items[n].format = out.source.format;
-        items[n].width = out.source.width;
-        items[n].height = out.source.height;
+        items[n].format = out->source.format;
+        items[n].width = out->source.width;
+        items[n].height = out->source.height;
         items[n].expires = t->expires;
         items[n].body = t->orig;
         items[n].body_len = t->orig_len;
         n++;
     }
 
-    snapcache_cache_key(&t->ident, t->variant, t->format, &items[n].key);
-    items[n].ident = &t->ident;
-    items[n].variant = t->variant;
-    items[n].format = t->format;
-    items[n].width = out.width;
-    items[n].height = out.height;
-    items[n].expires = t->expires;
-    items[n].body = out.data;
-    items[n].body_len = out.len;
-    n++;
+    for (i = 0; i < nspecs; i++) {
+
+        if (rcs[i] != SNAPCACHE_TRANSCODE_OK) {
+            continue;
+        }
+
+        items[n].variant = i ? t->below[i - 1].variant : t->variant;
+        items[n].format = (unsigned) specs[i].format;
+        snapcache_cache_key(&t->ident, items[n].variant, items[n].format,
+                            &items[n].key);
+        items[n].ident = &t->ident;
+        items[n].width = outs[i].width;
+        items[n].height = outs[i].height;
+        items[n].expires = t->expires;
+        items[n].body = outs[i].data;
+        items[n].body_len = outs[i].len;
+        n++;
+    }
 
     t->store_rc = snapcache_cache_put_batch(t->smcf->store, items, n,
                                             (int64_t) time(NULL),
                                             ngx_http_snapcache_store_check, t);
+
+free_below:
+
+    /* the rung asked for is t->out, freed with the task */
+    for (i = 1; i < nspecs; i++) {
+        snapcache_transcode_free(outs[i].data);
+    }
 }
 
 

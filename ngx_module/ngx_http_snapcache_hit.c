@@ -13,7 +13,8 @@
 
 static ngx_table_elt_t *ngx_http_snapcache_add_header(ngx_http_request_t *r,
     const char *key, ngx_str_t *value);
-static void *ngx_http_snapcache_pool_alloc(void *data, size_t size);
+static void *ngx_http_snapcache_body_alloc(void *data, size_t size);
+static void ngx_http_snapcache_body_free(void *data);
 
 
 
@@ -41,7 +42,7 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
     rc = snapcache_cache_get(ctx->smcf->store, &key, &ctx->ident,
                              (int64_t) ngx_time(),
                              SNAPCACHE_GET_STALE | SNAPCACHE_GET_KEEP_BAD, rec,
-                             ngx_http_snapcache_pool_alloc, r->pool);
+                             ngx_http_snapcache_body_alloc, r->pool);
 
     switch (rc) {
 
@@ -272,8 +273,105 @@ ngx_http_snapcache_add_header(ngx_http_request_t *r, const char *key,
 }
 
 
+/*
+ * Record bodies are copied out of the map into buffers that this worker
+ * keeps for the next request once the request's pool goes (after its
+ * last byte was sent), rather than a malloc() and free() per hit.  They
+ * come in power-of-two classes from 4k to 4m, a few of each, and at
+ * most NGX_HTTP_SNAPCACHE_BODY_KEEP bytes are kept.
+ */
+
+#define NGX_HTTP_SNAPCACHE_BODY_MIN     12        /* 4k */
+#define NGX_HTTP_SNAPCACHE_BODY_CLASSES 11        /* to 4m */
+#define NGX_HTTP_SNAPCACHE_BODY_PER     8
+#define NGX_HTTP_SNAPCACHE_BODY_KEEP    (16 * 1024 * 1024)
+
+
+typedef struct ngx_http_snapcache_body_s  ngx_http_snapcache_body_t;
+
+struct ngx_http_snapcache_body_s {
+    ngx_http_snapcache_body_t  *next;
+    ngx_uint_t                  cls;
+};
+
+
+static ngx_http_snapcache_body_t  *ngx_http_snapcache_bodies[
+                                       NGX_HTTP_SNAPCACHE_BODY_CLASSES];
+static ngx_uint_t  ngx_http_snapcache_bodies_n[
+                       NGX_HTTP_SNAPCACHE_BODY_CLASSES];
+static size_t      ngx_http_snapcache_bodies_kept;
+
+
 static void *
-ngx_http_snapcache_pool_alloc(void *data, size_t size)
+ngx_http_snapcache_body_alloc(void *data, size_t size)
 {
-    return ngx_pnalloc((ngx_pool_t *) data, size ? size : 1);
+    ngx_pool_t *pool = data;
+
+    ngx_uint_t                  cls;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_snapcache_body_t  *b;
+
+    for (cls = 0; cls < NGX_HTTP_SNAPCACHE_BODY_CLASSES; cls++) {
+        if (size + sizeof(ngx_http_snapcache_body_t)
+            <= (size_t) 1 << (NGX_HTTP_SNAPCACHE_BODY_MIN + cls))
+        {
+            break;
+        }
+    }
+
+    if (cls == NGX_HTTP_SNAPCACHE_BODY_CLASSES) {
+        return ngx_pnalloc(pool, size ? size : 1);
+    }
+
+    cln = ngx_pool_cleanup_add(pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    b = ngx_http_snapcache_bodies[cls];
+
+    if (b) {
+        ngx_http_snapcache_bodies[cls] = b->next;
+        ngx_http_snapcache_bodies_n[cls]--;
+        ngx_http_snapcache_bodies_kept -=
+            (size_t) 1 << (NGX_HTTP_SNAPCACHE_BODY_MIN + cls);
+
+    } else {
+        b = ngx_alloc((size_t) 1 << (NGX_HTTP_SNAPCACHE_BODY_MIN + cls),
+                      pool->log);
+        if (b == NULL) {
+            return NULL;
+        }
+
+        b->cls = cls;
+    }
+
+    cln->handler = ngx_http_snapcache_body_free;
+    cln->data = b;
+
+    return (u_char *) b + sizeof(ngx_http_snapcache_body_t);
+}
+
+
+static void
+ngx_http_snapcache_body_free(void *data)
+{
+    ngx_http_snapcache_body_t *b = data;
+
+    size_t  size;
+
+    size = (size_t) 1 << (NGX_HTTP_SNAPCACHE_BODY_MIN + b->cls);
+
+    if (ngx_http_snapcache_bodies_n[b->cls] >= NGX_HTTP_SNAPCACHE_BODY_PER
+        || ngx_http_snapcache_bodies_kept + size
+           > NGX_HTTP_SNAPCACHE_BODY_KEEP)
+    {
+        ngx_free(b);
+        return;
+    }
+
+    b->next = ngx_http_snapcache_bodies[b->cls];
+    ngx_http_snapcache_bodies[b->cls] = b;
+    ngx_http_snapcache_bodies_n[b->cls]++;
+    ngx_http_snapcache_bodies_kept += size;
 }

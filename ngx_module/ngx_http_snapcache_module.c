@@ -75,6 +75,10 @@ static ngx_conf_num_bounds_t  ngx_http_snapcache_original_size_bounds = {
     ngx_conf_check_num_bounds, 1024, 1024 * 1024 * 1024
 };
 
+static ngx_conf_num_bounds_t  ngx_http_snapcache_nice_bounds = {
+    ngx_conf_check_num_bounds, 0, 19
+};
+
 static ngx_conf_num_bounds_t  ngx_http_snapcache_max_pixels_bounds = {
     ngx_conf_check_num_bounds, 1, 0x7fffffff
 };
@@ -172,6 +176,20 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_snapcache_loc_conf_t, negative_ttl),
       &ngx_http_snapcache_any_sec },
+
+    { ngx_string("snapcache_fill_below"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_snapcache_loc_conf_t, fill_below),
+      NULL },
+
+    { ngx_string("snapcache_transcode_nice"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_snapcache_loc_conf_t, transcode_nice),
+      &ngx_http_snapcache_nice_bounds },
 
     { ngx_string("snapcache_keep_original"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
@@ -395,6 +413,8 @@ ngx_http_snapcache_create_loc_conf(ngx_conf_t *cf)
     conf->ttl_max = NGX_CONF_UNSET;
     conf->negative_ttl = NGX_CONF_UNSET;
     conf->keep_original = NGX_CONF_UNSET;
+    conf->fill_below = NGX_CONF_UNSET;
+    conf->transcode_nice = NGX_CONF_UNSET;
     conf->max_original_size = NGX_CONF_UNSET_SIZE;
     conf->max_pixels = NGX_CONF_UNSET_UINT;
     conf->lock_timeout = NGX_CONF_UNSET_MSEC;
@@ -430,6 +450,8 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->ttl_max, prev->ttl_max, 86400);
     ngx_conf_merge_sec_value(conf->negative_ttl, prev->negative_ttl, 10);
     ngx_conf_merge_value(conf->keep_original, prev->keep_original, 1);
+    ngx_conf_merge_value(conf->fill_below, prev->fill_below, 1);
+    ngx_conf_merge_value(conf->transcode_nice, prev->transcode_nice, 10);
     ngx_conf_merge_size_value(conf->max_original_size,
                               prev->max_original_size, 8 * 1024 * 1024);
     ngx_conf_merge_uint_value(conf->max_pixels, prev->max_pixels,

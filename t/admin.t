@@ -21,6 +21,7 @@ use Snapcache::Admin qw(write_token admin_location admin_call admin_json
 
 plan skip_all => 'snapmark not built' unless -x build_dir() . '/bin/snapmark';
 
+# records are counted exactly: each fill makes only the rung asked for
 my $t = Snapcache::Test->new;
 $t->start_origin(image_size => '640x360');
 my $d = $t->dir;
@@ -30,7 +31,8 @@ my ($tok2, $file2) = write_token($t, 'admin2');
 # ------------------------------------------------------------ nginx -t
 
 $t->write_config(
-    http => "    snapcache_store $d/store size=32m;\n",
+    http => "    snapcache_store $d/store size=32m;\n"
+        . "    snapcache_fill_below off;\n",
     server_extra => "        location /_admin/ { snapcache_admin; }\n",
 );
 my ($rc, $out) = $t->test_config;
@@ -40,7 +42,8 @@ like($out, qr/"snapcache_admin" requires at least one "snapcache_admin_token"/,
 
 my ($short) = (write_token($t, 'short', 16))[1];
 $t->write_config(
-    http => "    snapcache_store $d/store size=32m;\n",
+    http => "    snapcache_store $d/store size=32m;\n"
+        . "    snapcache_fill_below off;\n",
     server_extra => admin_location($short),
 );
 ($rc, $out) = $t->test_config;
@@ -48,7 +51,8 @@ isnt($rc, 0, 'nginx -t fails for a token shorter than 32 bytes');
 unlike($out, qr/[0-9a-f]{32}/, 'and the message holds no token bytes');
 
 $t->start(
-    http => "    snapcache_store $d/store size=32m;\n",
+    http => "    snapcache_store $d/store size=32m;\n"
+        . "    snapcache_fill_below off;\n",
     server_extra => admin_location($file1, $file2),
 );
 my $port = $t->port;

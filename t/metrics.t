@@ -32,7 +32,8 @@ my ($tok, $file) = write_token($t, 'admin');
 $t->start(
     main => "thread_pool snapcache threads=2 max_queue=64;\n"
         . "thread_pool tiny threads=1 max_queue=1;",
-    http => "    snapcache_store $d/store size=64m;\n",
+    http => "    snapcache_store $d/store size=64m;\n"
+        . "    snapcache_fill_below off;\n",
     server_extra => "        snapcache_thread_pool snapcache;\n"
         . "        location /tiny/ {\n"
         . "            snapcache;\n"

@@ -3023,6 +3023,45 @@ test_checksum_sizes(void)
 }
 
 
+/* fresh(): a header-only look, for what a fill still has to make. */
+static void
+test_fresh(void)
+{
+    snapcache_key_t      key;
+    snapcache_ident_t    id, other;
+    snapcache_cache_t   *cache;
+    owner_t              o = { "acct-f", "cam", "s1" };
+    owner_t              p = { "acct-g", "cam", "s1" };
+
+    store_new(8 * MB);
+    cache = store_open();
+    if (cache == NULL) {
+        ok(0, "open a store for fresh()");
+        return;
+    }
+
+    ident_of(cache, &o, &id);
+    ident_of(cache, &p, &other);
+    snapcache_cache_key(&id, 7, SNAPCACHE_FORMAT_JPEG, &key);
+
+    ok(!snapcache_cache_fresh(cache, &key, &id, NOW), "fresh: nothing yet");
+
+    put_one(cache, &id, 7, SNAPCACHE_FORMAT_JPEG, "abc", 3, NOW, LATER);
+
+    ok(snapcache_cache_fresh(cache, &key, &id, NOW), "fresh: a record");
+    ok(!snapcache_cache_fresh(cache, &key, &other, NOW),
+       "fresh: not for another owner");
+    ok(!snapcache_cache_fresh(cache, &key, &id, LATER),
+       "fresh: not once it expired");
+
+    snapcache_cache_key(&id, 8, SNAPCACHE_FORMAT_JPEG, &key);
+    ok(!snapcache_cache_fresh(cache, &key, &id, NOW),
+       "fresh: not another rung");
+
+    snapcache_cache_close(cache);
+}
+
+
 int
 main(void)
 {
@@ -3035,6 +3074,7 @@ main(void)
 
     test_round_trip();
     test_checksum_sizes();
+    test_fresh();
     test_keys();
     test_variants();
     test_foreign_and_corrupt();
