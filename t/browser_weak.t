@@ -143,28 +143,33 @@ for my $id (@ids) {
         push @{ $image[-1] }, $e if @image;
     }
 
-    my $first = $image[0][0] // {};
+    my $first = $image[0][0] // { variant => 'none', adapt => '' };
     is("$first->{variant} $first->{adapt}", 'hd adapt: unknown',
         "$id: the first image, nothing known of the link, is hd");
 
-    my @judged = map { @$_ } @image[$warmup + 1 .. $#image];
-    ok(@image > $warmup + 1 && @judged,
-        "$id: images after the first $warmup+1 to judge ("
-        . (@image - $warmup - 1) . ')');
+    my $judge = @image - 1 - $warmup;
+    my @judged = $judge > 0 ? map { @$_ } @image[$warmup + 1 .. $#image]
+                            : ();
+    ok($judge >= $images - $warmup, "$id: $judge images to judge after "
+        . 'the first ' . ($warmup + 1));
 
     my @late = grep { ms($_) > $budget_ms } @judged;
     my ($slowest) = sort { $b <=> $a } map { ms($_) } @judged;
     ok(!@late, "$id: then every refresh within ${budget_ms} ms")
-        ? note "$id: the slowest of those took $slowest ms"
+        ? note "$id: the slowest of those took @{[ $slowest // '-' ]} ms"
         : diag explain \@late;
 
     my @high = grep { $_->{variant} !~ /^(?:sd|thumb)$/ } @judged;
     ok(!@high, "$id: on a rung below hd (sd or thumb)")
         or diag explain \@high;
 
+    # hold: stepped down for the link still, waiting before a step up,
+    # which at this rate only ever goes from thumb to sd
     my @why = grep { $_->{adapt} !~ /^adapt: (?:link|hold)$/ } @judged;
     ok(!@why, "$id: and the tile says why (link, or hold)")
         or diag explain \@why;
+    ok(grep({ $_->{adapt} eq 'adapt: link' } @judged),
+        "$id: naming the link");
 
     my @err = grep { $_->{state} ne 'ok' } @refreshes;
     ok(!@err, "$id: no refresh failed") or diag explain \@err;
