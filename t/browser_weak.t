@@ -85,11 +85,13 @@ END {
 
 # the wall's address answers from the client's side of the link
 my $wall = "http://$addr:$port/wall/";
+my $probe = 'ip netns exec ' . $net->cli
+    . " curl -s -o /dev/null -m 5 -w '%{http_code}' '$wall'";
 my ($out, $up) = ('', 0);
 for (1 .. 300) {
     $out = do { local $/; my $fh; open($fh, '<', $log) ? <$fh> // '' : '' };
     if ($out =~ /Ctrl-C stops/) {
-        $up = `ip netns exec @{[ $net->cli ]} curl -s -o /dev/null -m 5 -w '%{http_code}' '$wall'` eq '200';
+        $up = `$probe` eq '200';
         last if $up;
     }
     last if !kill 0, $pid;
