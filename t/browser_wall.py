@@ -39,7 +39,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
-    "--window-size=1400,1400",
 ]
 
 # Every tile as the page shows it.  With pixels, each image on screen is
@@ -58,6 +57,12 @@ return [...document.querySelectorAll('.tile')].map((t) => {
         src: img.hidden ? '' : img.currentSrc,
         name: t.querySelector('.name').textContent,
         meta: t.querySelector('.meta').innerText,
+        cache: t.querySelector('.meta .cache').textContent,
+        variant: t.querySelector('.meta .variant').textContent,
+        bytes: t.querySelector('.meta .bytes').textContent,
+        time: t.querySelector('.meta .time').textContent,
+        adapt: t.querySelector('.meta .adapt').textContent,
+        stepped_down: t.dataset.adapt === 'down',
         status: t.querySelector('.status').textContent,
         notice: t.querySelector('.notice').textContent,
         width: img.naturalWidth,
@@ -91,6 +96,20 @@ def sample(driver, out, name, pixels=True):
     return {"at": time.time(), "tiles": tiles}
 
 
+def open_browser(profile, window="1400,1400"):
+    """Headless Chromium with a fresh profile in the directory profile."""
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in CHROMIUM_FLAGS + ["--window-size=" + window,
+                                  "--user-data-dir=" + profile]:
+        opts.add_argument(flag)
+
+    driver = webdriver.Chrome(
+        service=Service("/usr/bin/chromedriver"), options=opts)
+    driver.set_script_timeout(30)
+    return driver
+
+
 def wait_for(driver, deadline, done):
     """Polls quick samples (no pixels) until done(tiles) or the deadline;
     returns the seconds waited, or None."""
@@ -119,16 +138,9 @@ def main():
     result = {"steps": {}}
     profile = tempfile.mkdtemp(prefix="snapcache-chromium-")
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for flag in CHROMIUM_FLAGS + ["--user-data-dir=" + profile]:
-        opts.add_argument(flag)
-
     driver = None
     try:
-        driver = webdriver.Chrome(
-            service=Service("/usr/bin/chromedriver"), options=opts)
-        driver.set_script_timeout(30)
+        driver = open_browser(profile)
         driver.get(a.url)
         result["title"] = driver.title
 

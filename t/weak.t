@@ -25,9 +25,9 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
-# RFC 2544's benchmarking range, only ever inside our own namespaces
-my $SRV_IP = '198.18.0.1';
-my $CLI_IP = '198.18.0.2';
+use Snapcache::Netns;
+
+my $SRV_IP = Snapcache::Netns::SRV_IP;
 my $PHOTO_DIR = '/usr/share/backgrounds/mate/nature';
 my $PHOTO = "$PHOTO_DIR/GreenMeadow.jpg";
 
@@ -47,50 +47,17 @@ sub skip_all {
 }
 
 sub outer {
-    skip_all('needs root for ip netns, veth and tc') if $> != 0;
     skip_all("no photograph at $PHOTO (make deps installs "
         . 'mate-backgrounds)') unless -r $PHOTO;
 
-    my $tag = sprintf '%x', $$ & 0xffffff;
-    my %n = (srv => "snapc-s-$tag", cli => "snapc-c-$tag",
-        sveth => "sc$tag-s", cveth => "sc$tag-c");
+    my ($net, $why) = Snapcache::Netns->new(kbit => 256);
+    skip_all($why) unless $net;
 
-    my $cleanup = sub {
-        system("ip netns del $n{srv} 2>/dev/null");
-        system("ip netns del $n{cli} 2>/dev/null");
-    };
-    $SIG{$_} = sub { $cleanup->(); exit 1 } for qw(INT TERM HUP);
-
-    my @setup = (
-        "ip netns add $n{srv}",
-        "ip netns add $n{cli}",
-        "ip link add $n{sveth} type veth peer name $n{cveth}",
-        "ip link set $n{sveth} netns $n{srv}",
-        "ip link set $n{cveth} netns $n{cli}",
-        "ip -n $n{srv} addr add $SRV_IP/30 dev $n{sveth}",
-        "ip -n $n{cli} addr add $CLI_IP/30 dev $n{cveth}",
-        "ip -n $n{srv} link set $n{sveth} up",
-        "ip -n $n{cli} link set $n{cveth} up",
-        "ip -n $n{srv} link set lo up",
-        "ip -n $n{cli} link set lo up",
-        "ip netns exec $n{srv} tc qdisc add dev $n{sveth} root tbf "
-            . "rate 256kbit burst 32kbit latency 400ms",
-    );
-
-    for my $cmd (@setup) {
-        my $out = `$cmd 2>&1`;
-        if ($?) {
-            $cleanup->();
-            skip_all("cannot set up the shaped link ($cmd): "
-                . (split /\n/, $out)[0]);
-        }
-    }
-
-    system('ip', 'netns', 'exec', $n{srv}, $^X, $0, '--inner', $n{cli},
-        $n{sveth});
+    system('ip', 'netns', 'exec', $net->srv, $^X, $0, '--inner', $net->cli,
+        $net->sveth);
     my $rc = $? >> 8 || ($? ? 1 : 0);
 
-    $cleanup->();
+    $net->remove;
     exit $rc;
 }
 
@@ -174,11 +141,11 @@ EOF
 }
 
 
-# Sets the server side's rate.
+# Sets the server side's rate (this runs in the server's namespace).
 sub shape {
     my ($veth, $kbit) = @_;
-    system("tc qdisc replace dev $veth root tbf rate ${kbit}kbit "
-        . 'burst 32kbit latency 400ms') == 0 or die "tc failed\n";
+    system(Snapcache::Netns::tbf_command($veth, $kbit)) == 0
+        or die "tc failed\n";
 }
 
 

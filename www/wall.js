@@ -28,6 +28,24 @@
     const MAX_BACKOFF_MS = 30000;
     const GRANTS_RETRY_MS = 5000;
 
+    /* what each reason in ADAPT_HEADER means, for the tile's tooltip;
+       "link" and "hold" mean a rung below the one asked for, chosen so
+       that the image arrives in time on this link */
+    const ADAPT_REASONS = {
+        ceiling: 'the link carries the rung asked for',
+        link: 'stepped down: the rung asked for would not arrive in time '
+              + 'on this link',
+        hold: 'stepped down: the link may carry more now, and the server '
+              + 'waits to be sure before it steps up',
+        hint: 'chosen from the browser\'s network hints, before any '
+              + 'measurement',
+        'save-data': 'the browser asked to save data',
+        unknown: 'nothing is known of this link yet: the rung asked for',
+        pinned: 'the lowest rung was asked for',
+        off: 'the server does not adapt',
+    };
+    const STEPPED_DOWN = ['link', 'hold'];
+
     const REASONS = {
         expired: 'grant expired',
         signature: 'signature refused',
@@ -318,6 +336,14 @@
                 ? `${Math.round(o.ms)} ms` : '';
             m.adapt.textContent = o.adapt ? `adapt: ${o.adapt}` : '';
             m.adapt.hidden = !o.adapt;
+            m.adapt.title = Object.prototype.hasOwnProperty.call(
+                ADAPT_REASONS, o.adapt) ? ADAPT_REASONS[o.adapt]
+                                        : 'why the server chose this rung';
+
+            /* the rung and its reason stand out while the link holds
+               the tile below the rung it asked for */
+            this.el.dataset.adapt = STEPPED_DOWN.includes(o.adapt)
+                                    ? 'down' : '';
         }
 
         remove() {

@@ -1,0 +1,131 @@
+package Snapcache::Netns;
+
+# A shaped link for tests of weak networks: two network namespaces, a
+# server's and a client's, joined by a veth pair, with tbf on the
+# server's end of it (this kernel has no netem).  The server's side is
+# SRV_IP, the client's CLI_IP, both in RFC 2544's benchmarking range and
+# only ever inside these namespaces.  Needs root.
+#
+#   my ($net, $why) = Snapcache::Netns->new(kbit => 256);
+#   skip ... unless $net;
+#   system('ip', 'netns', 'exec', $net->srv, ...);   # nginx in one
+#   system('ip', 'netns', 'exec', $net->cli, ...);   # the client in the other
+#   $net->shape(2000);
+#   $net->remove;          # also when the object goes away, or on a signal
+#
+# Removing ends whatever still runs in the two namespaces (only this
+# test's processes can be there), then deletes them, and the veth pair
+# with them.
+
+use strict;
+use warnings;
+
+use POSIX qw(WNOHANG);
+use Scalar::Util qw(weaken);
+use Time::HiRes qw(sleep);
+
+use constant SRV_IP => '198.18.0.1';
+use constant CLI_IP => '198.18.0.2';
+
+my %live;
+
+# The namespaces and the link, shaped to kbit; (undef, reason) when they
+# cannot be made.  INT, TERM and HUP remove them and exit.
+sub new {
+    my ($class, %opt) = @_;
+    my $kbit = $opt{kbit} || 256;
+
+    return (undef, 'needs root for ip netns, veth and tc') if $> != 0;
+
+    my $tag = sprintf '%x', $$ & 0xffffff;
+    my $self = bless {
+        srv => "snapc-s-$tag",
+        cli => "snapc-c-$tag",
+        sveth => "sc$tag-s",
+        cveth => "sc$tag-c",
+        owner => $$,
+    }, $class;
+
+    my ($srv, $cli, $sv, $cv) = @$self{qw(srv cli sveth cveth)};
+    my @setup = (
+        "ip netns add $srv",
+        "ip netns add $cli",
+        "ip link add $sv type veth peer name $cv",
+        "ip link set $sv netns $srv",
+        "ip link set $cv netns $cli",
+        "ip -n $srv addr add @{[ SRV_IP ]}/30 dev $sv",
+        "ip -n $cli addr add @{[ CLI_IP ]}/30 dev $cv",
+        "ip -n $srv link set $sv up",
+        "ip -n $cli link set $cv up",
+        "ip -n $srv link set lo up",
+        "ip -n $cli link set lo up",
+        "ip netns exec $srv " . join(' ', tbf_command($sv, $kbit)),
+    );
+
+    $live{"$self"} = $self;
+    weaken $live{"$self"};
+    $SIG{$_} = \&_on_signal for qw(INT TERM HUP);
+
+    for my $cmd (@setup) {
+        my $out = `$cmd 2>&1`;
+        if ($?) {
+            $self->remove;
+            return (undef, "cannot set up the shaped link ($cmd): "
+                . ((split /\n/, $out)[0] // "exit $?"));
+        }
+    }
+
+    return $self;
+}
+
+sub srv { $_[0]{srv} }
+sub cli { $_[0]{cli} }
+sub sveth { $_[0]{sveth} }
+sub cveth { $_[0]{cveth} }
+
+# The tc command that shapes dev to kbit, run in dev's namespace.
+sub tbf_command {
+    my ($dev, $kbit) = @_;
+    return ('tc', 'qdisc', 'replace', 'dev', $dev, 'root', 'tbf', 'rate',
+        "${kbit}kbit", 'burst', '32kbit', 'latency', '400ms');
+}
+
+# Sets the server side's rate, from this process's namespace or another.
+sub shape {
+    my ($self, $kbit) = @_;
+    system('ip', 'netns', 'exec', $self->{srv},
+        tbf_command($self->{sveth}, $kbit)) == 0 or die "tc failed\n";
+}
+
+sub remove {
+    my ($self) = @_;
+    return if $self->{removed} || $self->{owner} != $$;
+    $self->{removed} = 1;
+    delete $live{"$self"};
+
+    my @ns = grep { -e "/run/netns/$_" } @$self{qw(srv cli)};
+    my @pids = map { split ' ', `ip netns pids $_ 2>/dev/null` } @ns;
+
+    if (@pids) {
+        kill 'TERM', @pids;
+        for (1 .. 50) {
+            waitpid $_, WNOHANG for @pids;
+            last unless grep { kill 0, $_ } @pids;
+            sleep 0.1;
+        }
+        kill 'KILL', grep { kill 0, $_ } @pids;
+    }
+
+    system("ip netns del $_ 2>/dev/null") for @ns;
+}
+
+sub DESTROY { $_[0]->remove }
+
+END { $_->remove for grep { defined } values %live }
+
+sub _on_signal {
+    $_->remove for grep { defined } values %live;
+    exit 1;
+}
+
+1;
