@@ -249,6 +249,10 @@ typedef struct {
     ngx_http_snapcache_variant_t  *variant;
     ngx_uint_t                     variant_index;  /* the ceiling, then
                                                       the chosen rung */
+    /* the client's hints, found in one pass over its headers */
+    ngx_table_elt_t               *ect;
+    ngx_table_elt_t               *downlink;
+    ngx_table_elt_t               *rtt;
     unsigned                       save_data:1;    /* it lowered the
                                                       ceiling */
 } ngx_http_snapcache_req_t;

@@ -19,8 +19,8 @@ static ngx_int_t ngx_http_snapcache_find_variant(
     ngx_http_snapcache_loc_conf_t *slcf, snapcache_str_t name);
 static ngx_int_t ngx_http_snapcache_check_variants(ngx_http_request_t *r,
     ngx_http_snapcache_loc_conf_t *slcf, ngx_http_snapcache_req_t *sr);
-static ngx_table_elt_t *ngx_http_snapcache_find_header(ngx_http_request_t *r,
-    const char *name);
+static ngx_table_elt_t *ngx_http_snapcache_client_hints(ngx_http_request_t *r,
+    ngx_http_snapcache_req_t *sr);
 static ngx_int_t ngx_http_snapcache_serve(ngx_http_request_t *r,
     ngx_http_snapcache_loc_conf_t *slcf, ngx_http_snapcache_req_t *sreq);
 static ngx_int_t ngx_http_snapcache_forward_to_origin(ngx_http_request_t *r,
@@ -209,7 +209,7 @@ ngx_http_snapcache_check_variants(ngx_http_request_t *r,
         }
     }
 
-    h = ngx_http_snapcache_find_header(r, "Save-Data");
+    h = ngx_http_snapcache_client_hints(r, sr);
 
     req.nvariants = (unsigned) slcf->variants->nelts;
     req.explicit_v = (int) v;
@@ -232,15 +232,19 @@ ngx_http_snapcache_check_variants(ngx_http_request_t *r,
 }
 
 
+/*
+ * Save-Data and the client hints, in one pass over the request's
+ * headers: the hit path reads the list once.
+ */
 static ngx_table_elt_t *
-ngx_http_snapcache_find_header(ngx_http_request_t *r, const char *name)
+ngx_http_snapcache_client_hints(ngx_http_request_t *r,
+    ngx_http_snapcache_req_t *sr)
 {
-    size_t            len;
     ngx_uint_t        i;
     ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    ngx_table_elt_t  *h, *save_data;
 
-    len = ngx_strlen(name);
+    save_data = NULL;
     part = &r->headers_in.headers.part;
     h = part->elts;
 
@@ -248,7 +252,7 @@ ngx_http_snapcache_find_header(ngx_http_request_t *r, const char *name)
 
         if (i >= part->nelts) {
             if (part->next == NULL) {
-                return NULL;
+                return save_data;
             }
 
             part = part->next;
@@ -256,10 +260,37 @@ ngx_http_snapcache_find_header(ngx_http_request_t *r, const char *name)
             i = 0;
         }
 
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
+        switch (h[i].key.len) {
+
+        case 3:
+            if (ngx_strncasecmp(h[i].key.data, (u_char *) "ECT", 3) == 0) {
+                sr->ect = &h[i];
+
+            } else if (ngx_strncasecmp(h[i].key.data, (u_char *) "RTT", 3)
+                       == 0)
+            {
+                sr->rtt = &h[i];
+            }
+
+            break;
+
+        case 8:
+            if (ngx_strncasecmp(h[i].key.data, (u_char *) "Downlink", 8)
+                == 0)
+            {
+                sr->downlink = &h[i];
+            }
+
+            break;
+
+        case 9:
+            if (ngx_strncasecmp(h[i].key.data, (u_char *) "Save-Data", 9)
+                == 0)
+            {
+                save_data = &h[i];
+            }
+
+            break;
         }
     }
 }

@@ -168,8 +168,8 @@ static void ngx_http_snapcache_link_decide(snapcache_adapt_input_t *in,
     snapcache_adapt_hold_t *hold, snapcache_adapt_choice_t *choice);
 static void ngx_http_snapcache_link_sizes(ngx_http_snapcache_link_node_t *dev,
     ngx_http_snapcache_loc_conf_t *slcf, snapcache_adapt_rung_t *rungs);
-static ngx_int_t ngx_http_snapcache_link_hints(ngx_http_request_t *r,
-    uint32_t *kbps, uint32_t *rtt_ms);
+static ngx_int_t ngx_http_snapcache_link_hints(
+    ngx_http_snapcache_req_t *sreq, uint32_t *kbps, uint32_t *rtt_ms);
 static ngx_int_t ngx_http_snapcache_tcp_info(ngx_connection_t *c,
     ngx_http_snapcache_tcp_info_t *ti);
 static ngx_http_snapcache_watch_t *ngx_http_snapcache_watch_get(
@@ -379,7 +379,7 @@ ngx_http_snapcache_link_choose(ngx_http_request_t *r,
     }
 
     if (in.kbps == 0
-        && ngx_http_snapcache_link_hints(r, &kbps, &rtt_ms) == NGX_OK)
+        && ngx_http_snapcache_link_hints(sreq, &kbps, &rtt_ms) == NGX_OK)
     {
         /* a prior for this request only: hints set no history */
         in.kbps = kbps;
@@ -705,48 +705,16 @@ ngx_http_snapcache_link_sizes(ngx_http_snapcache_link_node_t *dev,
 }
 
 
-static ngx_table_elt_t *
-ngx_http_snapcache_link_header(ngx_http_request_t *r, const char *name,
-    size_t len)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
-}
-
-
 /* ECT, Downlink and RTT, when a browser sends them and nothing is known. */
 static ngx_int_t
-ngx_http_snapcache_link_hints(ngx_http_request_t *r, uint32_t *kbps,
+ngx_http_snapcache_link_hints(ngx_http_snapcache_req_t *sreq, uint32_t *kbps,
     uint32_t *rtt_ms)
 {
     ngx_table_elt_t  *ect, *dl, *rtt;
 
-    ect = ngx_http_snapcache_link_header(r, "ECT", 3);
-    dl = ngx_http_snapcache_link_header(r, "Downlink", 8);
-    rtt = ngx_http_snapcache_link_header(r, "RTT", 3);
+    ect = sreq->ect;
+    dl = sreq->downlink;
+    rtt = sreq->rtt;
 
     if (ect == NULL && dl == NULL) {
         return NGX_DECLINED;
