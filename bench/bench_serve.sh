@@ -77,6 +77,7 @@ http {
         snapcache_origin /_origin;
         snapcache_thread_pool snapcache;
         location /snap/ { snapcache; }
+        location /alone/ { snapcache; snapcache_fill_below off; }
         location /_origin/ {
             internal;
             proxy_pass http://127.0.0.1:$P_ORIG/;
@@ -269,6 +270,33 @@ fi
 awk -v s="$T_SNAP" -v f="$T_FILTER" 'BEGIN {
     printf "   ratio snapcache/image_filter %.2fx\n", f / s }'
 echo "   cold responses: $(grep -c 'fill failed' "$W/logs/error.log" || true) failed fills"
+
+# ---------------------------------------------------- four rungs at once
+
+# every rung of a snapshot, largest first as a display stepping down asks
+# for them: one fill that makes the rungs below from the same decode,
+# against four separate fills (snapcache_fill_below off), 4 clients
+echo "== all four rungs of one snapshot: one fill against four"
+for d in 0 1 2 3 4; do
+    ln -sfn "$W/photos/acct/cam" "$W/photos/acct/rb$d"
+    ln -sfn "$W/photos/acct/cam" "$W/photos/acct/ra$d"
+done
+for d in 0 1 2 3 4; do for i in 0 1 2 3; do for v in full hd sd thumb; do
+    sign acct "rb$d" "p$i" "$v"
+done; done; done | awk -v w="$W" '{
+    f = w "/below" (int((NR - 1) / 4) % 4) ".cfg";
+    print "url = \"" $0 "\"\noutput = \"/dev/null\"" > f }'
+for d in 0 1 2 3 4; do for i in 0 1 2 3; do for v in full hd sd thumb; do
+    sign acct "ra$d" "p$i" "$v" | sed 's#/snap/#/alone/#'
+done; done; done | awk -v w="$W" '{
+    f = w "/alone" (int((NR - 1) / 4) % 4) ".cfg";
+    print "url = \"" $0 "\"\noutput = \"/dev/null\"" > f }'
+T_BELOW=$(time_it run4 below)
+T_ALONE=$(time_it run4 alone)
+echo "$T_BELOW $T_ALONE" | awk '{
+    printf "   one fill, rungs below from its decode  %.1f images/s\n", 80 / $1;
+    printf "   four separate fills                      %.1f images/s\n", 80 / $2;
+    printf "   ratio %.2fx\n", $2 / $1 }'
 
 # ---------------------------------------------------------------- memory
 
