@@ -56,8 +56,8 @@ struct snapcache_cache_s {
     int64_t         last_sync;
 
     /* HMAC-SHA256 under the store secret, pads absorbed once */
-    EVP_MD_CTX     *hmac_inner;
-    EVP_MD_CTX     *hmac_outer;
+    void           *hmac_inner;      /* SHA256_CTX after secret ^ ipad */
+    void           *hmac_outer;      /* SHA256_CTX after secret ^ opad */
 };
 
 

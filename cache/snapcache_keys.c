@@ -7,7 +7,11 @@
 
 #include <string.h>
 
+/* SHA256_CTX is a plain struct: copied by assignment, no allocation */
+#define OPENSSL_API_COMPAT  10101
+
 #include <openssl/crypto.h>
+#include <openssl/sha.h>
 
 #include "cache/snapcache_cache_int.h"
 
@@ -28,8 +32,8 @@ snapcache_keys_prepare(snapcache_cache_t *cache, const unsigned char *secret,
         return -1;
     }
 
-    cache->hmac_inner = EVP_MD_CTX_new();
-    cache->hmac_outer = EVP_MD_CTX_new();
+    cache->hmac_inner = OPENSSL_malloc(sizeof(SHA256_CTX));
+    cache->hmac_outer = OPENSSL_malloc(sizeof(SHA256_CTX));
 
     if (cache->hmac_inner == NULL || cache->hmac_outer == NULL) {
         return -1;
@@ -43,10 +47,10 @@ snapcache_keys_prepare(snapcache_cache_t *cache, const unsigned char *secret,
         opad[i] ^= secret[i];
     }
 
-    rc = EVP_DigestInit_ex(cache->hmac_inner, EVP_sha256(), NULL) == 1
-         && EVP_DigestUpdate(cache->hmac_inner, ipad, sizeof(ipad)) == 1
-         && EVP_DigestInit_ex(cache->hmac_outer, EVP_sha256(), NULL) == 1
-         && EVP_DigestUpdate(cache->hmac_outer, opad, sizeof(opad)) == 1;
+    rc = SHA256_Init(cache->hmac_inner) == 1
+         && SHA256_Update(cache->hmac_inner, ipad, sizeof(ipad)) == 1
+         && SHA256_Init(cache->hmac_outer) == 1
+         && SHA256_Update(cache->hmac_outer, opad, sizeof(opad)) == 1;
 
     OPENSSL_cleanse(ipad, sizeof(ipad));
     OPENSSL_cleanse(opad, sizeof(opad));
@@ -55,47 +59,38 @@ snapcache_keys_prepare(snapcache_cache_t *cache, const unsigned char *secret,
 }
 
 
-/* OpenSSL wipes a digest context's state as it frees it. */
+/* The states derive from the secret: wiped as they go. */
 void
 snapcache_keys_free(snapcache_cache_t *cache)
 {
-    EVP_MD_CTX_free(cache->hmac_inner);
-    EVP_MD_CTX_free(cache->hmac_outer);
+    OPENSSL_clear_free(cache->hmac_inner, sizeof(SHA256_CTX));
+    OPENSSL_clear_free(cache->hmac_outer, sizeof(SHA256_CTX));
     cache->hmac_inner = NULL;
     cache->hmac_outer = NULL;
 }
 
 
 /*
- * HMAC-SHA256 from the prepared pad states: two context copies instead
- * of re-keying per call, into a context of this thread's own, kept for
- * the next call.  The templates are only read, so threads may call this
- * at once.
+ * HMAC-SHA256 from the prepared pad states: two struct copies instead of
+ * re-keying per call.  The templates are only read, so threads may call
+ * this at once.
  */
 static int
 hmac(snapcache_cache_t *cache, const unsigned char *msg, size_t len,
     unsigned char out[32])
 {
     int            rc;
-    unsigned int   n;
+    SHA256_CTX     c;
     unsigned char  inner[32];
 
-    static _Thread_local EVP_MD_CTX  *ctx;
+    c = *(const SHA256_CTX *) cache->hmac_inner;
+    rc = SHA256_Update(&c, msg, len) == 1 && SHA256_Final(inner, &c) == 1;
 
-    if (ctx == NULL) {
-        ctx = EVP_MD_CTX_new();
-        if (ctx == NULL) {
-            return -1;
-        }
-    }
+    c = *(const SHA256_CTX *) cache->hmac_outer;
+    rc = rc && SHA256_Update(&c, inner, sizeof(inner)) == 1
+         && SHA256_Final(out, &c) == 1;
 
-    rc = EVP_MD_CTX_copy_ex(ctx, cache->hmac_inner) == 1
-         && EVP_DigestUpdate(ctx, msg, len) == 1
-         && EVP_DigestFinal_ex(ctx, inner, &n) == 1
-         && EVP_MD_CTX_copy_ex(ctx, cache->hmac_outer) == 1
-         && EVP_DigestUpdate(ctx, inner, sizeof(inner)) == 1
-         && EVP_DigestFinal_ex(ctx, out, &n) == 1;
-
+    OPENSSL_cleanse(&c, sizeof(c));
     OPENSSL_cleanse(inner, sizeof(inner));
 
     if (!rc) {

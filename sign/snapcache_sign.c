@@ -11,10 +11,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/*
+ * SHA256_CTX is a plain struct: a prepared state is copied by assignment,
+ * with no allocation and no provider lookup per signature.  OpenSSL 3
+ * still has it, behind this switch.
+ */
+#define OPENSSL_API_COMPAT  10101
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include "sign/snapcache_sign.h"
 
@@ -464,8 +472,8 @@ sign_prekey(snapcache_sign_key_t *key)
 {
     int             rc;
     size_t          i;
+    SHA256_CTX     *inner, *outer;
     unsigned char   k[SHA256_BLOCK], ipad[SHA256_BLOCK], opad[SHA256_BLOCK];
-    EVP_MD_CTX     *inner, *outer;
 
     memset(k, 0, sizeof(k));
     memcpy(k, key->key, key->key_len);
@@ -475,14 +483,14 @@ sign_prekey(snapcache_sign_key_t *key)
         opad[i] = k[i] ^ 0x5c;
     }
 
-    inner = EVP_MD_CTX_new();
-    outer = EVP_MD_CTX_new();
+    inner = OPENSSL_malloc(sizeof(SHA256_CTX));
+    outer = OPENSSL_malloc(sizeof(SHA256_CTX));
 
     rc = (inner && outer
-          && EVP_DigestInit_ex(inner, EVP_sha256(), NULL) == 1
-          && EVP_DigestUpdate(inner, ipad, sizeof(ipad)) == 1
-          && EVP_DigestInit_ex(outer, EVP_sha256(), NULL) == 1
-          && EVP_DigestUpdate(outer, opad, sizeof(opad)) == 1)
+          && SHA256_Init(inner) == 1
+          && SHA256_Update(inner, ipad, sizeof(ipad)) == 1
+          && SHA256_Init(outer) == 1
+          && SHA256_Update(outer, opad, sizeof(opad)) == 1)
          ? 0 : -1;
 
     OPENSSL_cleanse(k, sizeof(k));
@@ -499,9 +507,9 @@ sign_prekey(snapcache_sign_key_t *key)
 void
 snapcache_sign_key_free(snapcache_sign_key_t *key)
 {
-    /* EVP_MD_CTX_free() cleanses the states, which derive from the key */
-    EVP_MD_CTX_free(key->inner);
-    EVP_MD_CTX_free(key->outer);
+    /* the states derive from the key */
+    OPENSSL_clear_free(key->inner, sizeof(SHA256_CTX));
+    OPENSSL_clear_free(key->outer, sizeof(SHA256_CTX));
 
     OPENSSL_cleanse(key, sizeof(snapcache_sign_key_t));
 }
@@ -619,34 +627,30 @@ snapcache_sign_message(char *buf, size_t size, snapcache_str_t kid,
 
 
 /*
- * Copies the prepared states into a context of this thread's own, so
- * that one key serves every thread without a lock and without a key
- * schedule per message.
+ * Copies the prepared states onto the stack: one key serves every thread
+ * without a lock and without a key schedule per message.
  */
 void
 snapcache_sign_hmac(const snapcache_sign_key_t *key, const char *msg,
     size_t len, unsigned char out[SNAPCACHE_SIG_LEN])
 {
     int             ok;
-    unsigned int    out_len, in_len;
+    SHA256_CTX      c;
+    unsigned int    out_len;
     unsigned char   ih[SNAPCACHE_SIG_LEN];
-
-    static _Thread_local EVP_MD_CTX  *scratch;
 
     out_len = SNAPCACHE_SIG_LEN;
 
-    if (scratch == NULL) {
-        scratch = EVP_MD_CTX_new();
-    }
+    if (key->inner && key->outer) {
+        c = *(const SHA256_CTX *) key->inner;
+        ok = SHA256_Update(&c, msg, len) == 1 && SHA256_Final(ih, &c) == 1;
 
-    if (key->inner && key->outer && scratch) {
-        ok = EVP_MD_CTX_copy_ex(scratch, key->inner) == 1
-             && EVP_DigestUpdate(scratch, msg, len) == 1
-             && EVP_DigestFinal_ex(scratch, ih, &in_len) == 1
-             && in_len == SNAPCACHE_SIG_LEN
-             && EVP_MD_CTX_copy_ex(scratch, key->outer) == 1
-             && EVP_DigestUpdate(scratch, ih, in_len) == 1
-             && EVP_DigestFinal_ex(scratch, out, &out_len) == 1;
+        c = *(const SHA256_CTX *) key->outer;
+        ok = ok && SHA256_Update(&c, ih, sizeof(ih)) == 1
+             && SHA256_Final(out, &c) == 1;
+
+        OPENSSL_cleanse(&c, sizeof(c));
+        OPENSSL_cleanse(ih, sizeof(ih));
 
     } else {
         ok = HMAC(EVP_sha256(), key->key, (int) key->key_len,

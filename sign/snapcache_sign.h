@@ -89,8 +89,8 @@ typedef struct {
     size_t         kid_len;
     unsigned char  key[SNAPCACHE_KEY_MAX];
     size_t         key_len;
-    void          *inner;        /* EVP_MD_CTX after key ^ ipad */
-    void          *outer;        /* EVP_MD_CTX after key ^ opad */
+    void          *inner;        /* SHA256_CTX after key ^ ipad */
+    void          *outer;        /* SHA256_CTX after key ^ opad */
 } snapcache_sign_key_t;
 
 

@@ -26,6 +26,8 @@
 #include <unistd.h>
 
 #include <lmdb.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "cache/snapcache_cache.h"
 #include "t/unit/tap.h"
@@ -3062,6 +3064,83 @@ test_fresh(void)
 }
 
 
+/*
+ * The tags and the identity digest are what docs/cache.md says, checked
+ * against OpenSSL's one-shot HMAC() under the secret read from the raw
+ * store: HMAC-SHA256(secret, 'A' | len | account) and so on.
+ */
+static void
+test_tags_reference(void)
+{
+    int                  rc;
+    MDB_dbi              meta;
+    MDB_val              k, v;
+    raw_t                raw;
+    unsigned int         n;
+    unsigned char        secret[64], mac[32], msg[200];
+    size_t               slen, len;
+    snapcache_ident_t    id;
+    snapcache_cache_t   *cache;
+    owner_t              o = { "acct-ref", "cam-9", "snap-x" };
+
+    store_new(8 * MB);
+    cache = store_open();
+    if (cache == NULL) {
+        ok(0, "open a store for the tag reference");
+        return;
+    }
+
+    ident_of(cache, &o, &id);
+    snapcache_cache_close(cache);
+
+    slen = 0;
+    rc = raw_begin(&raw, MDB_RDONLY);
+    if (rc == 0) {
+        rc = mdb_dbi_open(raw.txn, "meta", 0, &meta);
+    }
+
+    if (rc == 0) {
+        k.mv_data = "secret";
+        k.mv_size = 6;
+        rc = mdb_get(raw.txn, meta, &k, &v);
+    }
+
+    if (rc == 0 && v.mv_size <= sizeof(secret)) {
+        memcpy(secret, v.mv_data, v.mv_size);
+        slen = v.mv_size;
+    }
+
+    mdb_txn_abort(raw.txn);
+    mdb_env_close(raw.env);
+
+    ok(slen > 0, "the store secret, read raw");
+
+    msg[0] = 'A';
+    msg[1] = (unsigned char) strlen(o.account);
+    memcpy(msg + 2, o.account, strlen(o.account));
+    len = 2 + strlen(o.account);
+    HMAC(EVP_sha256(), secret, (int) slen, msg, len, mac, &n);
+    ok(memcmp(mac, id.acct_tag, SNAPCACHE_TAG_LEN) == 0,
+       "acct_tag = HMAC-SHA256(secret, 'A' | len | account)");
+
+    msg[0] = 'D';
+    msg[len] = (unsigned char) strlen(o.device);
+    memcpy(msg + len + 1, o.device, strlen(o.device));
+    len += 1 + strlen(o.device);
+    HMAC(EVP_sha256(), secret, (int) slen, msg, len, mac, &n);
+    ok(memcmp(mac, id.dev_tag, SNAPCACHE_TAG_LEN) == 0,
+       "dev_tag = HMAC-SHA256(secret, 'D' | len | account | len | device)");
+
+    msg[0] = 'I';
+    msg[len] = (unsigned char) strlen(o.snapshot);
+    memcpy(msg + len + 1, o.snapshot, strlen(o.snapshot));
+    len += 1 + strlen(o.snapshot);
+    HMAC(EVP_sha256(), secret, (int) slen, msg, len, mac, &n);
+    ok(memcmp(mac, id.digest, SNAPCACHE_DIGEST_LEN) == 0,
+       "digest = HMAC-SHA256(secret, 'I' | the three length-prefixed ids)");
+}
+
+
 int
 main(void)
 {
@@ -3075,6 +3154,7 @@ main(void)
     test_round_trip();
     test_checksum_sizes();
     test_fresh();
+    test_tags_reference();
     test_keys();
     test_variants();
     test_foreign_and_corrupt();
