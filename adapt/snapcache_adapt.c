@@ -298,6 +298,22 @@ pixels_of(uint32_t width)
 }
 
 
+double
+snapcache_adapt_weight(uint32_t width, uint32_t quality)
+{
+    return pow(pixels_of(width), 0.85) * quality_factor(quality);
+}
+
+
+static double
+rung_weight(const snapcache_adapt_rung_t *rung)
+{
+    return rung->weight > 0 ? rung->weight
+                            : snapcache_adapt_weight(rung->width,
+                                                     rung->quality);
+}
+
+
 void
 snapcache_adapt_sizes(snapcache_adapt_rung_t *rungs, unsigned n)
 {
@@ -331,16 +347,12 @@ snapcache_adapt_sizes(snapcache_adapt_rung_t *rungs, unsigned n)
         }
 
         if (best < n) {
-            b = (double) learned[best]
-                * pow(pixels_of(rungs[i].width)
-                      / pixels_of(rungs[best].width), 0.85)
-                * quality_factor(rungs[i].quality)
-                / quality_factor(rungs[best].quality);
+            b = (double) learned[best] * rung_weight(&rungs[i])
+                / rung_weight(&rungs[best]);
 
         } else {
             /* about what a photograph takes, from the default ladder */
-            b = 0.3 * quality_factor(rungs[i].quality)
-                * pow(pixels_of(rungs[i].width), 0.85);
+            b = 0.3 * rung_weight(&rungs[i]);
         }
 
         rungs[i].bytes = b < 1 ? 1 : (uint64_t) b;

@@ -139,7 +139,13 @@ typedef struct {
     uint32_t  width;
     uint32_t  quality;
     uint64_t  bytes;          /* learned size, 0: unknown */
+    double    weight;         /* snapcache_adapt_weight(width, quality),
+                                 worked out once; 0: worked out here */
 } snapcache_adapt_rung_t;
+
+
+/* How a rung's bytes scale with its width and quality: for sizes(). */
+double snapcache_adapt_weight(uint32_t width, uint32_t quality);
 
 
 /*

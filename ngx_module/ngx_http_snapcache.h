@@ -45,6 +45,7 @@ typedef struct {
     ngx_uint_t                 quality;
     ngx_uint_t                 formats;      /* SNAPCACHE_FORMAT_BIT()s */
     ngx_uint_t                 id;           /* the key's variant */
+    double                     weight;       /* snapcache_adapt_weight() */
 } ngx_http_snapcache_variant_t;
 
 

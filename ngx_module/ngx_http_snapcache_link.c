@@ -322,6 +322,7 @@ ngx_http_snapcache_link_choose(ngx_http_request_t *r,
         rungs[i].width = (uint32_t) variants[i].width;
         rungs[i].quality = (uint32_t) variants[i].quality;
         rungs[i].bytes = 0;
+        rungs[i].weight = variants[i].weight;
     }
 
     ngx_memzero(&in, sizeof(snapcache_adapt_input_t));

@@ -304,13 +304,13 @@ ngx_module_t  ngx_http_snapcache_module = {
 /* The default ladder: thumb 320/q50, sd 640/q65, hd 1280/q75, full 1920/q85 */
 static ngx_http_snapcache_variant_t  ngx_http_snapcache_default_variants[] = {
     { ngx_string("thumb"), 320, 50,
-      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0 },
+      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0, 0 },
     { ngx_string("sd"), 640, 65,
-      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0 },
+      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0, 0 },
     { ngx_string("hd"), 1280, 75,
-      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0 },
+      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0, 0 },
     { ngx_string("full"), 1920, 85,
-      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0 }
+      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0, 0 }
 };
 
 
@@ -631,6 +631,8 @@ ngx_http_snapcache_variant_id(ngx_conf_t *cf, ngx_http_snapcache_variant_t *v)
 {
     v->id = snapcache_cache_variant(v->width, v->quality,
                                     SNAPCACHE_TRANSCODE_PIPELINE);
+    v->weight = snapcache_adapt_weight((uint32_t) v->width,
+                                       (uint32_t) v->quality);
 
     if (v->id == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -597,12 +597,27 @@ test_hints(void)
 static void
 test_sizes(void)
 {
+    unsigned                i;
+    snapcache_adapt_rung_t  w[4];
     snapcache_adapt_rung_t  r[4] = {
-        { 320, 50, 0 }, { 640, 65, 18000 }, { 1280, 75, 0 }, { 1920, 85, 0 }
+        { 320, 50, 0, 0 }, { 640, 65, 18000, 0 }, { 1280, 75, 0, 0 },
+        { 1920, 85, 0, 0 }
     };
-    snapcache_adapt_rung_t  none[2] = { { 320, 50, 0 }, { 1280, 75, 0 } };
+    snapcache_adapt_rung_t  none[2] = { { 320, 50, 0, 0 },
+                                        { 1280, 75, 0, 0 } };
+
+    /* weights worked out once, as the module does, give the same sizes */
+    for (i = 0; i < 4; i++) {
+        w[i] = r[i];
+        w[i].weight = snapcache_adapt_weight(r[i].width, r[i].quality);
+    }
 
     snapcache_adapt_sizes(r, 4);
+    snapcache_adapt_sizes(w, 4);
+
+    ok(w[0].bytes == r[0].bytes && w[2].bytes == r[2].bytes
+       && w[3].bytes == r[3].bytes, "weights given or worked out: the same "
+       "sizes");
 
     is_int((int) r[1].bytes, 18000, "a learned size is kept");
     ok(r[0].bytes > 3000 && r[0].bytes < 9000, "thumb scaled down from sd "
