@@ -48,6 +48,9 @@
 
 /* get flags */
 #define SNAPCACHE_GET_STALE          0x01  /* copy out an expired record too */
+#define SNAPCACHE_GET_LOOP           0x04  /* the caller is the one thread
+                                              (an event loop) that reuses
+                                              the cache's read transaction */
 #define SNAPCACHE_GET_KEEP_BAD       0x02  /* leave a foreign or corrupt
                                               record for the next put of
                                               its key to replace */
@@ -207,7 +210,8 @@ int snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
  * to make, never for serving.
  */
 int snapcache_cache_fresh(snapcache_cache_t *cache,
-    const snapcache_key_t *key, const snapcache_ident_t *ident, int64_t now);
+    const snapcache_key_t *key, const snapcache_ident_t *ident, int64_t now,
+    unsigned flags);
 
 /*
  * Stores n records in one write transaction, evicting first when usage

@@ -55,6 +55,10 @@ struct snapcache_cache_s {
     uint64_t        deleted_bad;    /* foreign or corrupt, deleted by get */
     int64_t         last_sync;
 
+    /* the read transaction of SNAPCACHE_GET_LOOP's one thread, kept
+       reset between reads: no allocation and no reader-slot lock each */
+    MDB_txn        *loop_txn;
+
     /* HMAC-SHA256 under the store secret, pads absorbed once */
     void           *hmac_inner;      /* SHA256_CTX after secret ^ ipad */
     void           *hmac_outer;      /* SHA256_CTX after secret ^ opad */

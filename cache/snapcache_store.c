@@ -481,6 +481,10 @@ snapcache_cache_close(snapcache_cache_t *cache)
         return;
     }
 
+    if (cache->loop_txn) {
+        mdb_txn_abort(cache->loop_txn);
+    }
+
     if (cache->env) {
         mdb_env_close(cache->env);
     }
@@ -498,6 +502,54 @@ snapcache_cache_reader_check(snapcache_cache_t *cache, int *cleared)
 
 
 /* ------------------------------------------------------------ get */
+
+/*
+ * A read transaction: with SNAPCACHE_GET_LOOP the cache's own, renewed
+ * (it keeps its reader slot and its memory between reads); otherwise a
+ * new one.  read_end resets or aborts it.
+ */
+static int
+read_begin(snapcache_cache_t *cache, unsigned flags, MDB_txn **txn)
+{
+    int  rc;
+
+    if (!(flags & SNAPCACHE_GET_LOOP)) {
+        return mdb_txn_begin(cache->env, NULL, MDB_RDONLY, txn);
+    }
+
+    if (cache->loop_txn) {
+        rc = mdb_txn_renew(cache->loop_txn);
+        if (rc == 0) {
+            *txn = cache->loop_txn;
+            return 0;
+        }
+
+        mdb_txn_abort(cache->loop_txn);
+        cache->loop_txn = NULL;
+    }
+
+    rc = mdb_txn_begin(cache->env, NULL, MDB_RDONLY, &cache->loop_txn);
+    if (rc != 0) {
+        cache->loop_txn = NULL;
+        return rc;
+    }
+
+    *txn = cache->loop_txn;
+
+    return 0;
+}
+
+
+static void
+read_end(snapcache_cache_t *cache, MDB_txn *txn)
+{
+    if (txn == cache->loop_txn) {
+        mdb_txn_reset(txn);
+        return;
+    }
+
+    mdb_txn_abort(txn);
+}
 
 /* The variant and format a key names: its last five bytes. */
 static int
@@ -626,7 +678,7 @@ snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
     uint32_t              crc;
     const unsigned char  *body;
 
-    rc = mdb_txn_begin(cache->env, NULL, MDB_RDONLY, &txn);
+    rc = read_begin(cache, flags, &txn);
     if (rc != 0) {
         return snapcache_store_rc(rc);
     }
@@ -636,13 +688,13 @@ snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
 
     rc = mdb_get(txn, cache->records, &k, &v);
     if (rc != 0) {
-        mdb_txn_abort(txn);
+        read_end(cache, txn);
         return snapcache_store_rc(rc);
     }
 
     rc = record_check(key, &v, ident, rec, &body);
     if (rc != SNAPCACHE_CACHE_OK) {
-        mdb_txn_abort(txn);
+        read_end(cache, txn);
 
         if (!(flags & SNAPCACHE_GET_KEEP_BAD)) {
             delete_if_bad(cache, key, ident);
@@ -654,19 +706,19 @@ snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
     expired = rec->expires <= now;
 
     if (expired && !(flags & SNAPCACHE_GET_STALE)) {
-        mdb_txn_abort(txn);
+        read_end(cache, txn);
         return SNAPCACHE_CACHE_EXPIRED;
     }
 
     rec->body = alloc(alloc_ctx, rec->body_len ? rec->body_len : 1);
     if (rec->body == NULL) {
-        mdb_txn_abort(txn);
+        read_end(cache, txn);
         return SNAPCACHE_CACHE_NOMEM;
     }
 
     /* the only read of the map's bytes: into caller memory, then done */
     crc = snapcache_crc32c_copy(rec->body, body, rec->body_len);
-    mdb_txn_abort(txn);
+    read_end(cache, txn);
 
     if (crc != rec->checksum) {
         if (!(flags & SNAPCACHE_GET_KEEP_BAD)) {
@@ -687,7 +739,7 @@ snapcache_cache_get(snapcache_cache_t *cache, const snapcache_key_t *key,
  */
 int
 snapcache_cache_fresh(snapcache_cache_t *cache, const snapcache_key_t *key,
-    const snapcache_ident_t *ident, int64_t now)
+    const snapcache_ident_t *ident, int64_t now, unsigned flags)
 {
     int                   rc;
     MDB_txn              *txn;
@@ -695,7 +747,7 @@ snapcache_cache_fresh(snapcache_cache_t *cache, const snapcache_key_t *key,
     snapcache_record_t    rec;
     const unsigned char  *body;
 
-    if (mdb_txn_begin(cache->env, NULL, MDB_RDONLY, &txn) != 0) {
+    if (read_begin(cache, flags, &txn) != 0) {
         return 0;
     }
 
@@ -706,7 +758,7 @@ snapcache_cache_fresh(snapcache_cache_t *cache, const snapcache_key_t *key,
          && record_check(key, &v, ident, &rec, &body) == SNAPCACHE_CACHE_OK
          && rec.expires > now;
 
-    mdb_txn_abort(txn);
+    read_end(cache, txn);
 
     return rc;
 }

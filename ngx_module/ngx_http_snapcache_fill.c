@@ -640,7 +640,7 @@ ngx_http_snapcache_rungs_below(ngx_http_request_t *r,
         snapcache_cache_key(&ctx->ident, v[i].id, format, &key);
 
         if (snapcache_cache_fresh(ctx->smcf->store, &key, &ctx->ident,
-                                  (int64_t) now))
+                                  (int64_t) now, SNAPCACHE_GET_LOOP))
         {
             continue;
         }

@@ -41,7 +41,8 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
 
     rc = snapcache_cache_get(ctx->smcf->store, &key, &ctx->ident,
                              (int64_t) ngx_time(),
-                             SNAPCACHE_GET_STALE | SNAPCACHE_GET_KEEP_BAD, rec,
+                             SNAPCACHE_GET_STALE | SNAPCACHE_GET_KEEP_BAD
+                             | SNAPCACHE_GET_LOOP, rec,
                              ngx_http_snapcache_body_alloc, r->pool);
 
     switch (rc) {

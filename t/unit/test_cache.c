@@ -3029,6 +3029,8 @@ test_checksum_sizes(void)
 static void
 test_fresh(void)
 {
+    int                  rc;
+    snapcache_record_t   rec;
     snapcache_key_t      key;
     snapcache_ident_t    id, other;
     snapcache_cache_t   *cache;
@@ -3046,20 +3048,37 @@ test_fresh(void)
     ident_of(cache, &p, &other);
     snapcache_cache_key(&id, 7, SNAPCACHE_FORMAT_JPEG, &key);
 
-    ok(!snapcache_cache_fresh(cache, &key, &id, NOW), "fresh: nothing yet");
+    ok(!snapcache_cache_fresh(cache, &key, &id, NOW, 0), "fresh: nothing yet");
 
     put_one(cache, &id, 7, SNAPCACHE_FORMAT_JPEG, "abc", 3, NOW, LATER);
 
-    ok(snapcache_cache_fresh(cache, &key, &id, NOW), "fresh: a record");
-    ok(!snapcache_cache_fresh(cache, &key, &other, NOW),
+    ok(snapcache_cache_fresh(cache, &key, &id, NOW, 0), "fresh: a record");
+    ok(!snapcache_cache_fresh(cache, &key, &other, NOW, SNAPCACHE_GET_LOOP),
        "fresh: not for another owner");
-    ok(!snapcache_cache_fresh(cache, &key, &id, LATER),
+    ok(!snapcache_cache_fresh(cache, &key, &id, LATER, SNAPCACHE_GET_LOOP),
        "fresh: not once it expired");
 
     snapcache_cache_key(&id, 8, SNAPCACHE_FORMAT_JPEG, &key);
-    ok(!snapcache_cache_fresh(cache, &key, &id, NOW),
+    ok(!snapcache_cache_fresh(cache, &key, &id, NOW, 0),
        "fresh: not another rung");
 
+    /* the loop's reused read transaction sees every later commit */
+    put_one(cache, &id, 8, SNAPCACHE_FORMAT_JPEG, "abcd", 4, NOW, LATER);
+    ok(snapcache_cache_fresh(cache, &key, &id, NOW, SNAPCACHE_GET_LOOP),
+       "a reused read transaction sees a record written after its last "
+       "read");
+
+    memset(&rec, 0, sizeof(rec));
+    put_one(cache, &id, 8, SNAPCACHE_FORMAT_JPEG, "efghi", 5, NOW, LATER);
+    snapcache_cache_key(&id, 8, SNAPCACHE_FORMAT_JPEG, &key);
+    rc = snapcache_cache_get(cache, &key, &id, NOW, SNAPCACHE_GET_LOOP, &rec,
+                             alloc_malloc, NULL);
+    ok(rc == SNAPCACHE_CACHE_HIT && rec.body_len == 5
+       && memcmp(rec.body, "efghi", 5) == 0,
+       "and get through it reads the newest value");
+    free(rec.body);
+
+    /* closed with the loop's transaction reset: it goes with the store */
     snapcache_cache_close(cache);
 }
 
