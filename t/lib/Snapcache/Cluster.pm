@@ -1,0 +1,350 @@
+package Snapcache::Cluster;
+
+# Several snapcache nodes on loopback, each its own nginx (prefix, store,
+# ports), and one camera cloud they all fetch from.  Every node is the
+# same: /snap/ for clients, whose origin /_owner/ hashes
+# $snapcache_account over the nodes' /_peer/ endpoints; /_peer/ answers
+# originals from the node's store or from the cloud, through /_cloud/.
+# Nodes reach their peers from 127.0.0.2 (proxy_bind) and /_peer/
+# allows only that address, so a client on 127.0.0.1 is outside it.
+#
+# The cloud logs one line per request, "<node> <account>/<device>/<snapshot>",
+# the node naming itself in X-Node.  It answers the owner-marked image of
+# (account, device, snapshot) or, once the device was given a new
+# generation (new_generation(), as a camera company's backend would
+# after a purge), of (account, device, "<snapshot>.g<N>").  Snapshot ids
+# starting with "missing" are 404s.
+
+use strict;
+use warnings;
+
+use File::Copy qw(copy);
+use File::Path qw(make_path);
+use POSIX qw(_exit);
+use Time::HiRes qw(sleep time);
+use Snapcache::Test qw(raw_request build_dir);
+use Snapcache::Admin qw(write_token);
+
+# $c = Snapcache::Cluster->new(nodes => 3, %options): made, not started.
+# Options: workers (per node), image_size, max_age (what the cloud's
+# images carry), cold_start (default on), node_http / node_server (more
+# config for every node), peer_allow (default 127.0.0.2), expect_log.
+sub new {
+    my ($class, %o) = @_;
+    my $n = $o{nodes} // 3;
+    my @nodes = map {
+        Snapcache::Test->new(workers => $o{workers} // 2,
+            expect_log => $o{expect_log})
+    } 1 .. $n;
+    my $self = bless {
+        nodes => \@nodes,
+        opt => \%o,
+        dir => $nodes[0]->dir,
+        image_size => $o{image_size} // '640x360',
+        max_age => $o{max_age} // 300,
+        active => [0 .. $n - 1],
+    }, $class;
+
+    # one signing key for every node, as the backend signs for any node
+    my $key = $nodes[0]->key('k1');
+    for my $t (@nodes[1 .. $#nodes]) {
+        copy($nodes[0]->key_file('k1'), $t->key_file('k1')) or die $!;
+        chmod 0600, $t->key_file('k1');
+        $t->{keys}{k1} = $key;
+    }
+
+    ($self->{cluster_token}, $self->{cluster_token_file})
+        = write_token($nodes[0], 'cluster');
+    ($self->{admin_token}, $self->{admin_token_file})
+        = write_token($nodes[0], 'admin');
+
+    make_path("$self->{dir}/cloud/gen", "$self->{dir}/cloud/img");
+    return $self;
+}
+
+sub nodes { @{ $_[0]{nodes} } }
+sub node { $_[0]{nodes}[$_[1]] }
+sub dir { $_[0]{dir} }
+sub cluster_token { $_[0]{cluster_token} }
+sub cluster_token_file { $_[0]{cluster_token_file} }
+sub admin_token { $_[0]{admin_token} }
+sub admin_token_file { $_[0]{admin_token_file} }
+sub cloud_port { $_[0]{nodes}[0]->origin_port }
+
+# Which nodes the upstream lists (indexes), for the node-added test.
+sub set_members {
+    my ($self, @idx) = @_;
+    $self->{active} = [@idx];
+}
+
+sub node_name { 'n' . ($_[1] + 1) }
+
+# The server block of node $i.
+sub server_conf {
+    my ($self, $i) = @_;
+    my $o = $self->{opt};
+    my $t = $self->{nodes}[$i];
+    my $d = $t->dir;
+    my $name = $self->node_name($i);
+    my $servers = join '', map {
+        "        server 127.0.0.1:" . $self->{nodes}[$_]->port
+            . " max_fails=1 fail_timeout=2s;\n"
+    } @{ $self->{active} };
+    my $extra = $o->{node_server} // '';
+    my $peer_extra = $o->{peer_extra} // '';
+    my $allow = $o->{peer_allow} // '127.0.0.2';
+    my $cloud = $self->cloud_port;
+    return <<"EOF";
+    upstream snapcache_peers {
+        hash \$snapcache_account consistent;
+$servers        keepalive 8;
+    }
+
+    server {
+        listen 127.0.0.1:@{[ $t->port ]};
+
+        snapcache_sign_key k1 $d/keys/k1.key;
+        snapcache_cluster_token $self->{cluster_token_file};
+        snapcache_thread_pool snapcache;
+$extra
+        location /snap/ {
+            snapcache;
+            snapcache_origin /_owner;
+        }
+
+        location /_owner/ {
+            internal;
+            proxy_pass http://snapcache_peers/_peer/;
+            proxy_bind 127.0.0.2;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream error timeout;
+            proxy_connect_timeout 1s;
+            proxy_read_timeout 20s;
+        }
+
+        location /_peer/ {
+            allow $allow;
+            deny all;
+            snapcache_peer;
+            snapcache_origin /_cloud;
+$peer_extra
+        }
+
+        location /_cloud/ {
+            internal;
+            proxy_pass http://127.0.0.1:$cloud/;
+            proxy_set_header X-Node $name;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 20s;
+        }
+
+        location /_admin/ {
+            allow 127.0.0.1;
+            deny all;
+            snapcache_admin;
+            snapcache_admin_token $self->{admin_token_file};
+        }
+    }
+EOF
+}
+
+sub node_config {
+    my ($self, $i) = @_;
+    my $o = $self->{opt};
+    my $d = $self->{nodes}[$i]->dir;
+    my $size = $o->{store_size}[$i] // $o->{store_size_all} // '64m';
+    my $cold = ($o->{cold_start} // 1) ? 'on' : 'off';
+    return (
+        main => "thread_pool snapcache threads=2 max_queue=256;\n"
+            . ($o->{node_main} // ''),
+        http => "    snapcache_store $d/store size=$size;\n"
+            . "    snapcache_cold_start $cold;\n"
+            . "    snapcache_zone snapcache:2m;\n"
+            . ($o->{node_http} // ''),
+        servers => $self->server_conf($i),
+    );
+}
+
+# Starts the cloud (once) and the nodes given (all by default).  A node
+# started cold serves nothing stored in its first second: wait it out.
+sub start {
+    my ($self, @idx) = @_;
+    @idx = @{ $self->{active} } unless @idx;
+    $self->start_cloud unless $self->{cloud_pid};
+    for my $i (@idx) {
+        $self->{nodes}[$i]->start($self->node_config($i));
+    }
+    $self->settle;
+    return $self;
+}
+
+# Writes every active node's config again and reloads it.
+sub reload {
+    my ($self, @idx) = @_;
+    @idx = @{ $self->{active} } unless @idx;
+    for my $i (@idx) {
+        my $t = $self->{nodes}[$i];
+        $t->write_config($self->node_config($i));
+        $t->reload;
+    }
+}
+
+sub stop_node { $_[0]{nodes}[$_[1]]->stop }
+
+sub start_node {
+    my ($self, $i) = @_;
+    $self->{nodes}[$i]->start(keep_config => 1);
+    $self->settle;
+}
+
+sub settle { my $s = int(time) + 1; sleep 0.01 while time < $s; }
+
+# ------------------------------------------------------------- the cloud
+
+sub start_cloud {
+    my ($self) = @_;
+    my $d = $self->{dir};
+    my ($w, $h) = split /x/, $self->{image_size};
+    my $max_age = $self->{max_age};
+    my $listen = Snapcache::Test::take_port_socket($self->cloud_port)
+        or die "no cloud port\n";
+    my $pid = fork // die;
+    if ($pid) {
+        close $listen;
+        push @{ $self->{nodes}[0]{pids} }, $pid;
+        $self->{cloud_pid} = $pid;
+        return;
+    }
+    setpgrp(0, 0);
+    for my $fd (map { m{/(\d+)$} ? $1 : () } glob '/proc/self/fd/*') {
+        next if $fd <= 2 || $fd == fileno $listen;
+        POSIX::close($fd) if (readlink("/proc/self/fd/$fd") // '')
+            =~ /^socket:/;
+    }
+    $SIG{CHLD} = 'IGNORE';
+    while (1) {
+        my $c = $listen->accept or next;
+        my $kid = fork;
+        if (!defined $kid || $kid) { close $c; next }
+        close $listen;
+        $SIG{CHLD} = 'DEFAULT';
+        _cloud_serve($d, $c, $w, $h, $max_age);
+        _exit(0);
+    }
+}
+
+sub generation {
+    my ($dir, $acct, $dev) = @_;
+    open my $f, '<', "$dir/cloud/gen/$acct/$dev" or return 0;
+    my $g = <$f> // 0;
+    chomp $g;
+    return $g + 0;
+}
+
+# The device's images change: the next fetch gets generation N + 1.
+sub new_generation {
+    my ($self, $acct, $dev) = @_;
+    my $d = $self->{dir};
+    my $g = generation($d, $acct, $dev) + 1;
+    make_path("$d/cloud/gen/$acct");
+    open my $f, '>', "$d/cloud/gen/$acct/$dev.tmp" or die $!;
+    print $f "$g\n";
+    close $f;
+    rename "$d/cloud/gen/$acct/$dev.tmp", "$d/cloud/gen/$acct/$dev" or die;
+    return $g;
+}
+
+# The snapshot id the marker of generation $g names.
+sub marked { my ($snap, $g) = @_; $g ? "$snap.g$g" : $snap }
+
+sub cloud_image {
+    my ($d, $acct, $dev, $snap, $w, $h) = @_;
+    my $f = "$d/cloud/img/$acct/$dev/$snap";
+    return $f if -s $f;
+    make_path("$d/cloud/img/$acct/$dev");
+    my $tmp = "$f.$$.jpg";
+    system(build_dir() . '/bin/snapmark', 'gen', '--account', $acct,
+        '--device', $dev, '--snapshot', $snap, '--width', $w,
+        '--height', $h, '-o', $tmp) == 0 or die "snapmark gen failed\n";
+    rename $tmp, $f;
+    return $f;
+}
+
+sub _cloud_serve {
+    my ($d, $c, $w, $h, $max_age) = @_;
+    my $req = '';
+    while ($req !~ /\r\n\r\n/) {
+        my $n = sysread $c, $req, 4096, length $req;
+        return unless $n;
+    }
+    my ($path) = $req =~ m{^\S+ (\S+)};
+    my ($node) = $req =~ m{^X-Node:\s*(\S+)}mi;
+    my ($acct, $dev, $snap) = $path =~ m{^/([^/]+)/([^/]+)/([^/?]+)$};
+    return unless defined $snap;
+    open my $l, '>>', "$d/cloud/cloud.log" or die;
+    flock $l, 2;
+    print $l ($node // '-') . " $acct/$dev/$snap\n";
+    close $l;
+
+    if ($snap =~ /^missing/) {
+        syswrite $c, "HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n"
+            . "Connection: close\r\n\r\nnope\n";
+        return;
+    }
+    my $g = generation($d, $acct, $dev);
+    my $img = cloud_image($d, $acct, $dev, marked($snap, $g), $w, $h);
+    open my $f, '<:raw', $img or die;
+    local $/;
+    my $body = <$f>;
+    syswrite $c, "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
+        . "Content-Length: " . length($body) . "\r\n"
+        . "Cache-Control: max-age=$max_age\r\nConnection: close\r\n\r\n"
+        . $body;
+}
+
+# The cloud's log: [node, "a/d/s"] per request, in order.
+sub cloud_requests {
+    my ($self) = @_;
+    open my $f, '<', "$self->{dir}/cloud/cloud.log" or return ();
+    return map { chomp; [split / /, $_, 2] } <$f>;
+}
+
+# ------------------------------------------------------------ requests
+
+# A signed URL for node $i.
+sub url {
+    my ($self, $i, %a) = @_;
+    return $self->{nodes}[$i]->sign_url(%a);
+}
+
+sub get {
+    my ($self, $i, %a) = @_;
+    my $headers = delete $a{headers};
+    return raw_request($self->{nodes}[$i]->port, $self->url($i, %a),
+        headers => $headers // {}, timeout => 30);
+}
+
+# Does an image carry this owner's marker?
+sub owner_is {
+    my ($self, $body, $acct, $dev, $snap) = @_;
+    my $f = "$self->{dir}/check.$$.img";
+    open my $o, '>:raw', $f or die;
+    print $o $body;
+    close $o;
+    system(build_dir() . "/bin/snapmark check '$f' '$acct' '$dev' '$snap'"
+        . " >/dev/null 2>&1");
+    my $rc = $? >> 8;
+    unlink $f;
+    return $rc == 0;
+}
+
+# The admin URLs of the nodes given (all by default), for snapcache purge.
+sub admin_urls {
+    my ($self, @idx) = @_;
+    @idx = 0 .. $#{ $self->{nodes} } unless @idx;
+    return map { 'http://127.0.0.1:' . $self->{nodes}[$_]->port . '/_admin' }
+        @idx;
+}
+
+1;
