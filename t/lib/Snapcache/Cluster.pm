@@ -8,8 +8,8 @@ package Snapcache::Cluster;
 # Nodes reach their peers from 127.0.0.2 (proxy_bind) and /_peer/
 # allows only that address, so a client on 127.0.0.1 is outside it.
 #
-# The cloud logs one line per request, "<node> <account>/<device>/<snapshot>",
-# the node naming itself in X-Node.  It answers the owner-marked image of
+# The cloud logs one line per request, "<node> <account>/<device>/<snapshot>
+# <header names>", the node naming itself in X-Node.  It answers the owner-marked image of
 # (account, device, snapshot) or, once the device was given a new
 # generation (new_generation(), as a camera company's backend would
 # after a purge), of (account, device, "<snapshot>.g<N>").  Snapshot ids
@@ -18,6 +18,7 @@ package Snapcache::Cluster;
 use strict;
 use warnings;
 
+use Digest::SHA ();
 use File::Copy qw(copy);
 use File::Path qw(make_path);
 use POSIX qw(_exit);
@@ -28,7 +29,8 @@ use Snapcache::Admin qw(write_token);
 # $c = Snapcache::Cluster->new(nodes => 3, %options): made, not started.
 # Options: workers (per node), image_size, max_age (what the cloud's
 # images carry), cold_start (default on), node_http / node_server (more
-# config for every node), peer_allow (default 127.0.0.2), expect_log.
+# config for every node), peer_allow (default 127.0.0.2), peer_extra
+# (in /_peer/), more_tokens (token files after the cluster's), expect_log.
 sub new {
     my ($class, %o) = @_;
     my $n = $o{nodes} // 3;
@@ -94,6 +96,8 @@ sub server_conf {
     my $peer_extra = $o->{peer_extra} // '';
     my $allow = $o->{peer_allow} // '127.0.0.2';
     my $cloud = $self->cloud_port;
+    my $tokens = join '', map { "        snapcache_cluster_token $_;\n" }
+        $self->{cluster_token_file}, @{ $o->{more_tokens} || [] };
     return <<"EOF";
     upstream snapcache_peers {
         hash \$snapcache_account consistent;
@@ -104,8 +108,7 @@ $servers        keepalive 8;
         listen 127.0.0.1:@{[ $t->port ]};
 
         snapcache_sign_key k1 $d/keys/k1.key;
-        snapcache_cluster_token $self->{cluster_token_file};
-        snapcache_thread_pool snapcache;
+$tokens        snapcache_thread_pool snapcache;
 $extra
         location /snap/ {
             snapcache;
@@ -282,9 +285,10 @@ sub _cloud_serve {
     my ($node) = $req =~ m{^X-Node:\s*(\S+)}mi;
     my ($acct, $dev, $snap) = $path =~ m{^/([^/]+)/([^/]+)/([^/?]+)$};
     return unless defined $snap;
+    my $hdrs = join '|', map { lc } $req =~ m{^([\w-]+):}mg;
     open my $l, '>>', "$d/cloud/cloud.log" or die;
     flock $l, 2;
-    print $l ($node // '-') . " $acct/$dev/$snap\n";
+    print $l ($node // '-') . " $acct/$dev/$snap $hdrs\n";
     close $l;
 
     if ($snap =~ /^missing/) {
@@ -303,11 +307,19 @@ sub _cloud_serve {
         . $body;
 }
 
-# The cloud's log: [node, "a/d/s"] per request, in order.
+# The cloud's log: [node, "a/d/s", "header|names"] per request, in order.
 sub cloud_requests {
     my ($self) = @_;
     open my $f, '<', "$self->{dir}/cloud/cloud.log" or return ();
-    return map { chomp; [split / /, $_, 2] } <$f>;
+    return map { chomp; [split / /, $_, 3] } <$f>;
+}
+
+# Which node fetched each original from the cloud: { "a/d/s" => [nodes] }.
+sub fetchers {
+    my ($self) = @_;
+    my %by;
+    push @{ $by{ $_->[1] } }, $_->[0] for $self->cloud_requests;
+    return \%by;
 }
 
 # ------------------------------------------------------------ requests
@@ -337,6 +349,86 @@ sub owner_is {
     my $rc = $? >> 8;
     unlink $f;
     return $rc == 0;
+}
+
+# Runs the jobs, each { node => i, account, device, snapshot, v, accept },
+# over $procs client processes at once; returns a result per job, in
+# order: { status, x (X-Snapcache), variant, file (the body, on a 200) }.
+sub run_clients {
+    my ($self, $procs, @jobs) = @_;
+    my $d = "$self->{dir}/res." . $self->{runs}++;
+    make_path($d);
+    my @kids;
+    for my $k (0 .. $procs - 1) {
+        my $pid = fork // die;
+        if (!$pid) {
+            for (my $i = $k; $i < @jobs; $i += $procs) {
+                my %j = %{ $jobs[$i] };
+                my $node = delete $j{node};
+                my $accept = delete $j{accept};
+                my $r = eval {
+                    $self->get($node, %j, headers => $accept
+                        ? { Accept => $accept } : {})
+                } // { status => 0, headers => {}, body => '' };
+                open my $f, '>:raw', "$d/$i" or _exit(1);
+                print $f join("\n", $r->{status},
+                    $r->{headers}{'x-snapcache'} // '',
+                    $r->{headers}{'x-snapcache-variant'} // '', ''),
+                    $r->{body};
+                close $f;
+            }
+            _exit(0);
+        }
+        push @kids, $pid;
+    }
+    waitpid $_, 0 for @kids;
+    my @out;
+    for my $i (0 .. $#jobs) {
+        open my $f, '<:raw', "$d/$i" or do { push @out, { status => 0 }; next };
+        local $/;
+        my ($status, $x, $v, $body) = split /\n/, <$f>, 4;
+        close $f;
+        my %r = (status => $status, x => $x, variant => $v);
+        if ($status == 200) {
+            open my $b, '>:raw', "$d/$i.body" or die;
+            print $b $body;
+            close $b;
+            $r{file} = "$d/$i.body";
+        }
+        unlink "$d/$i";
+        push @out, \%r;
+    }
+    return @out;
+}
+
+# Checks bodies against owners: each item [file, account, device,
+# snapshot]; identical bodies of one owner are decoded once.  Returns
+# the items that do not show their owner, with snapmark's reason.
+sub wrong_owners {
+    my ($self, @items) = @_;
+    my (%seen, @list);
+    for my $it (@items) {
+        my $sum = Digest::SHA::sha1_hex(_slurp($it->[0]));
+        my $k = join ' ', $sum, @$it[1 .. 3];
+        next if $seen{$k}++;
+        push @list, $it;
+    }
+    return () unless @list;
+    my $lf = "$self->{dir}/owners." . $self->{runs}++;
+    open my $l, '>', $lf or die;
+    print $l "@$_\n" for @list;
+    close $l;
+    my @out = `'@{[ build_dir() ]}/bin/snapmark' check-list '$lf' 2>&1`;
+    my %why = map { /^(\S+) (\S+ \S+ \S+ \S+)$/ ? ($2 => $1) : () } @out;
+    return map { [@$_, $why{"@$_"} // 'unchecked'] }
+        grep { ($why{"@$_"} // '') ne 'ok' } @list;
+}
+
+sub _slurp {
+    my ($f) = @_;
+    open my $h, '<:raw', $f or return '';
+    local $/;
+    return <$h> // '';
 }
 
 # The admin URLs of the nodes given (all by default), for snapcache purge.
