@@ -193,7 +193,14 @@ sub reload {
     }
 }
 
-sub stop_node { $_[0]{nodes}[$_[1]]->stop }
+# Stops node $i; nothing listens on its port until it starts again (the
+# harness would hold it, accepting and never answering).
+sub stop_node {
+    my ($self, $i) = @_;
+    my $t = $self->{nodes}[$i];
+    $t->stop;
+    Snapcache::Test::release_port($t->port);
+}
 
 sub start_node {
     my ($self, $i) = @_;
@@ -419,7 +426,7 @@ sub wrong_owners {
     print $l "@$_\n" for @list;
     close $l;
     my @out = `'@{[ build_dir() ]}/bin/snapmark' check-list '$lf' 2>&1`;
-    my %why = map { /^(\S+) (\S+ \S+ \S+ \S+)$/ ? ($2 => $1) : () } @out;
+    my %why = map { /^(.+) (\S+ \S+ \S+ \S+)$/ ? ($2 => $1) : () } @out;
     return map { [@$_, $why{"@$_"} // 'unchecked'] }
         grep { ($why{"@$_"} // '') ne 'ok' } @list;
 }
