@@ -13,7 +13,8 @@ package Snapcache::Cluster;
 # (account, device, snapshot) or, once the device was given a new
 # generation (new_generation(), as a camera company's backend would
 # after a purge), of (account, device, "<snapshot>.g<N>").  Snapshot ids
-# starting with "missing" are 404s.
+# starting with "missing" are 404s; those starting with "latest" live
+# for 5 seconds (max-age), the others for max_age (300 by default).
 
 use strict;
 use warnings;
@@ -310,7 +311,8 @@ sub _cloud_serve {
     my $body = <$f>;
     syswrite $c, "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
         . "Content-Length: " . length($body) . "\r\n"
-        . "Cache-Control: max-age=$max_age\r\nConnection: close\r\n\r\n"
+        . "Cache-Control: max-age=" . ($snap =~ /^latest/ ? 5 : $max_age)
+        . "\r\nConnection: close\r\n\r\n"
         . $body;
 }
 
