@@ -5,10 +5,10 @@
  * The types every file shares, then each file's exported functions,
  * grouped by the file that defines them.  Everything else is static.
  * Calls go one way: module -> store, variables, shm, origin, admin,
- * metrics; handler -> hit, fill, link; fill -> hit, origin, shm; hit ->
- * link; admin -> metrics, shm; shm -> link (the history table is made
- * with the zone); handler, hit and fill record into metrics.  Nothing
- * calls into the directives file.
+ * metrics, peer; handler -> hit, fill, link; peer -> hit, fill, admin;
+ * fill -> hit, origin, shm; hit -> link, peer; admin -> metrics, shm;
+ * shm -> link (the history table is made with the zone); handler, hit
+ * and fill record into metrics.  Nothing calls into the directives file.
  */
 
 
@@ -186,6 +186,7 @@ typedef struct {
     ngx_http_snapcache_lock_t  locks[NGX_HTTP_SNAPCACHE_LOCKS];
     ngx_http_snapcache_links_t *links;       /* per-client link history */
     ngx_http_snapcache_metrics_t  metrics;
+    time_t                     epoch;        /* when the zone was made */
 } ngx_http_snapcache_shctx_t;
 
 
@@ -209,6 +210,8 @@ typedef struct {
     void                      *store;        /* snapcache_cache_t */
     ngx_event_t                reader_check;
     ngx_uint_t                 used;         /* some location has snapcache */
+    ngx_flag_t                 cold_start;   /* records from before the
+                                                start are not served */
 } ngx_http_snapcache_main_conf_t;
 
 
@@ -241,6 +244,11 @@ typedef struct {
     ngx_msec_t                 adapt_budget;
     ngx_flag_t                 admin;
     ngx_array_t               *admin_tokens; /* SHA-256 digests, 32 bytes */
+
+    ngx_flag_t                 peer;
+    ngx_array_t               *cluster_tokens;  /* SHA-256 digests */
+    ngx_str_t                  cluster_bearer;  /* "Bearer <hex>" of the
+                                                   first token, sent */
 } ngx_http_snapcache_loc_conf_t;
 
 
@@ -313,6 +321,7 @@ typedef struct {
     unsigned                         lock_held:1;
     unsigned                         counted:1;    /* in the admission */
     unsigned                         transcoded:1;
+    unsigned                         original_only:1;  /* a peer's fill */
 } ngx_http_snapcache_task_t;
 
 
@@ -371,6 +380,8 @@ struct ngx_http_snapcache_ctx_s {
     unsigned                         origin_too_big:1;
     unsigned                         origin_in_file:1;
     unsigned                         client_known:1;
+    unsigned                         peer:1;       /* answers a peer with
+                                                      the original */
 };
 
 
@@ -383,6 +394,8 @@ ngx_int_t ngx_http_snapcache_redact_init(ngx_conf_t *cf);
 void ngx_http_snapcache_set_status(ngx_http_request_t *r,
     ngx_http_snapcache_status_e status);
 void ngx_http_snapcache_set_variant(ngx_http_request_t *r, ngx_str_t *name);
+void ngx_http_snapcache_set_account(ngx_http_request_t *r,
+    snapcache_str_t *account);
 void ngx_http_snapcache_set_link(ngx_http_request_t *r, ngx_uint_t kbps,
     ngx_uint_t rtt_ms, const char *reason);
 ngx_str_t *ngx_http_snapcache_status_name(ngx_http_snapcache_status_e status);
@@ -448,8 +461,18 @@ void ngx_http_snapcache_link_sent(ngx_http_request_t *r,
 
 /* ngx_http_snapcache_admin.c */
 ngx_int_t ngx_http_snapcache_admin_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_snapcache_bearer_auth(ngx_http_request_t *r,
+    ngx_array_t *tokens, const char *role);
 char *ngx_http_snapcache_admin_token_load(ngx_conf_t *cf, ngx_str_t *path,
     u_char *digest);
+
+/* ngx_http_snapcache_peer.c */
+ngx_int_t ngx_http_snapcache_peer_handler(ngx_http_request_t *r);
+char *ngx_http_snapcache_cluster_token_load(ngx_conf_t *cf, ngx_str_t *path,
+    u_char *digest, ngx_str_t *bearer);
+ngx_int_t ngx_http_snapcache_peer_send(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, u_char *body, size_t len,
+    ngx_uint_t format, time_t expires, ngx_http_snapcache_status_e status);
 
 /* ngx_http_snapcache_metrics.c */
 ngx_int_t ngx_http_snapcache_metrics_init(ngx_conf_t *cf);

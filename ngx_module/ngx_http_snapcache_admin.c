@@ -96,8 +96,6 @@ typedef struct {
 
 
 static ngx_uint_t ngx_http_snapcache_admin_endpoint(ngx_http_request_t *r);
-static ngx_int_t ngx_http_snapcache_admin_auth(ngx_http_request_t *r,
-    ngx_http_snapcache_loc_conf_t *slcf);
 static ngx_int_t ngx_http_snapcache_hex_decode(u_char *dst, u_char *src,
     size_t len);
 static ngx_int_t ngx_http_snapcache_admin_get(ngx_http_request_t *r,
@@ -148,7 +146,9 @@ ngx_http_snapcache_admin_handler(ngx_http_request_t *r)
 
     endpoint = ngx_http_snapcache_admin_endpoint(r);
 
-    if (ngx_http_snapcache_admin_auth(r, slcf) != NGX_OK) {
+    if (ngx_http_snapcache_bearer_auth(r, slcf->admin_tokens, "admin")
+        != NGX_OK)
+    {
         if (endpoint == NGX_HTTP_SNAPCACHE_ADMIN_PURGE) {
             ngx_http_snapcache_count_purge(smcf, NGX_HTTP_SNAPCACHE_SCOPE_NONE,
                                         NGX_HTTP_SNAPCACHE_PURGE_UNAUTHORIZED,
@@ -262,13 +262,14 @@ ngx_http_snapcache_admin_endpoint(ngx_http_request_t *r)
 
 /*
  * "Authorization: Bearer <hex>".  The SHA-256 of what was presented is
- * compared with that of every configured token, all of them, with
- * CRYPTO_memcmp: the time taken says nothing about a token's bytes or
- * length, nor which one matched.  The token is never logged.
+ * compared with that of every configured token (digests, 32 bytes
+ * each), all of them, with CRYPTO_memcmp: the time taken says nothing
+ * about a token's bytes or length, nor which one matched.  The token is
+ * never logged.  The admin API and the peer endpoint share it.
  */
-static ngx_int_t
-ngx_http_snapcache_admin_auth(ngx_http_request_t *r,
-    ngx_http_snapcache_loc_conf_t *slcf)
+ngx_int_t
+ngx_http_snapcache_bearer_auth(ngx_http_request_t *r, ngx_array_t *tokens,
+    const char *role)
 {
     u_char           *p, *end, *digests;
     u_char            token[SNAPCACHE_KEY_MAX], md[32];
@@ -285,7 +286,7 @@ ngx_http_snapcache_admin_auth(ngx_http_request_t *r,
                            sizeof("Bearer ") - 1) != 0)
     {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "snapcache: admin: refused, no bearer token");
+                      "snapcache: %s: refused, no bearer token", role);
         return NGX_DECLINED;
     }
 
@@ -319,10 +320,10 @@ ngx_http_snapcache_admin_auth(ngx_http_request_t *r,
 
     OPENSSL_cleanse(token, sizeof(token));
 
-    if (slcf->admin_tokens) {
-        digests = slcf->admin_tokens->elts;
+    if (tokens) {
+        digests = tokens->elts;
 
-        for (i = 0; i < slcf->admin_tokens->nelts; i++) {
+        for (i = 0; i < tokens->nelts; i++) {
             match |= (CRYPTO_memcmp(md, digests + 32 * i, 32) == 0);
         }
     }
@@ -334,7 +335,7 @@ ngx_http_snapcache_admin_auth(ngx_http_request_t *r,
     }
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  "snapcache: admin: refused, wrong bearer token");
+                  "snapcache: %s: refused, wrong bearer token", role);
 
     return NGX_DECLINED;
 }

@@ -18,6 +18,16 @@
 /* fills thrown away for a purge before a request gets a 503 */
 #define NGX_HTTP_SNAPCACHE_PURGE_RETRIES  3
 
+/*
+ * A peer's fill of an original takes a lock of its own: a node that
+ * owns the account answers its own fills' origin requests, and would
+ * otherwise wait on itself.
+ */
+#define NGX_HTTP_SNAPCACHE_PEER_LOCK      0x9e3779b97f4a7c15ULL
+
+/* the size the original task decodes to, to check every byte of it */
+#define NGX_HTTP_SNAPCACHE_CHECK_WIDTH    16
+
 
 /*
  * nginx 1.22's struct ngx_thread_pool_s, which ngx_thread_pool.h keeps
@@ -68,6 +78,7 @@ static void ngx_http_snapcache_rungs_below(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_http_snapcache_task_t *t);
 static void ngx_http_snapcache_thread_nice(ngx_int_t nice);
 static void ngx_http_snapcache_task_handler(void *data, ngx_log_t *log);
+static void ngx_http_snapcache_original_task(ngx_http_snapcache_task_t *t);
 static int ngx_http_snapcache_store_check(void *data);
 static void ngx_http_snapcache_task_done(ngx_event_t *ev);
 static void ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t,
@@ -90,6 +101,10 @@ ngx_http_snapcache_fill(ngx_http_request_t *r, ngx_http_snapcache_ctx_t *ctx)
 
     ctx->lock_hash = ngx_http_snapcache_hash(ctx->ident.digest,
                                              sizeof(ctx->ident.digest));
+
+    if (ctx->peer) {
+        ctx->lock_hash ^= NGX_HTTP_SNAPCACHE_PEER_LOCK;
+    }
 
     /* a client that goes away is noticed while we wait or fill */
     r->read_event_handler = ngx_http_test_reading;
@@ -243,7 +258,7 @@ ngx_http_snapcache_start_fill(ngx_http_request_t *r,
 
     ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_FILLS, 1);
 
-    if (ctx->slcf->keep_original || ctx->slcf->negative_ttl) {
+    if (ctx->slcf->keep_original || ctx->slcf->negative_ttl || ctx->peer) {
         rc = ngx_http_snapcache_lookup(r, ctx, SNAPCACHE_VARIANT_ORIGINAL,
                                        SNAPCACHE_FORMAT_ANY, &orig);
 
@@ -263,7 +278,9 @@ ngx_http_snapcache_start_fill(ngx_http_request_t *r,
             return NGX_DONE;
         }
 
-        if (rc == SNAPCACHE_CACHE_HIT && ctx->slcf->keep_original) {
+        if (rc == SNAPCACHE_CACHE_HIT
+            && (ctx->slcf->keep_original || ctx->peer))
+        {
             ctx->origin_expires = orig.expires;
             return ngx_http_snapcache_post_task(r, ctx, orig.body,
                                                 orig.body_len, 0);
@@ -558,7 +575,9 @@ ngx_http_snapcache_post_task(ngx_http_request_t *r,
 
     ngx_memcpy(t->orig, orig, len);
     t->orig_len = len;
-    t->store_original = store_original && ctx->slcf->keep_original;
+    t->store_original = store_original
+                        && (ctx->slcf->keep_original || ctx->peer);
+    t->original_only = ctx->peer;
     t->no_store = ctx->no_store;
     t->ident = ctx->ident;
     t->gen = ctx->gen;
@@ -584,7 +603,7 @@ ngx_http_snapcache_post_task(ngx_http_request_t *r,
 
     t->nice = ctx->slcf->transcode_nice;
 
-    if (ctx->slcf->fill_below && !t->no_store) {
+    if (ctx->slcf->fill_below && !t->no_store && !t->original_only) {
         ngx_http_snapcache_rungs_below(r, ctx, t);
     }
 
@@ -692,6 +711,11 @@ ngx_http_snapcache_task_handler(void *data, ngx_log_t *log)
 
     ngx_http_snapcache_thread_nice(t->nice);
 
+    if (t->original_only) {
+        ngx_http_snapcache_original_task(t);
+        return;
+    }
+
     ngx_memzero(specs, sizeof(specs));
     specs[0].width = (int) t->width;
     specs[0].quality = (int) t->quality;
@@ -788,6 +812,65 @@ free_below:
     for (i = 1; i < nspecs; i++) {
         snapcache_transcode_free(outs[i].data);
     }
+}
+
+
+/*
+ * On a pool thread, for a peer: the original itself is the answer.  It
+ * is decoded once, at a tiny size but every byte of it, with the same
+ * limits and fail_on=truncated, so that an original that is truncated,
+ * corrupt or not an image we decode is never kept or handed to a peer.
+ * Then it is kept.
+ */
+static void
+ngx_http_snapcache_original_task(ngx_http_snapcache_task_t *t)
+{
+    int                        rc;
+    snapcache_put_t            item;
+    snapcache_variant_spec_t   spec;
+    snapcache_transcode_out_t  out;
+
+    ngx_memzero(&spec, sizeof(spec));
+    spec.width = NGX_HTTP_SNAPCACHE_CHECK_WIDTH;
+    spec.quality = 1;
+    spec.format = SNAPCACHE_FORMAT_JPEG;
+
+    rc = snapcache_transcode(t->orig, t->orig_len, &spec, t->max_bytes,
+                             t->max_pixels, &out);
+    if (rc != SNAPCACHE_TRANSCODE_OK) {
+        t->error = rc;
+        return;
+    }
+
+    snapcache_transcode_free(out.data);
+
+    t->transcoded = 1;
+    t->out = t->orig;
+    t->out_len = t->orig_len;
+    t->format = out.source.format;
+    t->out_checksum = snapcache_cache_checksum(t->orig, t->orig_len);
+
+    if (!t->store_original || t->no_store) {
+        t->store_rc = SNAPCACHE_CACHE_SKIPPED;
+        return;
+    }
+
+    ngx_memzero(&item, sizeof(snapcache_put_t));
+
+    snapcache_cache_key(&t->ident, SNAPCACHE_VARIANT_ORIGINAL,
+                        SNAPCACHE_FORMAT_ANY, &item.key);
+    item.ident = &t->ident;
+    item.variant = SNAPCACHE_VARIANT_ORIGINAL;
+    item.format = out.source.format;
+    item.width = out.source.width;
+    item.height = out.source.height;
+    item.expires = t->expires;
+    item.body = t->orig;
+    item.body_len = t->orig_len;
+
+    t->store_rc = snapcache_cache_put_batch(t->smcf->store, &item, 1,
+                                            (int64_t) time(NULL),
+                                            ngx_http_snapcache_store_check, t);
 }
 
 
@@ -910,7 +993,7 @@ ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t,
 {
     ngx_uint_t  level, result;
 
-    if (t->transcoded) {
+    if (t->transcoded && !t->original_only) {
         ngx_http_snapcache_stat_add(t->smcf,
                                     NGX_HTTP_SNAPCACHE_ST_TRANSCODES, 1);
         ngx_http_snapcache_count_transcode(t->smcf, &t->variant_name,
@@ -1024,10 +1107,12 @@ ngx_http_snapcache_task_timeout(ngx_event_t *ev)
 static void
 ngx_http_snapcache_task_free(ngx_http_snapcache_task_t *t)
 {
-    if (t->out) {
+    /* a peer's fill answers with the original, in the task's pool */
+    if (t->out && t->out != t->orig) {
         snapcache_transcode_free(t->out);
-        t->out = NULL;
     }
+
+    t->out = NULL;
 
     ngx_destroy_pool(t->pool);
 }

@@ -94,6 +94,9 @@ ngx_http_snapcache_handler(ngx_http_request_t *r)
                                              snapcache_sign_reason(rc));
     }
 
+    /* verified: the shard key of a cluster's origin location */
+    ngx_http_snapcache_set_account(r, &sr->url.account);
+
     nrc = ngx_http_snapcache_check_variants(r, slcf, sr);
     if (nrc != NGX_OK) {
         return ngx_http_snapcache_send_error(r, NGX_HTTP_BAD_REQUEST,

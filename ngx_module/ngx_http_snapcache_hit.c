@@ -23,7 +23,10 @@ static void ngx_http_snapcache_body_free(void *data);
  * Exact-key lookup; the record is copied into the request pool inside
  * the read transaction.  An expired record is kept aside as the STALE
  * fallback and reported as a miss, with the purge generations read
- * before it: a purge that begins later rules it out.
+ * before it: a purge that begins later rules it out.  With
+ * snapcache_cold_start, a record stored before nginx started is a miss,
+ * stale fallback included: purges sent while the node was down never
+ * reached it.
  */
 ngx_int_t
 ngx_http_snapcache_lookup(ngx_http_request_t *r,
@@ -44,6 +47,13 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
                              SNAPCACHE_GET_STALE | SNAPCACHE_GET_KEEP_BAD
                              | SNAPCACHE_GET_LOOP, rec,
                              ngx_http_snapcache_body_alloc, r->pool);
+
+    if ((rc == SNAPCACHE_CACHE_HIT || rc == SNAPCACHE_CACHE_EXPIRED)
+        && ctx->smcf->cold_start
+        && rec->created <= (int64_t) ctx->smcf->sh->epoch)
+    {
+        return SNAPCACHE_CACHE_MISS;
+    }
 
     switch (rc) {
 
@@ -109,6 +119,11 @@ ngx_http_snapcache_send_body(ngx_http_request_t *r,
     const char       *mime;
     ngx_chain_t       out;
     ngx_table_elt_t  *etag;
+
+    if (ctx->peer) {
+        return ngx_http_snapcache_peer_send(r, ctx, body, len, format,
+                                            expires, status);
+    }
 
     ngx_http_snapcache_set_status(r, status);
     ngx_http_snapcache_count_served(ctx->smcf, &ctx->sreq->variant->name,

@@ -45,6 +45,12 @@ static char *ngx_http_snapcache_admin(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_snapcache_admin_token(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_snapcache_merge_peer(ngx_conf_t *cf,
+    ngx_http_snapcache_loc_conf_t *conf);
+static char *ngx_http_snapcache_peer(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_snapcache_cluster_token(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_snapcache_init_process(ngx_cycle_t *cycle);
 static void ngx_http_snapcache_exit_process(ngx_cycle_t *cycle);
 
@@ -261,6 +267,27 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       0,
       NULL },
 
+    { ngx_string("snapcache_peer"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_snapcache_peer,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("snapcache_cluster_token"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_snapcache_cluster_token,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("snapcache_cold_start"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_snapcache_main_conf_t, cold_start),
+      NULL },
+
       ngx_null_command
 };
 
@@ -423,6 +450,8 @@ ngx_http_snapcache_create_loc_conf(ngx_conf_t *cf)
     conf->adapt_budget = NGX_CONF_UNSET_MSEC;
     conf->admin = NGX_CONF_UNSET;
     conf->admin_tokens = NGX_CONF_UNSET_PTR;
+    conf->peer = NGX_CONF_UNSET;
+    conf->cluster_tokens = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -474,6 +503,17 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_ptr_value(conf->admin_tokens, prev->admin_tokens, NULL);
 
+    /* the tokens and the one sent are declared together */
+    if (conf->cluster_tokens == NGX_CONF_UNSET_PTR) {
+        conf->cluster_tokens = prev->cluster_tokens == NGX_CONF_UNSET_PTR
+                               ? NULL : prev->cluster_tokens;
+        conf->cluster_bearer = prev->cluster_bearer;
+    }
+
+    if (conf->peer == NGX_CONF_UNSET) {
+        conf->peer = 0;
+    }
+
     if (conf->admin) {
         return ngx_http_snapcache_merge_admin(cf, conf);
     }
@@ -483,6 +523,10 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                            "\"snapcache_ttl_min\" is above "
                            "\"snapcache_ttl_max\"");
         return NGX_CONF_ERROR;
+    }
+
+    if (conf->peer) {
+        return ngx_http_snapcache_merge_peer(cf, conf);
     }
 
     if (!conf->enable) {
@@ -554,6 +598,72 @@ ngx_http_snapcache_merge_admin(ngx_conf_t *cf,
 
     if (clcf->client_body_buffer_size < 64 * 1024) {
         clcf->client_body_buffer_size = 64 * 1024;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * A peer endpoint answers originals to the cluster's nodes: only to
+ * those that present a token, from its store, fetching from its own
+ * origin (the camera cloud).  A node that keeps its records across a
+ * restart may hold what purges sent while it was down did not remove,
+ * and would hand it to every node: nginx -t says so.
+ */
+static char *
+ngx_http_snapcache_merge_peer(ngx_conf_t *cf,
+    ngx_http_snapcache_loc_conf_t *conf)
+{
+    ngx_http_snapcache_main_conf_t  *smcf;
+
+    if (conf->enable == 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"snapcache_peer\" and \"snapcache\" cannot "
+                           "share a location");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->cluster_tokens == NULL || conf->cluster_tokens->nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"snapcache_peer\" requires at least one "
+                           "\"snapcache_cluster_token\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->origin.len == 0 || conf->origin.data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"snapcache_peer\" requires \"snapcache_origin\" "
+                           "naming the location of the camera cloud");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->origin.data[conf->origin.len - 1] == '/') {
+        conf->origin.len--;
+    }
+
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_snapcache_module);
+
+    if (smcf->store_path.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"snapcache_peer\" requires \"snapcache_store\": "
+                           "the owner keeps the originals it answers");
+        return NGX_CONF_ERROR;
+    }
+
+    if (!smcf->cold_start) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "\"snapcache_peer\" without \"snapcache_cold_start "
+                           "on\": after a restart this node serves, to its "
+                           "clients and its peers, records that purges sent "
+                           "while it was down did not remove");
+    }
+
+    smcf->used = 1;
+
+    conf->thread_pool = ngx_thread_pool_add(cf, &conf->thread_pool_name);
+    if (conf->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -830,6 +940,7 @@ ngx_http_snapcache_create_main_conf(ngx_conf_t *cf)
      */
 
     smcf->store_size = NGX_CONF_UNSET_SIZE;
+    smcf->cold_start = NGX_CONF_UNSET;
 
     return smcf;
 }
@@ -845,6 +956,8 @@ ngx_http_snapcache_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_snapcache_main_conf_t *smcf = conf;
 
     ngx_str_t  name = ngx_string("snapcache");
+
+    ngx_conf_init_value(smcf->cold_start, 0);
 
     if (smcf->shm_zone == NULL) {
         if (ngx_http_snapcache_zone_add(cf, smcf, &name, 1024 * 1024)
@@ -1270,4 +1383,82 @@ ngx_http_snapcache_admin_token(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return ngx_http_snapcache_admin_token_load(cf, &path, digest);
+}
+
+
+/*
+ * snapcache_peer: the location answers the cluster's nodes with the
+ * originals of the accounts this node owns.  Like snapcache, it reads
+ * its ids from the raw request line after the location's name.
+ */
+static char *
+ngx_http_snapcache_peer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_snapcache_loc_conf_t *slcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (slcf->peer != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->named || clcf->exact_match
+#if (NGX_PCRE)
+        || clcf->regex
+#endif
+        || clcf->name.len == 0
+        || clcf->name.data[clcf->name.len - 1] != '/')
+    {
+        return "must be used in a prefix location ending with \"/\", "
+               "such as \"location /_peer/ { snapcache_peer; }\"";
+    }
+
+    slcf->peer = 1;
+    slcf->prefix = clcf->name;
+    clcf->handler = ngx_http_snapcache_peer_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * snapcache_cluster_token <file>: repeatable, for rotation.  A peer
+ * endpoint accepts every one; a snapcache location presents the first
+ * one of its level to its origin, the peers.
+ */
+static char *
+ngx_http_snapcache_cluster_token(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_snapcache_loc_conf_t *slcf = conf;
+
+    u_char     *digest;
+    ngx_str_t  *value, path;
+
+    value = cf->args->elts;
+    path = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (slcf->cluster_tokens == NGX_CONF_UNSET_PTR) {
+        slcf->cluster_tokens = ngx_array_create(cf->pool, 2, 32);
+        if (slcf->cluster_tokens == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    digest = ngx_array_push(slcf->cluster_tokens);
+    if (digest == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* only the first is ever sent, so only its bytes are kept */
+    return ngx_http_snapcache_cluster_token_load(cf, &path, digest,
+                                                 slcf->cluster_bearer.len
+                                                 ? NULL
+                                                 : &slcf->cluster_bearer);
 }

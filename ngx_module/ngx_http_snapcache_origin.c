@@ -68,9 +68,10 @@ ngx_http_snapcache_origin_init(ngx_conf_t *cf)
 
 
 /*
- * Every snapcache location's origin must resolve, in its server, to an
- * internal location: otherwise each fill would fail at run time, or,
- * worse, anyone could fetch originals with no signature at all.
+ * Every snapcache or snapcache_peer location's origin must resolve, in
+ * its server, to an internal location: otherwise each fill would fail
+ * at run time, or, worse, anyone could fetch originals with no
+ * signature at all.
  */
 static ngx_int_t
 ngx_http_snapcache_check_locations(ngx_conf_t *cf,
@@ -139,7 +140,7 @@ ngx_http_snapcache_check_origin_location(ngx_conf_t *cf,
 
     slcf = clcf->loc_conf[ngx_http_snapcache_module.ctx_index];
 
-    if (slcf->enable == 1) {
+    if (slcf->enable == 1 || slcf->peer == 1) {
 
         /* any ids will do: the location is chosen by the prefix */
         uri.len = slcf->origin.len + sizeof("/a/d/s") - 1;
@@ -354,6 +355,9 @@ ngx_http_snapcache_fetch_origin(ngx_http_request_t *r,
  * X-Original-URL for a framework to honour, no credentials, no
  * conditions or ranges, and no body or Content-Length.  dst may be the
  * request whose headers src are (an internal redirect without a store).
+ * A snapcache location with snapcache_cluster_token fetches from the
+ * cluster's peers and presents the token; a peer endpoint's own fetches
+ * (from the camera cloud) never carry it, nor a peer's Authorization.
  */
 ngx_int_t
 ngx_http_snapcache_origin_headers(ngx_http_request_t *r,
@@ -390,6 +394,18 @@ ngx_http_snapcache_origin_headers(ngx_http_request_t *r,
     ngx_str_set(&nh->value, "image/jpeg, image/png, image/webp");
     nh->lowcase_key = (u_char *) "accept";
 
+    if (slcf->enable == 1 && slcf->cluster_bearer.len) {
+        nh = ngx_list_push(&dst->headers_in.headers);
+        if (nh == NULL) {
+            return NGX_ERROR;
+        }
+
+        nh->hash = 1;
+        ngx_str_set(&nh->key, "Authorization");
+        nh->value = slcf->cluster_bearer;
+        nh->lowcase_key = (u_char *) "authorization";
+    }
+
     if (slcf->origin_pass_headers == NULL) {
         return NGX_OK;
     }
@@ -415,7 +431,12 @@ ngx_http_snapcache_origin_headers(ngx_http_request_t *r,
 
             if (h[i].key.len != name[n].len
                 || ngx_strncasecmp(h[i].key.data, name[n].data,
-                                   name[n].len) != 0)
+                                   name[n].len) != 0
+                || (slcf->peer == 1
+                    && h[i].key.len == sizeof("Authorization") - 1
+                    && ngx_strncasecmp(h[i].key.data,
+                                       (u_char *) "Authorization",
+                                       h[i].key.len) == 0))
             {
                 continue;
             }

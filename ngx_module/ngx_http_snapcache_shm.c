@@ -87,6 +87,9 @@ ngx_http_snapcache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     shpool->data = smcf->sh;
 
+    /* a reload keeps the zone, a restart makes it: see snapcache_cold_start */
+    smcf->sh->epoch = ngx_time();
+
     smcf->sh->links = ngx_http_snapcache_links_create(shpool,
                                                       shm_zone->shm.size,
                                                       shm_zone->shm.log);

@@ -3,9 +3,10 @@
  * snapcache: what the logs see.  The $snapcache_* variables for access
  * logs, and the redaction of signatures from the request line.
  *
- * $snapcache_status and $snapcache_variant are kept in the indexed
- * variables themselves rather than in the module ctx, because an
- * internal redirect clears every ctx.
+ * $snapcache_status, $snapcache_variant and $snapcache_account are kept
+ * in the indexed variables themselves rather than in the module ctx,
+ * because an internal redirect clears every ctx; and subrequests share
+ * them, so the origin location's upstream can hash the account.
  */
 
 
@@ -63,6 +64,11 @@ static ngx_str_t  ngx_http_snapcache_request_var =
     ngx_string("snapcache_request");
 static ngx_int_t  ngx_http_snapcache_status_index;
 static ngx_int_t  ngx_http_snapcache_variant_index;
+
+/* the verified account: the cluster's shard key */
+static ngx_str_t  ngx_http_snapcache_account_var =
+    ngx_string("snapcache_account");
+static ngx_int_t  ngx_http_snapcache_account_index;
 
 /* what adaptation saw and chose: set by the handler, like the above */
 static ngx_str_t  ngx_http_snapcache_link_vars[] = {
@@ -123,6 +129,20 @@ ngx_http_snapcache_add_variables(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    var = ngx_http_add_variable(cf, &ngx_http_snapcache_account_var,
+                                NGX_HTTP_VAR_NOHASH);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_snapcache_unset_variable;
+
+    ngx_http_snapcache_account_index =
+        ngx_http_get_variable_index(cf, &ngx_http_snapcache_account_var);
+    if (ngx_http_snapcache_account_index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
     for (i = 0; i < 3; i++) {
         var = ngx_http_add_variable(cf, &ngx_http_snapcache_link_vars[i],
                                     NGX_HTTP_VAR_NOHASH);
@@ -172,6 +192,24 @@ void
 ngx_http_snapcache_set_variant(ngx_http_request_t *r, ngx_str_t *name)
 {
     ngx_http_snapcache_set_indexed(r, ngx_http_snapcache_variant_index, name);
+}
+
+
+/*
+ * $snapcache_account: set once the signature (or, on a peer endpoint,
+ * the peer's token) is checked, never before, so that it only ever
+ * holds an account the request was verified for.
+ */
+void
+ngx_http_snapcache_set_account(ngx_http_request_t *r,
+    snapcache_str_t *account)
+{
+    ngx_str_t  v;
+
+    v.data = (u_char *) account->data;
+    v.len = account->len;
+
+    ngx_http_snapcache_set_indexed(r, ngx_http_snapcache_account_index, &v);
 }
 
 

@@ -16,6 +16,11 @@
  *                                   parent exits
  *   snapmark check FILE A D S       exit 0 ok, 1 mismatch, 2 undecodable
  *   snapmark check-list LISTFILE    lines "FILE A D S"; exit 1 if any fails
+ *   snapmark which-list LISTFILE    lines "FILE A D S0 [S1 ...]": prints,
+ *                                   per line, the index of the snapshot
+ *                                   whose marker FILE carries, "none" when
+ *                                   it carries none of them (or another
+ *                                   owner's), or "undecodable"
  *   snapmark info FILE              format, width and height
  */
 
@@ -47,6 +52,7 @@ usage(void)
         "                     [--height H] [--quality Q] ACCOUNT/DEVICE...\n"
         "       snapmark check FILE ACCOUNT DEVICE SNAPSHOT\n"
         "       snapmark check-list LISTFILE\n"
+        "       snapmark which-list LISTFILE\n"
         "       snapmark info FILE\n");
     return 2;
 }
@@ -193,6 +199,78 @@ cmd_check_list(const char *list)
     printf("summary: %d checked, %d ok, %d not ok\n", n, n - bad, bad);
 
     return bad ? 1 : 0;
+}
+
+
+/*
+ * Decodes each file once and compares it with each candidate owner: the
+ * soak's check, where a device's snapshot changes with every purge.
+ */
+static int
+cmd_which_list(const char *list)
+{
+    int                  n, i, found;
+    char                *f, *a, *d, *s, *save;
+    char                 line[8192];
+    gsize                len;
+    gchar               *buf;
+    FILE                *in;
+    snapcache_marker_t   got, want;
+
+    in = fopen(list, "r");
+    if (in == NULL) {
+        perror(list);
+        return 2;
+    }
+
+    while (fgets(line, sizeof(line), in)) {
+        line[strcspn(line, "\n")] = '\0';
+
+        f = strtok_r(line, " ", &save);
+        a = strtok_r(NULL, " ", &save);
+        d = strtok_r(NULL, " ", &save);
+
+        if (f == NULL || a == NULL || d == NULL) {
+            continue;
+        }
+
+        if (!g_file_get_contents(f, &buf, &len, NULL)) {
+            printf("undecodable %s\n", f);
+            continue;
+        }
+
+        n = snapcache_marker_decode(buf, len, &got);
+        g_free(buf);
+
+        if (n != 0) {
+            printf("undecodable %s\n", f);
+            continue;
+        }
+
+        found = -1;
+
+        for (i = 0; (s = strtok_r(NULL, " ", &save)) != NULL; i++) {
+            snapcache_marker_of(a, d, s, &want);
+
+            if (found < 0 && got.account == want.account
+                && got.device == want.device
+                && got.snapshot == want.snapshot)
+            {
+                found = i;
+            }
+        }
+
+        if (found < 0) {
+            printf("none %s\n", f);
+
+        } else {
+            printf("%d %s\n", found, f);
+        }
+    }
+
+    fclose(in);
+
+    return 0;
 }
 
 
@@ -428,6 +506,10 @@ main(int argc, char **argv)
 
     if (strcmp(argv[1], "check-list") == 0 && argc == 3) {
         return cmd_check_list(argv[2]);
+    }
+
+    if (strcmp(argv[1], "which-list") == 0 && argc == 3) {
+        return cmd_which_list(argv[2]);
     }
 
     if (strcmp(argv[1], "info") == 0 && argc == 3) {
