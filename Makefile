@@ -37,6 +37,7 @@ DEB_PKGS += iproute2 curl procps                 # tests and the demo
 DEB_PKGS += chromium chromium-driver python3-selenium  # t/browser.t
 DEB_PKGS += debhelper lintian                    # make deb, t/deb.t
 DEB_PKGS += mate-backgrounds                     # t/weak.t: real photographs
+DEB_PKGS += libnginx-mod-stream                  # run-cluster's L4 balancer
 
 # what `make bench*` adds: load generators and the anchors it compares to
 BENCH_PKGS :=
@@ -296,8 +297,21 @@ bench-purge: deps-bench build $(B)/bin/bench_purge
 # ----------------------------------------------------------------- run
 
 PORT ?= 8080
-.PHONY: run
+.PHONY: run run-cluster
 run: deps build
 	PORT=$(PORT) SNAPCACHE_BUILD=$(ABS_B) ./tools/run-demo
+
+# three nodes sharded by account, a balancer and the demo camera cloud
+run-cluster: deps build
+	SNAPCACHE_BUILD=$(ABS_B) ./tools/run-cluster
+
+# ---------------------------------------------------------------- soak
+
+# The isolation soak, at least 100,000 requests over three nodes with
+# faults (t/soak/soak); exits non-zero on any breach.  `make test` runs
+# a short one (t/soak.t).  SOAK_ARGS, e.g. "requests=20000 clients=4".
+.PHONY: soak
+soak: deps build
+	$(TEST_ENV) perl t/soak/soak $(SOAK_ARGS)
 
 endif # stage two

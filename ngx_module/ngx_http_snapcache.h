@@ -187,6 +187,8 @@ typedef struct {
     ngx_http_snapcache_links_t *links;       /* per-client link history */
     ngx_http_snapcache_metrics_t  metrics;
     time_t                     epoch;        /* when the zone was made */
+    ngx_atomic_t               purged_all;   /* when a purge last bumped */
+    ngx_atomic_t               purged[NGX_HTTP_SNAPCACHE_GENS];
 } ngx_http_snapcache_shctx_t;
 
 
@@ -382,6 +384,8 @@ struct ngx_http_snapcache_ctx_s {
     unsigned                         client_known:1;
     unsigned                         peer:1;       /* answers a peer with
                                                       the original */
+    unsigned                         fresh:1;      /* from the cloud, not
+                                                      a kept copy */
 };
 
 
@@ -446,6 +450,11 @@ ngx_int_t ngx_http_snapcache_gen_changed(ngx_http_snapcache_main_conf_t *smcf,
     ngx_http_snapcache_gen_t *since);
 void ngx_http_snapcache_gen_bump(ngx_http_snapcache_main_conf_t *smcf,
     const u_char *acct_tag, const u_char *dev_tag);
+ngx_uint_t ngx_http_snapcache_purged_within(
+    ngx_http_snapcache_main_conf_t *smcf, const u_char *acct_tag,
+    const u_char *dev_tag, time_t seconds);
+time_t ngx_http_snapcache_not_before(ngx_http_snapcache_main_conf_t *smcf,
+    const u_char *acct_tag, const u_char *dev_tag, ngx_uint_t variant);
 void ngx_http_snapcache_stat_add(ngx_http_snapcache_main_conf_t *smcf,
     ngx_uint_t counter, ngx_atomic_int_t n);
 

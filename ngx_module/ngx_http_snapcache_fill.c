@@ -132,6 +132,11 @@ ngx_http_snapcache_try_fill(ngx_http_request_t *r,
 {
     ngx_int_t  rc;
 
+    if (ctx->fresh) {
+        /* a fresh copy for a peer: never from a fill that began earlier */
+        return ngx_http_snapcache_start_fill(r, ctx);
+    }
+
     rc = ngx_http_snapcache_lock_acquire(ctx->smcf, ctx->lock_hash,
                                          ctx->slcf->fill_timeout
                                          + ctx->slcf->lock_timeout,
@@ -258,7 +263,9 @@ ngx_http_snapcache_start_fill(ngx_http_request_t *r,
 
     ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_FILLS, 1);
 
-    if (ctx->slcf->keep_original || ctx->slcf->negative_ttl || ctx->peer) {
+    if ((ctx->slcf->keep_original || ctx->slcf->negative_ttl || ctx->peer)
+        && !ctx->fresh)
+    {
         rc = ngx_http_snapcache_lookup(r, ctx, SNAPCACHE_VARIANT_ORIGINAL,
                                        SNAPCACHE_FORMAT_ANY, &orig);
 

@@ -23,10 +23,10 @@ static void ngx_http_snapcache_body_free(void *data);
  * Exact-key lookup; the record is copied into the request pool inside
  * the read transaction.  An expired record is kept aside as the STALE
  * fallback and reported as a miss, with the purge generations read
- * before it: a purge that begins later rules it out.  With
- * snapcache_cold_start, a record stored before nginx started is a miss,
- * stale fallback included: purges sent while the node was down never
- * reached it.
+ * before it: a purge that begins later rules it out.  A record that
+ * ngx_http_snapcache_not_before() rules out (from before a cold start,
+ * or a kept original from before a purge) is a miss, stale fallback
+ * included.
  */
 ngx_int_t
 ngx_http_snapcache_lookup(ngx_http_request_t *r,
@@ -49,8 +49,11 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
                              ngx_http_snapcache_body_alloc, r->pool);
 
     if ((rc == SNAPCACHE_CACHE_HIT || rc == SNAPCACHE_CACHE_EXPIRED)
-        && ctx->smcf->cold_start
-        && rec->created <= (int64_t) ctx->smcf->sh->epoch)
+        && rec->created
+           <= (int64_t) ngx_http_snapcache_not_before(ctx->smcf,
+                                                      ctx->ident.acct_tag,
+                                                      ctx->ident.dev_tag,
+                                                      variant))
     {
         return SNAPCACHE_CACHE_MISS;
     }

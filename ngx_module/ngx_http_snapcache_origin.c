@@ -13,6 +13,14 @@
 #include "ngx_module/ngx_http_snapcache.h"
 
 
+/*
+ * How long after a purge of an account or device this node's fills ask
+ * the owner for a fresh copy from the camera cloud: longer than a purge
+ * takes to reach every node.
+ */
+#define NGX_HTTP_SNAPCACHE_FRESH_SECONDS  60
+
+
 static ngx_int_t ngx_http_snapcache_check_locations(ngx_conf_t *cf,
     ngx_http_core_loc_conf_t *srv, ngx_http_core_loc_conf_t *pclcf);
 static ngx_int_t ngx_http_snapcache_check_tree(ngx_conf_t *cf,
@@ -281,6 +289,7 @@ ngx_http_snapcache_fetch_origin(ngx_http_request_t *r,
 {
     u_char                      *p;
     ngx_str_t                    uri;
+    ngx_table_elt_t             *h;
     ngx_http_request_t          *sr;
     snapcache_url_t             *url;
     ngx_http_post_subrequest_t  *ps;
@@ -321,6 +330,28 @@ ngx_http_snapcache_fetch_origin(ngx_http_request_t *r,
 
     if (ngx_http_snapcache_origin_headers(r, sr, ctx->slcf) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /*
+     * This node purged the scope a moment ago; the owner may not have
+     * had that purge yet, and its kept copy, or a fill it began before,
+     * may be from before it.  The camera cloud changed before the purge
+     * was sent, so a fetch that begins now is not.
+     */
+    if (ctx->slcf->enable == 1 && ctx->slcf->cluster_bearer.len
+        && ngx_http_snapcache_purged_within(ctx->smcf, ctx->ident.acct_tag,
+                                            ctx->ident.dev_tag,
+                                            NGX_HTTP_SNAPCACHE_FRESH_SECONDS))
+    {
+        h = ngx_list_push(&sr->headers_in.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "X-Snapcache-Fresh");
+        ngx_str_set(&h->value, "1");
+        h->lowcase_key = (u_char *) "x-snapcache-fresh";
     }
 
     /* the subrequest's ctx marks it for our filters to collect */

@@ -29,6 +29,8 @@
 
 static ngx_int_t ngx_http_snapcache_peer_target(ngx_http_request_t *r,
     ngx_http_snapcache_loc_conf_t *slcf, snapcache_url_t *url);
+static ngx_uint_t ngx_http_snapcache_peer_header(ngx_http_request_t *r,
+    const char *name);
 static ngx_int_t ngx_http_snapcache_peer_refuse(ngx_http_request_t *r,
     ngx_uint_t status, const char *reason);
 static void ngx_http_snapcache_cleanse(void *data);
@@ -149,12 +151,21 @@ ngx_http_snapcache_peer_handler(ngx_http_request_t *r)
     ngx_http_snapcache_set_account(r, &sreq->url.account);
     ngx_http_snapcache_set_variant(r, &ngx_http_snapcache_peer_variant.name);
 
-    rc = ngx_http_snapcache_lookup(r, ctx, SNAPCACHE_VARIANT_ORIGINAL,
-                                   SNAPCACHE_FORMAT_ANY, &rec);
+    /*
+     * The asking node purged this scope a moment ago, and this node may
+     * not have yet: neither the kept copy nor a fill that began before
+     * this request will do, only a fetch that begins now.
+     */
+    ctx->fresh = ngx_http_snapcache_peer_header(r, "X-Snapcache-Fresh");
 
-    if (rc == SNAPCACHE_CACHE_HIT) {
-        return ngx_http_snapcache_send_record(r, ctx, &rec,
-                                              NGX_HTTP_SNAPCACHE_HIT);
+    if (!ctx->fresh) {
+        rc = ngx_http_snapcache_lookup(r, ctx, SNAPCACHE_VARIANT_ORIGINAL,
+                                       SNAPCACHE_FORMAT_ANY, &rec);
+
+        if (rc == SNAPCACHE_CACHE_HIT) {
+            return ngx_http_snapcache_send_record(r, ctx, &rec,
+                                                  NGX_HTTP_SNAPCACHE_HIT);
+        }
     }
 
     return ngx_http_snapcache_fill(r, ctx);
@@ -205,6 +216,39 @@ ngx_http_snapcache_peer_target(ngx_http_request_t *r,
     }
 
     return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_snapcache_peer_header(ngx_http_request_t *r, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return 1;
+        }
+    }
 }
 
 

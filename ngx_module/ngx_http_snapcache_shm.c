@@ -88,7 +88,7 @@ ngx_http_snapcache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     shpool->data = smcf->sh;
 
     /* a reload keeps the zone, a restart makes it: see snapcache_cold_start */
-    smcf->sh->epoch = ngx_time();
+    smcf->sh->epoch = time(NULL);
 
     smcf->sh->links = ngx_http_snapcache_links_create(shpool,
                                                       shm_zone->shm.size,
@@ -329,27 +329,88 @@ ngx_http_snapcache_gen_changed(ngx_http_snapcache_main_conf_t *smcf,
 }
 
 
-/* Purge bumps before it deletes; see ngx_http_snapcache_store_task(). */
+/*
+ * Purge bumps before it deletes; see ngx_http_snapcache_store_task().
+ * It also notes when, for ngx_http_snapcache_purged_within().
+ */
 void
 ngx_http_snapcache_gen_bump(ngx_http_snapcache_main_conf_t *smcf,
     const u_char *acct_tag, const u_char *dev_tag)
 {
+    ngx_uint_t                   slot;
     ngx_http_snapcache_shctx_t  *sh;
 
     sh = smcf->sh;
 
+    /* the clock, not nginx's cached time, which may lag behind it */
     if (acct_tag == NULL) {
+        sh->purged_all = (ngx_atomic_uint_t) time(NULL);
         ngx_atomic_fetch_add(&sh->gen_all, 1);
 
-    } else if (dev_tag == NULL) {
-        ngx_atomic_fetch_add(&sh->gens[ngx_http_snapcache_gen_slot(acct_tag)],
-                             1);
     } else {
-        ngx_atomic_fetch_add(&sh->gens[ngx_http_snapcache_gen_slot(dev_tag)],
-                             1);
+        slot = ngx_http_snapcache_gen_slot(dev_tag ? dev_tag : acct_tag);
+        sh->purged[slot] = (ngx_atomic_uint_t) time(NULL);
+        ngx_atomic_fetch_add(&sh->gens[slot], 1);
     }
 
     ngx_memory_barrier();
+}
+
+
+/*
+ * A record stored in this second or before is not to be read:
+ *
+ * - with snapcache_cold_start, any record from before nginx started,
+ *   since purges sent while it was down never reached it;
+ * - a kept original (or a remembered 404) from before the last purge
+ *   of its account or device (bucket).  A purge bumps the generations
+ *   at once and deletes on the thread pool a moment later; a fill that
+ *   began in between would otherwise read the kept original the purge
+ *   is about to delete, and store what it makes of it after the
+ *   delete.  Its generations, read after the bump, would not tell.
+ */
+time_t
+ngx_http_snapcache_not_before(ngx_http_snapcache_main_conf_t *smcf,
+    const u_char *acct_tag, const u_char *dev_tag, ngx_uint_t variant)
+{
+    time_t                       t;
+    ngx_http_snapcache_shctx_t  *sh;
+
+    sh = smcf->sh;
+    t = smcf->cold_start ? sh->epoch : 0;
+
+    if (variant == SNAPCACHE_VARIANT_ORIGINAL) {
+        t = ngx_max(t, (time_t) sh->purged_all);
+        t = ngx_max(t, (time_t)
+                       sh->purged[ngx_http_snapcache_gen_slot(acct_tag)]);
+        t = ngx_max(t, (time_t)
+                       sh->purged[ngx_http_snapcache_gen_slot(dev_tag)]);
+    }
+
+    return t;
+}
+
+
+/*
+ * Was this account or device (its bucket) purged on this node within
+ * the last seconds?  In a cluster, the owner of its originals may not
+ * have had that purge yet, so a fill asks it for a fresh copy.
+ */
+ngx_uint_t
+ngx_http_snapcache_purged_within(ngx_http_snapcache_main_conf_t *smcf,
+    const u_char *acct_tag, const u_char *dev_tag, time_t seconds)
+{
+    time_t                       since;
+    ngx_http_snapcache_shctx_t  *sh;
+
+    sh = smcf->sh;
+    since = ngx_time() - seconds;
+
+    return (time_t) sh->purged_all >= since
+           || (time_t) sh->purged[ngx_http_snapcache_gen_slot(acct_tag)]
+              >= since
+           || (time_t) sh->purged[ngx_http_snapcache_gen_slot(dev_tag)]
+              >= since;
 }
 
 

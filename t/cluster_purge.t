@@ -3,7 +3,8 @@
 # A purge is final across the cluster.  Every node has served a device's
 # snapshots (variants on every node, originals kept too).  The camera
 # company's images change and `snapcache purge` goes to every node; no
-# node serves the old image afterwards.  Then the same with the device's
+# node serves the old image afterwards, not even a node that answered
+# the purge before the owner of the originals had it.  Then with the device's
 # owner stopped during the purge: the CLI says that node failed, the
 # others purge, the next owner fetches the new image, and when the owner
 # starts again (cold: records from before its start are not served) it
@@ -85,6 +86,44 @@ is(records($_, 'acct-u', 'cam-1'), 0, "node $_ keeps nothing of it")
 serve_all('acct-u', 'cam-1', 1, 'after the purge');
 serve_all('acct-u', 'cam-2', 0, 'the other device, untouched');
 
+# ------------------------------------- a node purged before the owner
+
+my $r;
+
+# The purge reaches the nodes at once, but not at the same instant: a
+# node that has answered may ask an owner that has not begun yet.  Its
+# fills then ask for a fresh copy from the cloud, not the owner's kept
+# one, which is from before the purge.
+my $owner_u = (grep { $_->[1] =~ m{^acct-u/cam-1/} } $c->cloud_requests)[-1][0];
+my ($ou) = grep { $c->node_name($_) eq $owner_u } 0 .. 2;
+my $first = ($ou + 1) % 3;
+
+# a kept original stored in the second of a purge is not used (it may be
+# from just before it), so the owner keeps a copy from a later second
+$c->settle;
+for my $s (@snaps) {
+    $r = $c->get($ou, account => 'acct-u', device => 'cam-1',
+        snapshot => $s, v => 'full');
+    die "full: $r->{status}\n" unless $r->{status} == 200;
+}
+$c->new_generation('acct-u', 'cam-1');
+$r = admin_call($c->node($first)->port, 'POST', 'purge',
+    token => $c->admin_token, body => '{"account":"acct-u","device":"cam-1"}');
+is($r->{status}, 200, "node $first purged, the owner $owner_u not yet");
+my $n = scalar(my @l0 = $c->cloud_requests);
+for my $s (@snaps) {
+    $r = $c->get($first, account => 'acct-u', device => 'cam-1',
+        snapshot => $s, v => 'hd');
+    ok($r->{status} == 200 && $c->owner_is($r->{body}, 'acct-u', 'cam-1',
+        "$s.g2"), "node $first: $s is the new image");
+}
+my @fresh = $c->cloud_requests;
+is(scalar(grep { $_->[0] eq $owner_u } @fresh[$n .. $#fresh]), 2,
+    'the owner fetched both from the cloud again, for that node');
+($rc, $out) = purge('--account', 'acct-u', '--device', 'cam-1');
+is($rc, 0, 'then the purge reaches every node');
+serve_all('acct-u', 'cam-1', 2, 'after it');
+
 # ---------------------------------------------------- the owner stopped
 
 my %owner = map { $_->[1] =~ m{^acct-u/} ? ($_->[0] => 1) : () }
@@ -124,8 +163,10 @@ cmp_ok(records($oi, 'acct-u', 'cam-2'), '>', 0,
 $c->start_node($oi);
 serve_all('acct-u', 'cam-2', 1, 'the owner started again');
 @log = $c->cloud_requests;
-is(scalar(grep { $_->[0] eq $oname && $_->[1] =~ m{^acct-u/cam-2/} }
-    @log[$before .. $#log]), 2,
+# at least once each: for a minute after their purge, the other nodes
+# ask for fresh copies, each its own
+cmp_ok(scalar(grep { $_->[0] eq $oname && $_->[1] =~ m{^acct-u/cam-2/} }
+    @log[$before .. $#log]), '>=', 2,
     'the owner fetched the two originals again, not its old copies');
 
 # a purge sent again once the node is back finds what it still had

@@ -8,12 +8,17 @@
  *                                         the next one, in key order
  *   snapdamage <store dir> branches       zeroes every B-tree branch page
  *                                         of data.mdb (nginx stopped)
+ *   snapdamage <store dir> hold           takes LMDB's writer lock, says
+ *                                         "held", and keeps it, writing
+ *                                         nothing, until SIGTERM or SIGINT:
+ *                                         a writer stuck on a slow disk
  *
  * flip and rotate go through LMDB; branches writes the file directly.
  * Prints the number of records, or pages, changed.
  */
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,8 +145,9 @@ zero_branches(const char *dir)
 int
 main(int argc, char **argv)
 {
-    int          rc, flip;
+    int          rc, flip, sig;
     size_t       n, cap, i, at;
+    sigset_t     sigs;
     pair_t      *all;
     MDB_env     *env;
     MDB_txn     *txn;
@@ -154,12 +160,38 @@ main(int argc, char **argv)
         return 0;
     }
 
+    if (argc == 3 && strcmp(argv[2], "hold") == 0) {
+        sigemptyset(&sigs);
+        sigaddset(&sigs, SIGTERM);
+        sigaddset(&sigs, SIGINT);
+        sigprocmask(SIG_BLOCK, &sigs, NULL);
+
+        rc = mdb_env_create(&env);
+        rc = rc ? rc : mdb_env_set_maxdbs(env, 4);
+        rc = rc ? rc : mdb_env_open(env, argv[1], MDB_NOTLS, 0600);
+        rc = rc ? rc : mdb_txn_begin(env, NULL, 0, &txn);
+        if (rc != 0) {
+            die(argv[1], rc);
+        }
+
+        printf("held\n");
+        fflush(stdout);
+
+        sigwait(&sigs, &sig);
+
+        mdb_txn_abort(txn);
+        mdb_env_close(env);
+
+        return 0;
+    }
+
     flip = argc == 4 && strcmp(argv[2], "flip") == 0;
 
     if (!flip && !(argc == 3 && strcmp(argv[2], "rotate") == 0)) {
         fprintf(stderr, "usage: snapdamage <store dir> flip <offset>\n"
                         "       snapdamage <store dir> rotate\n"
-                        "       snapdamage <store dir> branches\n");
+                        "       snapdamage <store dir> branches\n"
+                        "       snapdamage <store dir> hold\n");
         return 2;
     }
 

@@ -105,8 +105,14 @@ sub server_conf {
 $servers        keepalive 8;
     }
 
+    log_format cluster '\$msec \$remote_addr "\$snapcache_request" \$status '
+                       '\$snapcache_status \$snapcache_variant '
+                       '\$http_x_snapcache_fresh \$request_time';
+
     server {
         listen 127.0.0.1:@{[ $t->port ]};
+        access_log $d/logs/access.log snap;
+        access_log $d/logs/cluster.log cluster;
 
         snapcache_sign_key k1 $d/keys/k1.key;
 $tokens        snapcache_thread_pool snapcache;

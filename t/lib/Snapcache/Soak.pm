@@ -63,6 +63,7 @@ our %DEFAULTS = (
     reset         => 0.03,
     grant         => 0.20,
     seed          => undef,
+    cold_start    => 1,         # off only to see the soak catch it
 );
 
 my @RUNGS = (undef, qw(thumb sd hd full));
@@ -87,6 +88,7 @@ sub setup {
     my @sizes = ((undef) x ($n - 1), $self->{small_map});
     my $c = Snapcache::Cluster->new(nodes => $n, workers => 2,
         store_size => \@sizes, image_size => '640x360',
+        cold_start => $self->{cold_start},
         expect_log => [qr/worker process \d+ exited on signal 9/]);
     $self->{c} = $c;
     $self->{dir} = $c->dir . '/soak';
@@ -277,6 +279,7 @@ sub note_event {
 sub window {
     my ($self, $from, $to, $what) = @_;
     push @{ $self->{windows} }, [$from, $to + $self->{window}, $what];
+    $self->note_event(sprintf '%s %.3f %.3f', $what, $from, $to);
 }
 
 sub up_nodes {
@@ -372,21 +375,29 @@ sub purge_device {
         sleep 0.2;
     }
     my $answered = %todo ? -1 : time;
+    $self->note_event(sprintf 'purge %s %s g%d sent %.3f answered %.3f',
+        $a, $d, $g, $sent, $answered);
     $self->{count}{purge}++;
     $self->{count}{purge_unanswered}++ if $answered < 0;
     push @{ $self->{purges}{"$a $d"} }, [$g, $sent, $answered];
 }
 
+# Each node's workers' resident memory in MB, summed: [total, anonymous
+# (the heap), file-backed (pages of the store's map they have read)].
 sub rss {
     my ($self) = @_;
     my @mb;
     for my $t ($self->{c}->nodes) {
-        my $kb = 0;
+        my ($all, $anon, $file) = (0, 0, 0);
         for my $pid ($t->worker_pids) {
             open my $f, '<', "/proc/$pid/status" or next;
-            while (<$f>) { $kb += $1 if /^VmRSS:\s+(\d+)/ }
+            while (<$f>) {
+                $all += $1 if /^VmRSS:\s+(\d+)/;
+                $anon += $1 if /^RssAnon:\s+(\d+)/;
+                $file += $1 if /^RssFile:\s+(\d+)/;
+            }
         }
-        push @mb, $kb / 1024;
+        push @mb, [map { $_ / 1024 } $all, $anon, $file];
     }
     return \@mb;
 }
@@ -583,9 +594,13 @@ sub report {
     push @out, sprintf "5xx, failed connections and truncated bodies: "
         . "%d in fault windows, %d outside\n", $excused,
         $breach{'5xx or failure outside the fault windows'} // 0;
-    push @out, sprintf "worker RSS (MB), start -> end: %s\n", join ', ',
-        map { sprintf 'n%d %.1f -> %.1f', $_ + 1, $self->{rss_start}[$_],
-            $self->{rss_end}[$_] } 0 .. $self->{nodes} - 1;
+    push @out, "worker RSS in MB, all workers of a node (anonymous + "
+        . "file-backed, the store's pages):\n";
+    push @out, map {
+        my ($s, $e) = ($self->{rss_start}[$_], $self->{rss_end}[$_]);
+        sprintf "  n%d  start %6.1f (%5.1f + %5.1f)   end %6.1f (%5.1f + "
+            . "%5.1f)\n", $_ + 1, @$s, @$e
+    } 0 .. $self->{nodes} - 1;
     push @out, map { "breach: $_\n" } @examples;
     push @out, $total ? "result: FAIL, $total breaches\n"
         : "result: PASS, 0 breaches\n";
