@@ -224,6 +224,14 @@ int snapcache_cache_put_batch(snapcache_cache_t *cache,
     snapcache_precommit_pt precommit, void *precommit_ctx);
 
 /*
+ * Only inside a precommit check: is the record under key still there,
+ * with this creation time and body checksum?  A fill made from a record
+ * that a purge (or an eviction) has since removed must not be stored.
+ */
+int snapcache_cache_unchanged(snapcache_cache_t *cache,
+    const snapcache_key_t *key, int64_t created, uint32_t checksum);
+
+/*
  * Deletes every record of an account, a device (device != NULL) or a
  * snapshot (snapshot != NULL too), at most 1000 per transaction, and
  * syncs the file before it returns: the removal is durable.  *count is

@@ -59,6 +59,10 @@ struct snapcache_cache_s {
        reset between reads: no allocation and no reader-slot lock each */
     MDB_txn        *loop_txn;
 
+    /* put's write transaction while its precommit check runs: there is
+       one writer at a time, LMDB's lock sees to that */
+    MDB_txn        *put_txn;
+
     /* HMAC-SHA256 under the store secret, pads absorbed once */
     void           *hmac_inner;      /* SHA256_CTX after secret ^ ipad */
     void           *hmac_outer;      /* SHA256_CTX after secret ^ opad */

@@ -951,12 +951,43 @@ put_once(snapcache_cache_t *cache, const snapcache_put_t *items, size_t n,
         }
     }
 
-    if (precommit && precommit(precommit_ctx) != 0) {
-        mdb_txn_abort(txn);
-        return SNAPCACHE_MDB_ABORTED;
+    if (precommit) {
+        cache->put_txn = txn;
+        rc = precommit(precommit_ctx);
+        cache->put_txn = NULL;
+
+        if (rc != 0) {
+            mdb_txn_abort(txn);
+            return SNAPCACHE_MDB_ABORTED;
+        }
     }
 
     return mdb_txn_commit(txn);
+}
+
+
+int
+snapcache_cache_unchanged(snapcache_cache_t *cache,
+    const snapcache_key_t *key, int64_t created, uint32_t checksum)
+{
+    MDB_val             k, v;
+    snapcache_record_t  hdr;
+
+    if (cache->put_txn == NULL) {
+        return 0;
+    }
+
+    k.mv_size = key->len;
+    k.mv_data = (void *) key->data;
+
+    if (mdb_get(cache->put_txn, cache->records, &k, &v) != 0
+        || snapcache_record_decode(v.mv_data, v.mv_size, &hdr, NULL)
+           != SNAPCACHE_CACHE_OK)
+    {
+        return 0;
+    }
+
+    return hdr.created == created && hdr.checksum == checksum;
 }
 
 

@@ -289,6 +289,8 @@ typedef struct {
 
     u_char                          *orig;
     size_t                           orig_len;
+    int64_t                          kept_created; /* when orig is the */
+    uint32_t                         kept_checksum;/* kept original */
     snapcache_ident_t                ident;
     ngx_http_snapcache_gen_t         gen;
     ngx_uint_t                       variant;      /* the key's */
@@ -324,6 +326,7 @@ typedef struct {
     unsigned                         counted:1;    /* in the admission */
     unsigned                         transcoded:1;
     unsigned                         original_only:1;  /* a peer's fill */
+    unsigned                         from_kept:1;
 } ngx_http_snapcache_task_t;
 
 
@@ -453,8 +456,7 @@ void ngx_http_snapcache_gen_bump(ngx_http_snapcache_main_conf_t *smcf,
 ngx_uint_t ngx_http_snapcache_purged_within(
     ngx_http_snapcache_main_conf_t *smcf, const u_char *acct_tag,
     const u_char *dev_tag, time_t seconds);
-time_t ngx_http_snapcache_not_before(ngx_http_snapcache_main_conf_t *smcf,
-    const u_char *acct_tag, const u_char *dev_tag, ngx_uint_t variant);
+time_t ngx_http_snapcache_not_before(ngx_http_snapcache_main_conf_t *smcf);
 void ngx_http_snapcache_stat_add(ngx_http_snapcache_main_conf_t *smcf,
     ngx_uint_t counter, ngx_atomic_int_t n);
 

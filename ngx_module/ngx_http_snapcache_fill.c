@@ -73,7 +73,7 @@ static ngx_int_t ngx_http_snapcache_pool_full(ngx_http_request_t *r,
 static void ngx_http_snapcache_uncount(ngx_http_snapcache_ctx_t *ctx);
 static ngx_int_t ngx_http_snapcache_post_task(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, u_char *orig, size_t len,
-    ngx_uint_t store_original);
+    const snapcache_record_t *kept);
 static void ngx_http_snapcache_rungs_below(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_http_snapcache_task_t *t);
 static void ngx_http_snapcache_thread_nice(ngx_int_t nice);
@@ -290,7 +290,7 @@ ngx_http_snapcache_start_fill(ngx_http_request_t *r,
         {
             ctx->origin_expires = orig.expires;
             return ngx_http_snapcache_post_task(r, ctx, orig.body,
-                                                orig.body_len, 0);
+                                                orig.body_len, &orig);
         }
     }
 
@@ -325,7 +325,7 @@ ngx_http_snapcache_origin_fetched(ngx_http_request_t *r,
     }
 
     rc = ngx_http_snapcache_post_task(r, ctx, ctx->origin_buf,
-                                      ctx->origin_len, 1);
+                                      ctx->origin_len, NULL);
     if (rc != NGX_DONE) {
         ngx_http_finalize_request(r, rc);
     }
@@ -550,7 +550,7 @@ ngx_http_snapcache_pool_full(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_snapcache_post_task(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, u_char *orig, size_t len,
-    ngx_uint_t store_original)
+    const snapcache_record_t *kept)
 {
     ngx_pool_t                  *pool;
     ngx_thread_task_t           *task;
@@ -582,8 +582,15 @@ ngx_http_snapcache_post_task(ngx_http_request_t *r,
 
     ngx_memcpy(t->orig, orig, len);
     t->orig_len = len;
-    t->store_original = store_original
+    t->store_original = kept == NULL
                         && (ctx->slcf->keep_original || ctx->peer);
+
+    if (kept) {
+        t->from_kept = 1;
+        t->kept_created = kept->created;
+        t->kept_checksum = kept->checksum;
+    }
+
     t->original_only = ctx->peer;
     t->no_store = ctx->no_store;
     t->ident = ctx->ident;
@@ -886,16 +893,37 @@ ngx_http_snapcache_original_task(ngx_http_snapcache_task_t *t)
  * the generation before it deletes, and deletes in write transactions
  * that cannot start until this one commits: so either we see the bump
  * and abort, or the purge's delete comes after our commit and removes
- * what we stored.
+ * what we stored.  A fill that began between a purge's bump and its
+ * delete read the generations after the bump, so they cannot tell; if
+ * it was made from the kept original, that original must still be
+ * there, unchanged: the purge's delete, committed before us, removed
+ * it.
  */
 static int
 ngx_http_snapcache_store_check(void *data)
 {
     ngx_http_snapcache_task_t *t = data;
 
-    return ngx_http_snapcache_gen_changed(t->smcf, t->ident.acct_tag,
-                                          t->ident.dev_tag, &t->gen)
-           ? -1 : 0;
+    snapcache_key_t  key;
+
+    if (ngx_http_snapcache_gen_changed(t->smcf, t->ident.acct_tag,
+                                       t->ident.dev_tag, &t->gen))
+    {
+        return -1;
+    }
+
+    if (t->from_kept) {
+        snapcache_cache_key(&t->ident, SNAPCACHE_VARIANT_ORIGINAL,
+                            SNAPCACHE_FORMAT_ANY, &key);
+
+        if (!snapcache_cache_unchanged(t->smcf->store, &key,
+                                       t->kept_created, t->kept_checksum))
+        {
+            return -1;
+        }
+    }
+
+    return 0;
 }
 
 

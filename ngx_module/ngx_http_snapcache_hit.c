@@ -23,10 +23,9 @@ static void ngx_http_snapcache_body_free(void *data);
  * Exact-key lookup; the record is copied into the request pool inside
  * the read transaction.  An expired record is kept aside as the STALE
  * fallback and reported as a miss, with the purge generations read
- * before it: a purge that begins later rules it out.  A record that
- * ngx_http_snapcache_not_before() rules out (from before a cold start,
- * or a kept original from before a purge) is a miss, stale fallback
- * included.
+ * before it: a purge that begins later rules it out.  A record from
+ * before a cold start (ngx_http_snapcache_not_before()) is a miss,
+ * stale fallback included.
  */
 ngx_int_t
 ngx_http_snapcache_lookup(ngx_http_request_t *r,
@@ -50,10 +49,7 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
 
     if ((rc == SNAPCACHE_CACHE_HIT || rc == SNAPCACHE_CACHE_EXPIRED)
         && rec->created
-           <= (int64_t) ngx_http_snapcache_not_before(ctx->smcf,
-                                                      ctx->ident.acct_tag,
-                                                      ctx->ident.dev_tag,
-                                                      variant))
+           <= (int64_t) ngx_http_snapcache_not_before(ctx->smcf))
     {
         return SNAPCACHE_CACHE_MISS;
     }

@@ -358,36 +358,14 @@ ngx_http_snapcache_gen_bump(ngx_http_snapcache_main_conf_t *smcf,
 
 
 /*
- * A record stored in this second or before is not to be read:
- *
- * - with snapcache_cold_start, any record from before nginx started,
- *   since purges sent while it was down never reached it;
- * - a kept original (or a remembered 404) from before the last purge
- *   of its account or device (bucket).  A purge bumps the generations
- *   at once and deletes on the thread pool a moment later; a fill that
- *   began in between would otherwise read the kept original the purge
- *   is about to delete, and store what it makes of it after the
- *   delete.  Its generations, read after the bump, would not tell.
+ * With snapcache_cold_start, a record stored in the second nginx started
+ * or before is not to be read: purges sent while it was down never
+ * reached it.
  */
 time_t
-ngx_http_snapcache_not_before(ngx_http_snapcache_main_conf_t *smcf,
-    const u_char *acct_tag, const u_char *dev_tag, ngx_uint_t variant)
+ngx_http_snapcache_not_before(ngx_http_snapcache_main_conf_t *smcf)
 {
-    time_t                       t;
-    ngx_http_snapcache_shctx_t  *sh;
-
-    sh = smcf->sh;
-    t = smcf->cold_start ? sh->epoch : 0;
-
-    if (variant == SNAPCACHE_VARIANT_ORIGINAL) {
-        t = ngx_max(t, (time_t) sh->purged_all);
-        t = ngx_max(t, (time_t)
-                       sh->purged[ngx_http_snapcache_gen_slot(acct_tag)]);
-        t = ngx_max(t, (time_t)
-                       sh->purged[ngx_http_snapcache_gen_slot(dev_tag)]);
-    }
-
-    return t;
+    return smcf->cold_start ? smcf->sh->epoch : 0;
 }
 
 

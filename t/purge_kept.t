@@ -3,9 +3,9 @@
 # A purge bumps the generations at once and deletes a moment later, on
 # the thread pool.  A fill that begins in between reads its generations
 # after the bump, so they cannot tell it that the kept original it finds
-# is one the purge is about to delete.  It must not use it: otherwise it
-# stores a variant of the old image after the delete, and that variant
-# outlives the purge.  Here the delete is held back (LMDB's writer lock
+# is one the purge is about to delete.  If the delete comes first, the
+# fill must store nothing it made of it: otherwise a variant of the old
+# image outlives the purge.  Here the delete is held back (LMDB's writer lock
 # held by another process, one pool thread) while such a fill begins.
 
 use strict;
