@@ -406,6 +406,20 @@ ngx_http_snapcache_link_choose(ngx_http_request_t *r,
     sreq->variant = &variants[choice.index];
     ctx->adapt_reason = choice.reason;
 
+    /*
+     * A kept-alive connection keeps the congestion window its earlier
+     * responses grew, and an idle spell shorter than its (long, on a
+     * slow link) retransmission timeout does not shrink it: the next
+     * response leaves as one burst that a weak link's buffer drops, and
+     * retransmits cost more than the budget.  A new connection starts
+     * from the initial window.
+     */
+    if (choice.reason == SNAPCACHE_ADAPT_LINK
+        || choice.reason == SNAPCACHE_ADAPT_HOLD)
+    {
+        r->keepalive = 0;
+    }
+
     ngx_http_snapcache_set_link(r, in.kbps, in.rtt_ms,
                                 snapcache_adapt_reason_name(choice.reason));
 }

@@ -12,7 +12,9 @@
 #   256 kbit/s   within the budget again from the 2nd refresh after the drop
 #
 # and every image decodes to its owner.  Once with a new connection per
-# refresh, once with keepalive.  Needs root for ip netns; skips with the
+# refresh, once with keepalive; there, a response the link held down
+# closes its connection, since a kept one would send the next as a burst
+# the shaper drops.  Needs root for ip netns; skips with the
 # reason otherwise.
 #
 # The test re-runs itself inside the server's namespace (--inner), so
@@ -174,16 +176,17 @@ sub run_display {
                 snapshot => "s$i");
             my $file = "$d/got-$mode-$i";
             print $in "$url $file\n";
-            my $line = <$out> // "0 - - 0 0\n";
+            my $line = <$out> // "0 - - 0 0 -\n";
             chomp $line;
-            my ($status, $variant, $reason, $ms, $bytes) = split ' ', $line;
+            my ($status, $variant, $reason, $ms, $bytes, $conn)
+                = split ' ', $line;
             push @got, { phase => $p, k => $k, status => $status,
                 variant => $variant, reason => $reason, ms => $ms,
-                bytes => $bytes, kbit => $kbit };
+                bytes => $bytes, kbit => $kbit, conn => $conn };
             push @list, "$file acct-$mode cam s$i" if $status == 200;
             Test::More::diag(sprintf '%-9s %4d kbit/s  refresh %d.%d  %s  '
-                . '%-5s %-8s %5d ms  %6d bytes', $mode, $kbit, $p + 1, $k,
-                $status, $variant, $reason, $ms, $bytes);
+                . '%-5s %-8s %5d ms  %6d bytes  %s', $mode, $kbit, $p + 1,
+                $k, $status, $variant, $reason, $ms, $bytes, $conn);
         }
     }
 
@@ -218,6 +221,17 @@ sub run_display {
     Test::More::ok((grep { $_->{reason} =~ /^(?:link|hold)$/ } @c) == @c,
         "$mode: back at 256 kbit/s the reason is link (or hold)");
 
+    if ($mode eq 'keepalive') {
+        # a weak link gets a new connection, and its initial window, for
+        # the next refresh; an unconstrained one keeps its connection
+        my @weak = grep { $_->{reason} =~ /^(?:link|hold)$/ } @got;
+        Test::More::ok(@weak && !grep({ $_->{conn} ne 'close' } @weak),
+            'keepalive: every response the link held down closed its '
+            . 'connection (' . scalar(@weak) . ')');
+        Test::More::ok(!grep({ $_->{conn} ne 'keep' } @b[-2, -1]),
+            'keepalive: at 2 Mbit/s the connection is kept');
+    }
+
     open my $lf, '>', "$d/list-$mode" or die $!;
     print $lf "$_\n" for @list;
     close $lf;
@@ -231,9 +245,9 @@ sub run_display {
 
 
 # The display: one line "URL FILE" per refresh on stdin, one line
-# "status variant reason ms bytes" back; the time runs from the connect
-# (a new connection per refresh) or from the request (keepalive) to the
-# last byte.
+# "status variant reason ms bytes close|keep" back; the time runs from
+# the connect (a new connection per refresh, or after the server closed
+# one) or from the request (keepalive) to the last byte.
 sub display_client {
     return <<'EOF';
 use strict;
@@ -273,15 +287,16 @@ while (my $line = <STDIN>) {
         last unless $n;
     }
     my $ms = int((time - $t0) * 1000);
-    if (!$keep || $head =~ /^Connection: close/mi) {
+    my $closed = $head =~ /^Connection: close/mi ? 'close' : 'keep';
+    if (!$keep || $closed eq 'close') {
         close $s;
         undef $s;
     }
     open my $f, '>:raw', $file or die $!;
     print $f $body;
     close $f;
-    printf "%d %s %s %d %d\n", $status // 0, $variant // '-', $reason // '-',
-        $ms, length $body;
+    printf "%d %s %s %d %d %s\n", $status // 0, $variant // '-',
+        $reason // '-', $ms, length $body, $closed;
 }
 EOF
 }
