@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include <vips/vips.h>
+#include <vips/vector.h>
 #include <webp/mux.h>
 
 #include "transcode/snapcache_transcode.h"
@@ -92,6 +93,14 @@ snapcache_transcode_init(char *err, size_t err_size)
     vips_cache_set_max_mem(0);
     vips_cache_set_max_files(0);
     vips_concurrency_set(1);
+
+    /*
+     * liborc's generated code is freed racily when several threads
+     * transcode at once (a SEGV in orc_code_free, and heap corruption,
+     * seen in the two-thread test); nginx's thread pool does exactly
+     * that.  The plain C paths are correct under concurrency.
+     */
+    vips_vector_set_enabled(FALSE);
 
     vips_block_untrusted_set(TRUE);
     vips_operation_block_set("VipsForeignLoad", TRUE);
