@@ -320,7 +320,12 @@ sub stop_node {
     close $f;
     $self->{down}{$i} = time;
     if ($self->{count}{restart}++ % 2) {
-        my @p = ($t->master_pid, $t->worker_pids);
+        # the master's process group as well: a worker it forked after
+        # the list was read (respawning a killed one) would survive as
+        # an orphan holding the ports, serving a node that is "down"
+        my $m = $t->master_pid;
+        my @p = ($m, $t->worker_pids);
+        kill 'KILL', -$m if $m;
         kill 'KILL', @p;
         for (1 .. 200) {
             last unless grep { kill 0, $_ } @p;
@@ -337,10 +342,13 @@ sub stop_node {
 sub start_node {
     my ($self, $i) = @_;
     my $c = $self->{c};
+    my $started;
     for my $try (1 .. 20) {
-        last if eval { $c->node($i)->start(keep_config => 1); 1 };
+        last if $started = eval { $c->node($i)->start(keep_config => 1); 1 };
         sleep 0.5;
     }
+    # what answers on its ports now is not the node the soak thinks it is
+    die "soak: node $i did not start again: $@" unless $started;
     unlink "$self->{dir}/down.$i";
     $self->window(delete $self->{down}{$i}, time, 'restart');
     delete $self->{restart_at}{$i};

@@ -343,8 +343,15 @@ sub start {
     $self->write_config(%o) unless $o{keep_config};
     my $cmd = join ' ', map { "'$_'" } $self->nginx_cmd();
     release_port($_) for $self->{port}, $self->{stats_port};
+    # a killed master's pid file stays behind; the new master writes its
+    # own only after the command has returned, so wait for that one
+    unlink "$self->{dir}/nginx.pid";
     my $out = `$cmd 2>&1`;
     die "nginx failed to start: $out\n" . $self->error_log if $?;
+    for (1 .. 400) {
+        last if -s "$self->{dir}/nginx.pid";
+        sleep 0.025;
+    }
     $self->wait_port($self->{port});
     $self->{started} = 1;
     $self->{master} = $self->master_pid;
