@@ -474,13 +474,11 @@ void ngx_http_snapcache_link_sent(ngx_http_request_t *r,
 ngx_int_t ngx_http_snapcache_admin_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_snapcache_bearer_auth(ngx_http_request_t *r,
     ngx_array_t *tokens, const char *role);
-char *ngx_http_snapcache_admin_token_load(ngx_conf_t *cf, ngx_str_t *path,
-    u_char *digest);
+char *ngx_http_snapcache_token_load(ngx_conf_t *cf, ngx_str_t *path,
+    const char *role, u_char *digest, ngx_str_t *bearer);
 
 /* ngx_http_snapcache_peer.c */
 ngx_int_t ngx_http_snapcache_peer_handler(ngx_http_request_t *r);
-char *ngx_http_snapcache_cluster_token_load(ngx_conf_t *cf, ngx_str_t *path,
-    u_char *digest, ngx_str_t *bearer);
 ngx_int_t ngx_http_snapcache_peer_send(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, u_char *body, size_t len,
     ngx_uint_t format, time_t expires, ngx_http_snapcache_status_e status);

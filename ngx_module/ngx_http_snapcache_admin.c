@@ -98,6 +98,7 @@ typedef struct {
 static ngx_uint_t ngx_http_snapcache_admin_endpoint(ngx_http_request_t *r);
 static ngx_int_t ngx_http_snapcache_hex_decode(u_char *dst, u_char *src,
     size_t len);
+static void ngx_http_snapcache_cleanse(void *data);
 static ngx_int_t ngx_http_snapcache_admin_get(ngx_http_request_t *r,
     ngx_uint_t endpoint);
 static ngx_int_t ngx_http_snapcache_admin_start_purge(ngx_http_request_t *r);
@@ -373,44 +374,79 @@ ngx_http_snapcache_hex_decode(u_char *dst, u_char *src, size_t len)
 
 
 /*
- * snapcache_admin_token <file>: read here, by the master at
- * configuration time, like the signing keys, so that the file can stay
- * 0600 root.  Only the token's SHA-256 is kept.
+ * snapcache_admin_token and snapcache_cluster_token <file>: read by the
+ * master at configuration time, like the signing keys, so that the file
+ * can stay 0600 root.  Only the token's SHA-256 is kept, to check
+ * callers against; a node that presents a cluster token (bearer !=
+ * NULL) also keeps "Bearer <hex>" for its origin requests, wiped when
+ * the configuration goes.
  */
 char *
-ngx_http_snapcache_admin_token_load(ngx_conf_t *cf, ngx_str_t *path,
-    u_char *digest)
+ngx_http_snapcache_token_load(ngx_conf_t *cf, ngx_str_t *path,
+    const char *role, u_char *digest, ngx_str_t *bearer)
 {
+    u_char                *p;
     int                    world_readable;
     char                   err[256];
     unsigned int           mdlen;
+    ngx_str_t             *keep;
+    ngx_pool_cleanup_t    *cln;
     snapcache_sign_key_t   key;
 
-    if (snapcache_sign_key_load(&key, "admin", (const char *) path->data,
+    if (snapcache_sign_key_load(&key, role, (const char *) path->data,
                                 &world_readable, err, sizeof(err))
         != 0)
     {
         OPENSSL_cleanse(&key, sizeof(key));
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "admin token: %s", err);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s token: %s", role, err);
         return NGX_CONF_ERROR;
     }
 
     if (EVP_Digest(key.key, key.key_len, digest, &mdlen, EVP_sha256(), NULL)
         != 1)
     {
-        OPENSSL_cleanse(&key, sizeof(key));
+        snapcache_sign_key_free(&key);
         return NGX_CONF_ERROR;
     }
 
-    OPENSSL_cleanse(&key, sizeof(key));
+    if (bearer) {
+        cln = ngx_pool_cleanup_add(cf->pool, sizeof(ngx_str_t));
+        p = ngx_pnalloc(cf->pool, sizeof("Bearer ") - 1 + 2 * key.key_len);
+
+        if (cln == NULL || p == NULL) {
+            snapcache_sign_key_free(&key);
+            return NGX_CONF_ERROR;
+        }
+
+        bearer->data = p;
+        p = ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1);
+        p = ngx_hex_dump(p, key.key, key.key_len);
+        bearer->len = p - bearer->data;
+
+        keep = cln->data;
+        *keep = *bearer;
+        cln->handler = ngx_http_snapcache_cleanse;
+    }
+
+    /* the key's HMAC states derive from it: wiped and freed too */
+    snapcache_sign_key_free(&key);
 
     if (world_readable) {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "admin token file \"%V\" is readable by everyone; "
-                           "it should be readable by root only", path);
+                           "%s token file \"%V\" is readable by everyone; "
+                           "it should be readable by root only", role, path);
     }
 
     return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_snapcache_cleanse(void *data)
+{
+    ngx_str_t *s = data;
+
+    OPENSSL_cleanse(s->data, s->len);
 }
 
 

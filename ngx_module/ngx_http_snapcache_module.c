@@ -1382,7 +1382,7 @@ ngx_http_snapcache_admin_token(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    return ngx_http_snapcache_admin_token_load(cf, &path, digest);
+    return ngx_http_snapcache_token_load(cf, &path, "admin", digest, NULL);
 }
 
 
@@ -1457,8 +1457,7 @@ ngx_http_snapcache_cluster_token(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     /* only the first is ever sent, so only its bytes are kept */
-    return ngx_http_snapcache_cluster_token_load(cf, &path, digest,
-                                                 slcf->cluster_bearer.len
-                                                 ? NULL
-                                                 : &slcf->cluster_bearer);
+    return ngx_http_snapcache_token_load(cf, &path, "cluster", digest,
+                                         slcf->cluster_bearer.len
+                                         ? NULL : &slcf->cluster_bearer);
 }

@@ -33,7 +33,6 @@ static ngx_uint_t ngx_http_snapcache_peer_header(ngx_http_request_t *r,
     const char *name);
 static ngx_int_t ngx_http_snapcache_peer_refuse(ngx_http_request_t *r,
     ngx_uint_t status, const char *reason);
-static void ngx_http_snapcache_cleanse(void *data);
 
 
 /* What a peer's fill is for: the original, under its own key. */
@@ -404,77 +403,3 @@ ngx_http_snapcache_peer_refuse(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-/*
- * snapcache_cluster_token <file>, read by the master at configuration
- * time like the signing keys and admin tokens, so that the file can stay
- * 0600 root.  A peer endpoint keeps only the token's SHA-256; a node
- * that presents the token (bearer != NULL) keeps "Bearer <hex>" for its
- * origin requests, wiped when the configuration goes.
- */
-char *
-ngx_http_snapcache_cluster_token_load(ngx_conf_t *cf, ngx_str_t *path,
-    u_char *digest, ngx_str_t *bearer)
-{
-    u_char                *p;
-    int                    world_readable;
-    char                   err[256];
-    unsigned int           mdlen;
-    ngx_str_t             *keep;
-    ngx_pool_cleanup_t    *cln;
-    snapcache_sign_key_t   key;
-
-    if (snapcache_sign_key_load(&key, "cluster", (const char *) path->data,
-                                &world_readable, err, sizeof(err))
-        != 0)
-    {
-        OPENSSL_cleanse(&key, sizeof(key));
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "cluster token: %s", err);
-        return NGX_CONF_ERROR;
-    }
-
-    if (EVP_Digest(key.key, key.key_len, digest, &mdlen, EVP_sha256(), NULL)
-        != 1)
-    {
-        snapcache_sign_key_free(&key);
-        return NGX_CONF_ERROR;
-    }
-
-    if (bearer) {
-        cln = ngx_pool_cleanup_add(cf->pool, sizeof(ngx_str_t));
-        p = ngx_pnalloc(cf->pool, sizeof("Bearer ") - 1 + 2 * key.key_len);
-
-        if (cln == NULL || p == NULL) {
-            snapcache_sign_key_free(&key);
-            return NGX_CONF_ERROR;
-        }
-
-        bearer->data = p;
-        p = ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1);
-        p = ngx_hex_dump(p, key.key, key.key_len);
-        bearer->len = p - bearer->data;
-
-        keep = cln->data;
-        *keep = *bearer;
-        cln->handler = ngx_http_snapcache_cleanse;
-    }
-
-    snapcache_sign_key_free(&key);
-
-    if (world_readable) {
-        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "cluster token file \"%V\" is readable by "
-                           "everyone; it should be readable by root only",
-                           path);
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-static void
-ngx_http_snapcache_cleanse(void *data)
-{
-    ngx_str_t *s = data;
-
-    OPENSSL_cleanse(s->data, s->len);
-}
