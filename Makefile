@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # snapcache: build, test, run, bench.
 #
 # Everything is built under $(B) (default ./build); nothing under /usr is

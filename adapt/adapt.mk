@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # adapt/: variant and format choice (pure functions)
 LIB_SRCS   += adapt/snapcache_adapt.c
 LIB_HDRS   += adapt/snapcache_adapt.h

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * bench_purge: fills a store for bench/bench_purge.sh, through cache/,
  * before nginx opens it.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Purge benchmark, against the targets, measured in one run:
 #
 #   device    purging one device's 10k records (25 KB each) answers

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Serving-path benchmark: snapcache against the anchors, measured in the
 # same run on the same machine.
 #

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * The store benchmark: at each size (default 10k and 1M records of
  * 25 KB), batched put in records/s, get (with its copy and checks) in

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * The transcode benchmark's in-process half: for each variant, images
  * per second single-threaded through snapcache_transcode(), and through

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Transcode benchmark: 20 real 1920x1080 JPEG photographs to widths 320,
 # 640 and 1280 (JPEG q80) and 320 (WebP q80), single-threaded, in one run:
 #

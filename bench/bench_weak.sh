@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Weak-link benchmark: a display refreshing a camera through a tbf-shaped
 # veth link between two network namespaces (root), a new snapshot each
 # refresh, a new connection each time, no client hints.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Shared by the bench scripts: free ports, timing, and the originals.
 
 port() {

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # cache/: the LMDB snapshot store
 CACHE_SRCS := cache/snapcache_crc32c.c cache/snapcache_record.c \
               cache/snapcache_keys.c cache/snapcache_store.c \

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * What the files of cache/ share.  Private: nothing outside cache/
  * includes this; snapcache_cache.h is the interface.

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * CRC32C (Castagnoli), the checksum of record bodies and headers: by
  * carry-less multiplication over 512-bit registers (VPCLMULQDQ) where the

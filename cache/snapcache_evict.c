@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * Eviction (expired records first, then the oldest, found through the
  * by_exp and by_age indexes) and purge by key prefix.  Both delete in

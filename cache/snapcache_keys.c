@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * Keys: the account and device tags and the identity digest, HMAC-SHA256
  * under the store secret of length-prefixed ids, and the variant that

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * The record codec: an 84-byte header (docs/cache.md has the table),
  * then the body.  Integers are little-endian.  A record of the older,

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * The read-only walks: iterate, for inspect's listing, and verify,
  * which tells a damaged file from a healthy one by walking every tree.

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * snapcache image formats: the one vocabulary that cache/, transcode/,
  * adapt/, the tools and the nginx module share.  A format code is the

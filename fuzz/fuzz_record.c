@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * libFuzzer target: the record decoder, which reads whatever bytes the
  * map holds.  Random bytes rarely carry a valid header checksum, so an

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * libFuzzer target: probe and transcode on small untrusted inputs.  The
  * first byte picks the variant (width and output format); the rest is

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * libFuzzer target: the raw-URL parser and the verifier.  The input is a
  * request target after the location prefix, "account/device/snapshot?query".

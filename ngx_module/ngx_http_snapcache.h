@@ -1,5 +1,11 @@
 
 /*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
+/*
  * snapcache: the one header of the nginx glue in ngx_module/.
  *
  * The types every file shares, then each file's exported functions,

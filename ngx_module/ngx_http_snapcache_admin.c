@@ -1,5 +1,11 @@
 
 /*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
+/*
  * snapcache: the admin API.  A location with snapcache_admin answers
  *
  *   POST <location>/purge    {"account": A[, "device": D[, "snapshot": S]]}

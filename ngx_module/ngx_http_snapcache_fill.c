@@ -1,5 +1,11 @@
 
 /*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
+/*
  * snapcache: the fill.  One fill per snapshot across all workers (a
  * lock in the shared zone; the others wait on it) gets the original
  * from a kept original record or from the origin, transcodes it and

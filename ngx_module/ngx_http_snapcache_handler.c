@@ -1,5 +1,11 @@
 
 /*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
+/*
  * snapcache: the request entry and the gate.  The target is parsed
  * strictly from the raw request line and the signature is checked
  * before every response; a request that is not verified never reaches

@@ -1,5 +1,11 @@
 
 /*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
+/*
  * snapcache: serving a record.  A lookup copies the record out of the
  * map into the request pool inside its read transaction, and checks it;
  * everything sent is that copy (or a fill's output), never a pointer

@@ -1,5 +1,11 @@
 
 /*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
+/*
  * snapcache: the client's link.  The server measures delivery, not
  * writes: after a response is handed to the socket, a timer reads
  * TCP_INFO on the connection until the client has acknowledged every

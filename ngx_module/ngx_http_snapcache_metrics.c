@@ -1,5 +1,11 @@
 
 /*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
+/*
  * snapcache: metrics.  Counters and fixed-bucket histograms live in the
  * shared zone, so every worker adds to the same numbers and a scrape
  * served by any worker sees them all.  This file records them, counts

@@ -1,5 +1,11 @@
 
 /*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
+/*
  * snapcache: the origin fetch.  A subrequest to the snapcache_origin
  * location, built from the verified ids only; this module's filters
  * collect its status, headers and body into one buffer, bounded by the

@@ -1,5 +1,11 @@
 
 /*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
+/*
  * snapcache: the peer endpoint.  In a cluster every node is the same:
  * each verifies, adapts, serves and transcodes for its own clients, and
  * on a miss asks the account's owner node for the original, through an

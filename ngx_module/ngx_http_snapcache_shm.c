@@ -1,5 +1,11 @@
 
 /*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
+/*
  * snapcache: the shared-memory zone.  It holds what every worker must
  * agree on: fill locks (so that concurrent misses for one key wait on a
  * single fill), purge generations (so that a fill that started before a

@@ -1,5 +1,11 @@
 
 /*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
+/*
  * snapcache: the store's lifecycle in nginx.  The master prepares the
  * store directory; the LMDB environment is opened in each worker, never
  * in the master (LMDB forbids use after fork); libvips starts there too.

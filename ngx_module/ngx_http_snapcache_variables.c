@@ -1,5 +1,11 @@
 
 /*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
+/*
  * snapcache: what the logs see.  The $snapcache_* variables for access
  * logs, and the redaction of signatures from the request line.
  *

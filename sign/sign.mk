@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # sign/: the signed-URL scheme
 LIB_SRCS   += sign/snapcache_sign.c
 LIB_HDRS   += sign/snapcache_sign.h

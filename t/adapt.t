@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Adaptation on loopback, where the link is open: every ceiling is served
 # as it was before adaptation, the reason is always visible (header and

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The admin API's gate.  Every call needs a bearer token from one of the
 # snapcache_admin_token files: no token, a wrong one, and one of the

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The camera wall in a real browser (Debian's chromium, chromium-driver and
 # python3-selenium, headless), against `make run`'s demo with live

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Drives the camera wall in headless Chromium for t/browser.t.
 
 It only observes and records; t/browser.t judges.  Steps:

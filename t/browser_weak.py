@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Drives the camera wall on a shaped link, for t/browser_weak.t.
 
 Run inside the client's network namespace.  It only observes and records;

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The camera wall in a real browser on a weak link: headless Chromium in
 # one network namespace, `make run`'s demo in another, joined by a veth

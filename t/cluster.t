@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Three nodes sharded by account.  Clients spread over the nodes ask, all
 # at once, for every rung in JPEG and WebP of a set of snapshots: every

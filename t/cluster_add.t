@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # A fourth node joins three.  Each account's owner is read from the
 # cloud's log, through the nodes' real origin path (a snapshot the cloud

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # An owner dies under load.  Clients keep asking the two other nodes for
 # new snapshots of every account, so each request needs its original

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The peer endpoint is closed to clients.  A caller outside the allowed
 # addresses gets 403 even with the token; inside them, no token, a wrong

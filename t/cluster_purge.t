@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # A purge is final across the cluster.  Every node has served a device's
 # snapshots (variants on every node, originals kept too).  The camera

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # `make run-cluster` works as docs/cluster.md says: three nodes and a
 # balancer start, each printed URL is answered with its owner's image by

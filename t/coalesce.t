@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Coalescing: 50 concurrent cold requests for one key, spread over two
 # workers, cost one origin request and one transcode, and all 50 bodies

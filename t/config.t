@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Configuration is checked at startup: nginx refuses to start on a short,
 # malformed, unreadable or missing key, on a missing origin, and on a

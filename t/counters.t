@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The zone's counters say what happened: every refused signature counts
 # as denied, a hit as a hit, a miss and its fill as such, and a failed

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Records that fail their checks, in a live store: every record's body
 # damaged by hand, then every record given another's value (another

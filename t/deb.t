@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The Debian package, as an operator gets it: `make deb` builds
 # libnginx-mod-http-snapcache_<version>_<arch>.deb from a copy of the

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # `make run`'s demo works as the README says: it prints signed URLs, the
 # first request for one is a MISS from the demo origin, the second a HIT,

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # `snapcache purge` and `snapcache stats` against three nginx nodes on
 # loopback, one of them down: the purge reaches the two live nodes in

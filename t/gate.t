@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The signed-URL gate: every malformed, tampered, expired or unknown-key
 # request is refused with the documented status and reason, and none of

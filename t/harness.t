@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The harness's own promises, which every other test relies on: an
 # [alert], [crit] or [emerg] line in an instance's error log fails the

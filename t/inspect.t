@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # snapcache inspect: it opens a store read-only, so that data.mdb and
 # lock.mdb keep every byte and their mtime and nothing is created; it

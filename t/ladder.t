@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # A rung's records are keyed by what the rung is (width, quality,
 # pipeline), never by its name or its place in the ladder: after a reload

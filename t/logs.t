@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # No live signature reaches a log that the module controls.  Every request
 # line is redacted before the phases run, so $request and the error log

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # GET <admin>/metrics is Prometheus text that `promtool check metrics`
 # accepts (it parses and lints: base units, _total counters), and its

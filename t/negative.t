@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The origin's 404 is remembered for snapcache_negative_ttl, keyed like
 # any record: a device grant with made-up snapshot ids costs one origin

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The owner oracle for the identity invariant (docs/architecture.md):
 # 20 accounts x 3 devices x 5 snapshots, random variants and formats,

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # What the origin receives: the verified ids in the URI, an Accept of the
 # formats we decode, and nothing of the client's request unless the

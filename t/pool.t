@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The thread pool is never waited on: a full queue answers 503 with a log
 # line, and a task that overruns snapcache_fill_timeout answers 504 while

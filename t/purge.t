@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Purge scopes: a snapshot, a device, an account, and a list of them.
 # Each takes the kept original and every rung and format with it, says

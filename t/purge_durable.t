@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # A purge holds across a crash and a reload.  Right after the purge has
 # answered, every nginx process is killed (SIGKILL, no shutdown): the

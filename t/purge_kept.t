@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # A purge bumps the generations at once and deletes a moment later, on
 # the thread pool.  A fill that begins in between reads its generations

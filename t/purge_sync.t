@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # A purge answers only once its deletes are on disk.  The store runs
 # with MDB_NOSYNC, so a killed process loses nothing but a crash of the

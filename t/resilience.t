@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The store under pressure: a tiny map serves every request even when it
 # cannot keep them; a worker killed mid-fill under load does not stop the

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # A fill makes the rungs below the one asked for from the same decode,
 # in the same task, and stores them in one transaction: a step down on a

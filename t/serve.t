@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The serving path: a miss fills from the origin through libvips, a hit
 # comes from LMDB byte for byte, every body shows its owner's marker, and

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The Python and JavaScript signers published in docs/signing.md, and the
 # `snapcache sign` CLI, reproduce every test vector, and the published

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The short soak: the full one's load and faults (t/soak/soak, `make
 # soak`), a few thousand requests long.  Every 200 body shows its owner

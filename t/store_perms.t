@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The master runs as root and prepares the store for the worker user.
 # The store directory belongs to that user, so nothing in it is trusted:

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Lowering size= under a store that holds more than the new size: 75
 # snapshots filled at size=256m (each a 1920x1080 original of about

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Adaptation on a shaped link, end to end, as a display sees it.
 #

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * snapcache: the command-line tool.  sign mints URLs; inspect reads a
  * store offline (tools/snapcache_inspect.c); purge and stats call the

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * snapcache purge and snapcache stats: the admin API of every node, in
  * parallel (libcurl's multi interface), each request with a timeout.

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * snapcache CLI: the subcommands implemented outside tools/snapcache.c.
  * Each takes argv with argv[0] set to the subcommand name.

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * snapcache inspect: lists the records of a store offline, with tags
  * rather than ids, and checks every header and body checksum, then

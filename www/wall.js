@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The camera wall: one tile per camera, each refreshing its camera's
  * newest snapshot on its own, the way a smart display or a dashboard

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * Owner markers: test images that carry their (account, device,
  * snapshot) as large colour blocks, and the decoder that reads the owner

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * snapdamage: damages a store by hand, as a bug or a bad disk would, for
  * the end-to-end tests of what the module and `snapcache inspect` do

@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * snapfill: makes a store of small records through cache/, for the
  * tests of `snapcache inspect` that need a store without nginx.

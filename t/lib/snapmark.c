@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * snapmark: makes owner-marked test images and checks served ones.
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # t/lib: owner-marker images and the snapmark tool
 LIB_HDRS   += t/lib/owner_marker.h
 EXTRA_BINS += $(B)/bin/snapmark

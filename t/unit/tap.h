@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * Minimal TAP producer for the C unit tests, so that prove runs them
  * next to the nginx end-to-end tests.  Header-only on purpose: each test

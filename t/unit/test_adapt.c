@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * adapt/: the ceiling stays inside [0, max] for every input and
  * Save-Data caps it; the choice, over every combination of ladder,

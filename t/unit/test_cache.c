@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * cache/: the LMDB store.  Round trips, key separation, variants named
  * by what they are, identity and integrity checks on planted records,

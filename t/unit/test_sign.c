@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * sign/: the URL parser, the verifier, the key loader and the test
  * vectors published in docs/signing.md.

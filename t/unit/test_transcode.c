@@ -1,3 +1,10 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
 /*
  * transcode/: the libvips variant pipeline.  Sizes per input format and
  * variant, no upscale, progressive JPEG, EXIF orientation, metadata

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package Snapcache::Admin;
 
 # Helpers for the admin API's tests: token files, the admin location's

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package Snapcache::Cluster;
 
 # Several snapcache nodes on loopback, each its own nginx (prefix, store,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package Snapcache::Netns;
 
 # A shaped link for tests of weak networks: two network namespaces, a

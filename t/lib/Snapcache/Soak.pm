@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package Snapcache::Soak;
 
 # The isolation soak: a cluster of snapcache nodes on loopback under a

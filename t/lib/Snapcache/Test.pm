@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package Snapcache::Test;
 
 # End-to-end test harness: a real nginx with the built module, on a free
