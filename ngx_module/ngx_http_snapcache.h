@@ -216,7 +216,9 @@ typedef struct {
     ngx_http_snapcache_shctx_t *sh;
 
     void                      *store;        /* snapcache_cache_t */
-    ngx_event_t                reader_check;
+    ngx_event_t                reader_check; /* or, while the store is
+                                                not open, the retry */
+    ngx_uint_t                 open_failures;
     ngx_uint_t                 used;         /* some location has snapcache */
     ngx_flag_t                 cold_start;   /* records from before the
                                                 start are not served */

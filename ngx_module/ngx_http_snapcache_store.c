@@ -16,6 +16,7 @@
 
 
 #define NGX_HTTP_SNAPCACHE_READER_CHECK  5000
+#define NGX_HTTP_SNAPCACHE_OPEN_RETRY    1000
 
 
 static void ngx_http_snapcache_worker_user(ngx_conf_t *cf, ngx_uid_t *user,
@@ -28,6 +29,8 @@ static ngx_int_t ngx_http_snapcache_store_file(ngx_log_t *log, int dirfd,
     u_char *path, const char *name, ngx_uid_t user, ngx_uint_t change);
 static ngx_int_t ngx_http_snapcache_worker_reaches(ngx_log_t *log,
     u_char *path, ngx_uid_t user, ngx_gid_t group);
+static void ngx_http_snapcache_try_open(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_log_t *log);
 static void ngx_http_snapcache_reader_check(ngx_event_t *ev);
 
 
@@ -429,10 +432,7 @@ ngx_int_t
 ngx_http_snapcache_open_store(ngx_cycle_t *cycle,
     ngx_http_snapcache_main_conf_t *smcf)
 {
-    int                     rc;
-    char                    err[512];
-    u_char                  path[NGX_MAX_PATH];
-    snapcache_cache_conf_t  conf;
+    char  err[512];
 
     if (snapcache_transcode_init(err, sizeof(err)) != 0) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
@@ -446,6 +446,37 @@ ngx_http_snapcache_open_store(ngx_cycle_t *cycle,
         return NGX_OK;
     }
 
+    smcf->reader_check.handler = ngx_http_snapcache_reader_check;
+    smcf->reader_check.data = smcf;
+    smcf->reader_check.log = cycle->log;
+    smcf->reader_check.cancelable = 1;
+
+    /*
+     * A worker that cannot open the store answers 503 rather than
+     * anything unverified, and tries again on its timer: a worker
+     * respawned while the store was unreachable (descriptors exhausted,
+     * a file moved away by hand) comes back once it is reachable.
+     */
+    ngx_http_snapcache_try_open(smcf, cycle->log);
+
+    ngx_add_timer(&smcf->reader_check,
+                  smcf->store ? NGX_HTTP_SNAPCACHE_READER_CHECK
+                              : NGX_HTTP_SNAPCACHE_OPEN_RETRY);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_snapcache_try_open(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_log_t *log)
+{
+    int                     rc;
+    char                    err[512];
+    u_char                  path[NGX_MAX_PATH];
+    ngx_uint_t              level;
+    snapcache_cache_conf_t  conf;
+
     ngx_memcpy(path, smcf->store_path.data, smcf->store_path.len);
     path[smcf->store_path.len] = '\0';
 
@@ -457,23 +488,33 @@ ngx_http_snapcache_open_store(ngx_cycle_t *cycle,
 
     rc = snapcache_cache_open(&conf, (snapcache_cache_t **) &smcf->store,
                               err, sizeof(err));
-    if (rc != SNAPCACHE_CACHE_OK) {
-        /* requests then fail closed with 503; the reason is here */
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                      "snapcache: cannot open the store \"%s\" as uid %d: "
-                      "%s", path, (int) geteuid(), err);
-        smcf->store = NULL;
-        return NGX_OK;
+
+    if (rc == SNAPCACHE_CACHE_OK) {
+        if (smcf->open_failures) {
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                          "snapcache: the store \"%s\" is open, after %ui "
+                          "failed attempts", path, smcf->open_failures);
+            smcf->open_failures = 0;
+        }
+
+        return;
     }
 
-    smcf->reader_check.handler = ngx_http_snapcache_reader_check;
-    smcf->reader_check.data = smcf;
-    smcf->reader_check.log = cycle->log;
-    smcf->reader_check.cancelable = 1;
+    smcf->store = NULL;
 
-    ngx_add_timer(&smcf->reader_check, NGX_HTTP_SNAPCACHE_READER_CHECK);
+    /* the first failure loudly, then once a minute, not every second */
+    level = (smcf->open_failures == 0) ? NGX_LOG_EMERG
+            : (smcf->open_failures % 60 == 0) ? NGX_LOG_ERR : 0;
 
-    return NGX_OK;
+    if (level) {
+        ngx_log_error(level, log, 0,
+                      "snapcache: cannot open the store \"%s\" as uid %d: "
+                      "%s; answering 503 and trying again every %d ms",
+                      path, (int) geteuid(), err,
+                      NGX_HTTP_SNAPCACHE_OPEN_RETRY);
+    }
+
+    smcf->open_failures++;
 }
 
 
@@ -504,6 +545,13 @@ ngx_http_snapcache_reader_check(ngx_event_t *ev)
     smcf = ev->data;
 
     if (smcf->store == NULL) {
+        ngx_http_snapcache_try_open(smcf, ev->log);
+
+        if (!ngx_exiting) {
+            ngx_add_timer(ev, smcf->store ? NGX_HTTP_SNAPCACHE_READER_CHECK
+                                          : NGX_HTTP_SNAPCACHE_OPEN_RETRY);
+        }
+
         return;
     }
 

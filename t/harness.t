@@ -3,7 +3,8 @@
 
 # The harness's own promises, which every other test relies on: an
 # [alert], [crit] or [emerg] line in an instance's error log fails the
-# test unless the test declared it; $t->stats reads the zone's counters;
+# test unless the test declared it; start returns once every worker has
+# opened the store; $t->stats reads the zone's counters;
 # a reserved port cannot be taken by anyone else until nginx binds it.
 
 use strict;
@@ -66,6 +67,13 @@ my $d = $t->dir;
 $t->start(main => 'thread_pool snapcache threads=1;',
     http => "    snapcache_store $d/store size=16m;\n",
     server_extra => "        snapcache_thread_pool snapcache;\n");
+# start returns once every worker has the store open, not when the
+# first one listens: a test that changes the store next races nobody
+my @w = $t->worker_pids;
+is(scalar @w, 2, 'start returns with both workers running');
+is(scalar(grep { Snapcache::Test::_maps($_, "$d/store/data.mdb") } @w), 2,
+    'each with the store mapped');
+
 my $s0 = $t->stats;
 ok(exists $s0->{hits} && exists $s0->{transcodes}, '$t->stats has counters')
     or diag explain $s0;

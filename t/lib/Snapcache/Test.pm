@@ -356,7 +356,52 @@ sub start {
     $self->wait_port($self->{port});
     $self->{started} = 1;
     $self->{master} = $self->master_pid;
+    $self->wait_workers;
     return $self;
+}
+
+# The port opens with the first worker; the others may still be in their
+# init_process, opening the store.  A test that changes the store or
+# counts on every worker must not race them: wait until each of the
+# configured workers runs and has either mapped the store or said why it
+# cannot.
+sub wait_workers {
+    my ($self) = @_;
+    my $conf = do {
+        open my $f, '<', "$self->{dir}/nginx.conf" or die $!;
+        local $/;
+        <$f>;
+    };
+    my ($store) = $conf =~ /^\s*snapcache_store\s+(\S+)/m;
+    for (1 .. 400) {
+        my @w = grep { _is_worker($_) } $self->worker_pids;
+        my $log = $store ? $self->error_log : '';
+        my @ready = grep {
+            my $pid = $_;
+            !$store || _maps($pid, "$store/data.mdb")
+                || $log =~ /\[emerg\] $pid#\d+: snapcache: cannot open the store/;
+        } @w;
+        return 1 if @w >= $self->{workers} && @ready == @w;
+        sleep 0.025;
+    }
+    die "nginx's $self->{workers} workers did not all start in 10 s\n"
+        . $self->error_log;
+}
+
+sub _is_worker {
+    my ($pid) = @_;
+    open my $f, '<', "/proc/$pid/cmdline" or return 0;
+    my $cmd = <$f> // '';
+    return $cmd =~ /^nginx: worker process/;
+}
+
+sub _maps {
+    my ($pid, $file) = @_;
+    open my $f, '<', "/proc/$pid/maps" or return 0;
+    while (<$f>) {
+        return 1 if / \Q$file\E$/;
+    }
+    return 0;
 }
 
 sub master_pid {
