@@ -239,6 +239,14 @@ int snapcache_cache_unchanged(snapcache_cache_t *cache,
     const snapcache_key_t *key, int64_t created, uint32_t checksum);
 
 /*
+ * The same question in a read transaction of its own (flags: GET_LOOP
+ * from an event loop), for a body read earlier that is about to be
+ * served: a record that a purge removed since is not there any more.
+ */
+int snapcache_cache_still(snapcache_cache_t *cache, const snapcache_key_t *key,
+    int64_t created, uint32_t checksum, unsigned flags);
+
+/*
  * Deletes every record of an account, a device (device != NULL) or a
  * snapshot (snapshot != NULL too), at most 1000 per transaction, and
  * syncs the file before it returns: the removal is durable.  *count is

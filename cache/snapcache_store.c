@@ -973,21 +973,18 @@ put_once(snapcache_cache_t *cache, const snapcache_put_t *items, size_t n,
 }
 
 
-int
-snapcache_cache_unchanged(snapcache_cache_t *cache,
-    const snapcache_key_t *key, int64_t created, uint32_t checksum)
+/* Is the record under key the one created then with that checksum? */
+static int
+record_is(MDB_txn *txn, snapcache_cache_t *cache, const snapcache_key_t *key,
+    int64_t created, uint32_t checksum)
 {
     MDB_val             k, v;
     snapcache_record_t  hdr;
 
-    if (cache->put_txn == NULL) {
-        return 0;
-    }
-
     k.mv_size = key->len;
     k.mv_data = (void *) key->data;
 
-    if (mdb_get(cache->put_txn, cache->records, &k, &v) != 0
+    if (mdb_get(txn, cache->records, &k, &v) != 0
         || snapcache_record_decode(v.mv_data, v.mv_size, &hdr, NULL)
            != SNAPCACHE_CACHE_OK)
     {
@@ -995,6 +992,37 @@ snapcache_cache_unchanged(snapcache_cache_t *cache,
     }
 
     return hdr.created == created && hdr.checksum == checksum;
+}
+
+
+int
+snapcache_cache_unchanged(snapcache_cache_t *cache,
+    const snapcache_key_t *key, int64_t created, uint32_t checksum)
+{
+    if (cache->put_txn == NULL) {
+        return 0;
+    }
+
+    return record_is(cache->put_txn, cache, key, created, checksum);
+}
+
+
+int
+snapcache_cache_still(snapcache_cache_t *cache, const snapcache_key_t *key,
+    int64_t created, uint32_t checksum, unsigned flags)
+{
+    int       rc;
+    MDB_txn  *txn;
+
+    if (read_begin(cache, flags, &txn) != 0) {
+        return 0;
+    }
+
+    rc = record_is(txn, cache, key, created, checksum);
+
+    read_end(cache, txn);
+
+    return rc;
 }
 
 

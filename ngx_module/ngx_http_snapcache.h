@@ -36,6 +36,10 @@
 #define NGX_HTTP_SNAPCACHE_GENS        4096
 #define NGX_HTTP_SNAPCACHE_MAX_RUNGS   16
 
+/* what an origin location fetches from: origin_use's bits */
+#define NGX_HTTP_SNAPCACHE_ORIGIN_PEERS  0x01
+#define NGX_HTTP_SNAPCACHE_ORIGIN_CLOUD  0x02
+
 /* metrics: distinct variant names, and buckets of one histogram */
 #define NGX_HTTP_SNAPCACHE_LABELS      32
 #define NGX_HTTP_SNAPCACHE_BUCKETS     16
@@ -231,6 +235,11 @@ typedef struct {
     ngx_array_t               *keys;         /* snapcache_sign_key_t */
     time_t                     max_lifetime;
     ngx_str_t                  origin;
+    ngx_flag_t                 origin_peers; /* "peers": the cluster's
+                                                peer endpoints, sent the
+                                                cluster token */
+    ngx_uint_t                 origin_use;   /* as whose origin this
+                                                location serves */
     ngx_array_t               *origin_pass_headers;  /* ngx_str_t */
     ngx_array_t               *variants;     /* the ladder, small first */
     ngx_str_t                  default_variant;

@@ -105,6 +105,8 @@ static ngx_uint_t ngx_http_snapcache_admin_endpoint(ngx_http_request_t *r);
 static ngx_int_t ngx_http_snapcache_hex_decode(u_char *dst, u_char *src,
     size_t len);
 static void ngx_http_snapcache_cleanse(void *data);
+static ngx_int_t ngx_http_snapcache_purge_bump(
+    ngx_http_snapcache_purge_t *t);
 static ngx_int_t ngx_http_snapcache_admin_get(ngx_http_request_t *r,
     ngx_uint_t endpoint);
 static ngx_int_t ngx_http_snapcache_admin_start_purge(ngx_http_request_t *r);
@@ -830,7 +832,8 @@ ngx_http_snapcache_json_id(ngx_pool_t *pool, json_t *v)
 
 /*
  * The generations first, in the zone, where every worker's fills see
- * them at once; then the deletes, on the thread pool.  A snapshot's
+ * them at once; then the deletes, on the thread pool; then the
+ * generations again (ngx_http_snapcache_purge_bump()).  A snapshot's
  * purge bumps its device's generation: coarser (other fills of that
  * device start again), never a missed purge.
  */
@@ -838,12 +841,9 @@ static ngx_int_t
 ngx_http_snapcache_admin_purge(ngx_http_request_t *r,
     ngx_http_snapcache_purge_t *p)
 {
-    size_t                           len;
-    u_char                           prefix[SNAPCACHE_CACHE_KEY_MAX];
     ngx_uint_t                       i;
     ngx_thread_task_t               *task;
     ngx_pool_cleanup_t              *cln;
-    ngx_http_snapcache_scope_t      *s;
     ngx_http_snapcache_purge_t      *t;
     ngx_http_snapcache_loc_conf_t   *slcf;
     ngx_http_snapcache_main_conf_t  *smcf;
@@ -881,19 +881,8 @@ ngx_http_snapcache_admin_purge(ngx_http_request_t *r,
     t->thread_pool = slcf->thread_pool;
     t->start = ngx_http_snapcache_usec();
 
-    for (i = 0; i < t->nscopes; i++) {
-        s = &t->scopes[i];
-
-        if (snapcache_cache_prefix(smcf->store, s->account, s->device, prefix,
-                                   &len)
-            != SNAPCACHE_CACHE_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ngx_http_snapcache_gen_bump(smcf, prefix,
-                                    s->device ? prefix + SNAPCACHE_TAG_LEN
-                                              : NULL);
+    if (ngx_http_snapcache_purge_bump(t) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     t->generation = ngx_atomic_fetch_add(&smcf->sh->metrics.purge_generation,
@@ -930,6 +919,42 @@ ngx_http_snapcache_admin_purge(ngx_http_request_t *r,
 }
 
 
+/*
+ * Moves the generations of the purge's scopes, twice: before the
+ * deletes, so that a fill that began earlier is thrown away, and again
+ * once they are committed, before the answer.  Anything read from the
+ * store in between (a stale fallback, a kept original) was read under
+ * the first bump's generations, and may be a record the deletes were
+ * about to remove; the second bump rules it out, so that nothing read
+ * before the deletes finished is served once the purge has answered.
+ */
+static ngx_int_t
+ngx_http_snapcache_purge_bump(ngx_http_snapcache_purge_t *t)
+{
+    size_t                       len;
+    u_char                       prefix[SNAPCACHE_CACHE_KEY_MAX];
+    ngx_uint_t                   i;
+    ngx_http_snapcache_scope_t  *s;
+
+    for (i = 0; i < t->nscopes; i++) {
+        s = &t->scopes[i];
+
+        if (snapcache_cache_prefix(t->smcf->store, s->account, s->device,
+                                   prefix, &len)
+            != SNAPCACHE_CACHE_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_http_snapcache_gen_bump(t->smcf, prefix,
+                                    s->device ? prefix + SNAPCACHE_TAG_LEN
+                                              : NULL);
+    }
+
+    return NGX_OK;
+}
+
+
 /* On a pool thread: the deletes, in chunks; the sync comes after. */
 static void
 ngx_http_snapcache_purge_handler(void *data, ngx_log_t *log)
@@ -959,6 +984,9 @@ ngx_http_snapcache_purge_done(ngx_event_t *ev)
 
     ngx_uint_t                  i;
     ngx_http_snapcache_sync_t  *sy;
+
+    /* the deletes are visible to every reader now: see purge_bump() */
+    (void) ngx_http_snapcache_purge_bump(t);
 
     sy = &ngx_http_snapcache_sync;
 

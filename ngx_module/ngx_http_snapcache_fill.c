@@ -87,12 +87,18 @@ static void ngx_http_snapcache_task_handler(void *data, ngx_log_t *log);
 static void ngx_http_snapcache_original_task(ngx_http_snapcache_task_t *t);
 static int ngx_http_snapcache_store_check(void *data);
 static void ngx_http_snapcache_task_done(ngx_event_t *ev);
+static ngx_uint_t ngx_http_snapcache_task_purged(
+    ngx_http_snapcache_task_t *t);
 static void ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t,
     ngx_uint_t purged);
 static ngx_int_t ngx_http_snapcache_refill(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx);
 static void ngx_http_snapcache_task_timeout(ngx_event_t *ev);
 static void ngx_http_snapcache_task_free(ngx_http_snapcache_task_t *t);
+static ngx_uint_t ngx_http_snapcache_still_valid(
+    ngx_http_snapcache_main_conf_t *smcf, snapcache_ident_t *ident,
+    ngx_http_snapcache_gen_t *gen, ngx_uint_t variant, ngx_uint_t format,
+    int64_t created, uint32_t checksum);
 static uint64_t ngx_http_snapcache_hash(const u_char *p, size_t len);
 
 
@@ -340,8 +346,9 @@ ngx_http_snapcache_origin_fetched(ngx_http_request_t *r,
 
 /*
  * Ends a failed fill: waiters get the same status, the client gets it
- * too, unless a stale copy of this very key can stand in, and only if
- * no purge of its account or device began since that copy was read.
+ * too, unless a stale copy of this very key can stand in: only if it is
+ * still in the store, unchanged, and no purge of its account or device
+ * moved the generations since it was read.
  */
 static void
 ngx_http_snapcache_fill_failed(ngx_http_request_t *r,
@@ -360,9 +367,10 @@ ngx_http_snapcache_fill_failed(ngx_http_request_t *r,
     }
 
     if (ctx->has_stale && status != NGX_HTTP_NOT_FOUND
-        && !ngx_http_snapcache_gen_changed(ctx->smcf, ctx->ident.acct_tag,
-                                           ctx->ident.dev_tag,
-                                           &ctx->stale_gen))
+        && ngx_http_snapcache_still_valid(ctx->smcf, &ctx->ident,
+                                          &ctx->stale_gen, ctx->variant,
+                                          ctx->format, ctx->stale.created,
+                                          ctx->stale.checksum))
     {
         ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_STALE, 1);
         rc = ngx_http_snapcache_send_record(r, ctx, &ctx->stale,
@@ -948,18 +956,7 @@ ngx_http_snapcache_task_done(ngx_event_t *ev)
         ngx_del_timer(&t->timer);
     }
 
-    /*
-     * A purge of this account or device began after the fill read the
-     * generations: its body is from before the purge, and the purge may
-     * have answered by now.  Whether or not the store check caught it,
-     * it is never served.
-     */
-    purged = t->transcoded
-             && (t->store_rc == SNAPCACHE_CACHE_ABORTED
-                 || ngx_http_snapcache_gen_changed(t->smcf,
-                                                   t->ident.acct_tag,
-                                                   t->ident.dev_tag,
-                                                   &t->gen));
+    purged = ngx_http_snapcache_task_purged(t);
 
     ngx_http_snapcache_task_account(t, purged);
 
@@ -1025,6 +1022,37 @@ ngx_http_snapcache_task_done(ngx_event_t *ev)
 
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * A purge of this account or device began after the fill read the
+ * generations, or, for a body made of the kept original, that original
+ * is gone or replaced: the body is from before the purge, which may have
+ * answered by now.  Whether or not the store check caught it, whether
+ * or not it was stored, it is never served.
+ */
+static ngx_uint_t
+ngx_http_snapcache_task_purged(ngx_http_snapcache_task_t *t)
+{
+    if (!t->transcoded) {
+        return 0;
+    }
+
+    if (t->store_rc == SNAPCACHE_CACHE_ABORTED) {
+        return 1;
+    }
+
+    if (t->from_kept) {
+        return !ngx_http_snapcache_still_valid(t->smcf, &t->ident, &t->gen,
+                                               SNAPCACHE_VARIANT_ORIGINAL,
+                                               SNAPCACHE_FORMAT_ANY,
+                                               t->kept_created,
+                                               t->kept_checksum);
+    }
+
+    return ngx_http_snapcache_gen_changed(t->smcf, t->ident.acct_tag,
+                                          t->ident.dev_tag, &t->gen);
 }
 
 
@@ -1182,6 +1210,36 @@ ngx_http_snapcache_fill_cleanup(void *data)
                                         NGX_HTTP_SNAPCACHE_LOCK_FREE, 0);
         ctx->lock_held = 0;
     }
+}
+
+
+/*
+ * The rule for a body that was read from the store earlier and is about
+ * to be served now (a stale fallback, a fill made of the kept original):
+ * the record it came from is still there, unchanged, and no purge of
+ * its scope moved the generations since they were read before it.  A
+ * purge moves them again once its deletes are committed, before it
+ * answers, so nothing read before those deletes passes once the purge
+ * has answered.
+ */
+static ngx_uint_t
+ngx_http_snapcache_still_valid(ngx_http_snapcache_main_conf_t *smcf,
+    snapcache_ident_t *ident, ngx_http_snapcache_gen_t *gen,
+    ngx_uint_t variant, ngx_uint_t format, int64_t created,
+    uint32_t checksum)
+{
+    snapcache_key_t  key;
+
+    if (ngx_http_snapcache_gen_changed(smcf, ident->acct_tag,
+                                       ident->dev_tag, gen))
+    {
+        return 0;
+    }
+
+    snapcache_cache_key(ident, variant, format, &key);
+
+    return snapcache_cache_still(smcf->store, &key, created, checksum,
+                                 SNAPCACHE_GET_LOOP);
 }
 
 

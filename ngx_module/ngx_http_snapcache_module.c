@@ -39,6 +39,8 @@ static ngx_int_t ngx_http_snapcache_variant_id(ngx_conf_t *cf,
     ngx_http_snapcache_variant_t *v);
 static char *ngx_http_snapcache_merge_admin(ngx_conf_t *cf,
     ngx_http_snapcache_loc_conf_t *conf);
+static char *ngx_http_snapcache_origin(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_snapcache_origin_pass_header(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_snapcache_store(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -120,10 +122,10 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       &ngx_http_snapcache_any_sec },
 
     { ngx_string("snapcache_origin"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_snapcache_origin,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_snapcache_loc_conf_t, origin),
+      0,
       NULL },
 
     { ngx_string("snapcache_origin_pass_header"),
@@ -474,7 +476,15 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_ptr_value(conf->keys, prev->keys, NULL);
     ngx_conf_merge_sec_value(conf->max_lifetime, prev->max_lifetime, 3600);
-    ngx_conf_merge_str_value(conf->origin, prev->origin, "");
+    /* the uri and whether it is the peers go together */
+    if (conf->origin.data == NULL) {
+        conf->origin = prev->origin;
+        conf->origin_peers = prev->origin_peers;
+    }
+
+    if (conf->origin.data == NULL) {
+        ngx_str_set(&conf->origin, "");
+    }
     ngx_conf_merge_ptr_value(conf->origin_pass_headers,
                              prev->origin_pass_headers, NULL);
     ngx_conf_merge_ptr_value(conf->variants, prev->variants, NULL);
@@ -561,6 +571,14 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    if (conf->origin_peers && conf->cluster_bearer.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"snapcache_origin %V peers\" requires a "
+                           "\"snapcache_cluster_token\" to present to the "
+                           "peers", &conf->origin);
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->origin.data[conf->origin.len - 1] == '/') {
         conf->origin.len--;
     }
@@ -641,6 +659,14 @@ ngx_http_snapcache_merge_peer(ngx_conf_t *cf,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"snapcache_peer\" requires \"snapcache_origin\" "
                            "naming the location of the camera cloud");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->origin_peers) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the origin of \"snapcache_peer\" is the camera "
+                           "cloud, not the peers: \"snapcache_origin %V\" "
+                           "without \"peers\"", &conf->origin);
         return NGX_CONF_ERROR;
     }
 
@@ -971,6 +997,47 @@ ngx_http_snapcache_init_main_conf(ngx_conf_t *cf, void *conf)
         {
             return NGX_CONF_ERROR;
         }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * snapcache_origin <uri> [peers]: "peers" says that the origin location
+ * proxies to the cluster's peer endpoints, and is the only place the
+ * cluster token is ever sent.  A token inherited from the http level
+ * never travels to an origin that is not marked so.
+ */
+static char *
+ngx_http_snapcache_origin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_snapcache_loc_conf_t *slcf = conf;
+
+    ngx_str_t  *value;
+
+    if (slcf->origin.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        return "has an empty uri";
+    }
+
+    slcf->origin = value[1];
+    slcf->origin_peers = 0;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strcmp(value[2].data, "peers") != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\", the only one is "
+                               "\"peers\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        slcf->origin_peers = 1;
     }
 
     return NGX_CONF_OK;

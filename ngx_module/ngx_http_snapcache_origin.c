@@ -33,6 +33,9 @@ static ngx_int_t ngx_http_snapcache_check_tree(ngx_conf_t *cf,
     ngx_http_core_loc_conf_t *srv, ngx_http_location_tree_node_t *node);
 static ngx_int_t ngx_http_snapcache_check_origin_location(ngx_conf_t *cf,
     ngx_http_core_loc_conf_t *srv, ngx_http_core_loc_conf_t *clcf);
+static ngx_int_t ngx_http_snapcache_mark_origin(ngx_conf_t *cf,
+    ngx_http_snapcache_loc_conf_t *slcf, ngx_http_core_loc_conf_t *clcf,
+    ngx_http_core_loc_conf_t *olcf);
 static ngx_http_core_loc_conf_t *ngx_http_snapcache_find_location(
     ngx_http_core_loc_conf_t *pclcf, ngx_str_t *uri);
 static ngx_int_t ngx_http_snapcache_header_filter(ngx_http_request_t *r);
@@ -194,9 +197,52 @@ ngx_http_snapcache_check_origin_location(ngx_conf_t *cf,
                                &clcf->name);
             return NGX_ERROR;
         }
+
+        if (ngx_http_snapcache_mark_origin(cf, slcf, clcf, olcf) != NGX_OK) {
+            return NGX_ERROR;
+        }
     }
 
     return ngx_http_snapcache_check_locations(cf, srv, clcf);
+}
+
+
+/*
+ * The cluster token goes only to a location marked "peers", which
+ * proxies to the peer endpoints.  A location that is also where a peer
+ * endpoint fetches from the camera cloud would carry the token to the
+ * cloud, and a peer endpoint would ask the peers for what it owns.
+ */
+static ngx_int_t
+ngx_http_snapcache_mark_origin(ngx_conf_t *cf,
+    ngx_http_snapcache_loc_conf_t *slcf, ngx_http_core_loc_conf_t *clcf,
+    ngx_http_core_loc_conf_t *olcf)
+{
+    ngx_uint_t                      use;
+    ngx_http_snapcache_loc_conf_t  *oslcf;
+
+    oslcf = olcf->loc_conf[ngx_http_snapcache_module.ctx_index];
+
+    use = slcf->peer == 1 ? NGX_HTTP_SNAPCACHE_ORIGIN_CLOUD
+          : slcf->origin_peers ? NGX_HTTP_SNAPCACHE_ORIGIN_PEERS
+          : 0;
+
+    oslcf->origin_use |= use;
+
+    if ((oslcf->origin_use & NGX_HTTP_SNAPCACHE_ORIGIN_CLOUD)
+        && (oslcf->origin_use & NGX_HTTP_SNAPCACHE_ORIGIN_PEERS))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "location \"%V\" is both the peers' origin "
+                           "(\"snapcache_origin ... peers\") and a peer "
+                           "endpoint's camera cloud, as the origin of "
+                           "\"%V\": it would send the cluster token to "
+                           "the cloud; give each its own location",
+                           &olcf->name, &clcf->name);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -344,7 +390,7 @@ ngx_http_snapcache_fetch_origin(ngx_http_request_t *r,
      * may be from before it.  The camera cloud changed before the purge
      * was sent, so a fetch that begins now is not.
      */
-    if (ctx->slcf->enable == 1 && ctx->slcf->cluster_bearer.len
+    if (ctx->slcf->enable == 1 && ctx->slcf->origin_peers
         && ngx_http_snapcache_purged_within(ctx->smcf, ctx->ident.acct_tag,
                                             ctx->ident.dev_tag,
                                             NGX_HTTP_SNAPCACHE_FRESH_SECONDS))
@@ -392,9 +438,10 @@ ngx_http_snapcache_fetch_origin(ngx_http_request_t *r,
  * X-Original-URL for a framework to honour, no credentials, no
  * conditions or ranges, and no body or Content-Length.  dst may be the
  * request whose headers src are (an internal redirect without a store).
- * A snapcache location with snapcache_cluster_token fetches from the
- * cluster's peers and presents the token; a peer endpoint's own fetches
- * (from the camera cloud) never carry it, nor a peer's Authorization.
+ * A snapcache location whose snapcache_origin is marked "peers" fetches
+ * from the cluster's peers and presents the cluster token; no other
+ * origin ever gets it, and a peer endpoint's own fetches (from the
+ * camera cloud) never carry it, nor a peer's Authorization.
  */
 ngx_int_t
 ngx_http_snapcache_origin_headers(ngx_http_request_t *r,
@@ -431,7 +478,7 @@ ngx_http_snapcache_origin_headers(ngx_http_request_t *r,
     ngx_str_set(&nh->value, "image/jpeg, image/png, image/webp");
     nh->lowcase_key = (u_char *) "accept";
 
-    if (slcf->enable == 1 && slcf->cluster_bearer.len) {
+    if (slcf->enable == 1 && slcf->origin_peers) {
         nh = ngx_list_push(&dst->headers_in.headers);
         if (nh == NULL) {
             return NGX_ERROR;

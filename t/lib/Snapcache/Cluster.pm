@@ -120,7 +120,7 @@ $tokens        snapcache_thread_pool snapcache;
 $extra
         location /snap/ {
             snapcache;
-            snapcache_origin /_owner;
+            snapcache_origin /_owner peers;
         }
 
         location /_owner/ {
