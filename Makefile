@@ -2,15 +2,17 @@
 # snapcache: build, test, run, bench.
 #
 # Everything is built under $(B) (default ./build); nothing under /usr is
-# changed except by `make deps`, which installs Debian packages.
+# changed except the Debian packages a goal needs, which it installs.
 # `make asan` re-runs the whole suite from build/asan with
 # AddressSanitizer in the libraries, the tests and the nginx module.
 #
 # Every target works on a machine that has only make: it runs in two
-# stages.  Stage one installs the Debian packages (`make deps`) and then
-# runs the goals in a sub-make, stage two, which is the first to read
-# pkg-config, so that the libraries' flags are those of the packages just
-# installed.  Stage one reads nothing from the system.
+# stages.  Stage one installs the Debian packages of the goals given
+# (PKGS_<goal> below: `make run` what the demo needs, `make test` the
+# test tools too) and then runs the goals in a sub-make, stage two, which
+# is the first to read pkg-config, so that the libraries' flags are those
+# of the packages just installed.  Stage one reads nothing from the
+# system.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
@@ -21,30 +23,59 @@ ABS_B  := $(abspath $(B))
 
 # ---------------------------------------------------------------- deps
 
-# The Debian packages build, test and run need, one concern a line:
-# a new library or tool is one more line here (and, for a library, one
+# The Debian packages, by need: a target installs what it uses and no
+# more, so that a plain `make` or `make run` does not pull in a browser.
+# A new library or tool is one more line here (and, for a library, one
 # more in PKG_MODULES and a probe in `config`).
-DEB_PKGS :=
-DEB_PKGS += build-essential pkg-config make      # compilers
-DEB_PKGS += nginx nginx-dev                      # the module's build, test server
-DEB_PKGS += libvips-dev libvips-tools libwebp-dev  # transcode/
-DEB_PKGS += liblmdb-dev lmdb-utils               # cache/
-DEB_PKGS += libssl-dev                           # sign/: HMAC-SHA256
-DEB_PKGS += libjansson-dev libcurl4-openssl-dev  # admin API, purge/stats CLI
-DEB_PKGS += prometheus                           # promtool check metrics
-DEB_PKGS += perl                                 # t/*.t
-DEB_PKGS += clang libclang-rt-14-dev             # fuzz/, make asan
-DEB_PKGS += iproute2 curl procps                 # tests and the demo
-DEB_PKGS += chromium chromium-driver python3-selenium  # t/browser.t
-DEB_PKGS += debhelper lintian                    # make deb, t/deb.t
-DEB_PKGS += mate-backgrounds                     # t/weak.t: real photographs
-DEB_PKGS += libnginx-mod-stream                  # run-cluster's L4 balancer
+
+# building the module, the CLI and the test helpers: `make`, `make build`
+BUILD_PKGS :=
+BUILD_PKGS += build-essential pkg-config make      # compilers
+BUILD_PKGS += nginx nginx-dev                      # the module's build
+BUILD_PKGS += libvips-dev libwebp-dev              # transcode/
+BUILD_PKGS += liblmdb-dev                          # cache/
+BUILD_PKGS += libssl-dev                           # sign/: HMAC-SHA256
+BUILD_PKGS += libjansson-dev libcurl4-openssl-dev  # admin API, the CLI
+
+# running the demo: `make run`; the cluster's balancer: `make run-cluster`
+RUN_PKGS   := curl procps openssl
+CLUSTER_PKGS := libnginx-mod-stream
+
+# what `make test` adds: its harness, checkers, browser and photographs
+TEST_PKGS  :=
+TEST_PKGS  += perl prometheus                      # t/*.t, promtool
+TEST_PKGS  += iproute2 lmdb-utils libvips-tools    # netns, store, images
+TEST_PKGS  += chromium chromium-driver python3-selenium  # t/browser*.t
+TEST_PKGS  += mate-backgrounds                     # t/weak.t: photographs
+TEST_PKGS  += debhelper lintian                    # t/deb.t
+
+# libFuzzer and AddressSanitizer: `make fuzz`, `make asan`, make test's smoke
+FUZZ_PKGS  := clang libclang-rt-14-dev
+
+# packaging: `make deb`
+DEB_PKGS   := debhelper lintian
 
 # what `make bench*` adds: load generators and the anchors it compares to
 BENCH_PKGS :=
 BENCH_PKGS += wrk hyperfine                      # load and timing
 BENCH_PKGS += libnginx-mod-http-image-filter     # the image_filter anchor
 BENCH_PKGS += lomiri-wallpapers-20.04           # more real photographs
+
+# each goal's packages; a goal not listed builds only
+PKGS_run          := $(BUILD_PKGS) $(RUN_PKGS)
+PKGS_run-cluster  := $(PKGS_run) $(CLUSTER_PKGS)
+PKGS_test         := $(PKGS_run-cluster) $(TEST_PKGS) $(FUZZ_PKGS)
+PKGS_asan         := $(PKGS_test)
+PKGS_soak         := $(PKGS_test)
+PKGS_fuzz         := $(BUILD_PKGS) $(FUZZ_PKGS)
+PKGS_fuzz-smoke   := $(PKGS_fuzz)
+PKGS_deb          := $(BUILD_PKGS) $(DEB_PKGS)
+PKGS_bench        := $(PKGS_test) $(BENCH_PKGS)
+PKGS_bench-serve  := $(PKGS_bench)
+PKGS_bench-store  := $(PKGS_bench)
+PKGS_bench-transcode := $(PKGS_bench)
+PKGS_bench-weak   := $(PKGS_bench)
+PKGS_bench-purge  := $(PKGS_bench)
 
 # The pkg-config names of the libraries the C code links, read in stage
 # two only.  `config` probes the same libraries for the nginx module.
@@ -67,12 +98,13 @@ define apt_install
 	fi
 endef
 
+# `make deps`: what building, running and testing need, all of it
 .PHONY: deps deps-bench clean
 deps:
-	$(call apt_install,$(DEB_PKGS))
+	$(call apt_install,$(sort $(PKGS_test)))
 
-deps-bench: deps
-	$(call apt_install,$(BENCH_PKGS))
+deps-bench:
+	$(call apt_install,$(sort $(PKGS_bench)))
 
 clean:
 	rm -rf build
@@ -81,9 +113,12 @@ ifndef SNAPCACHE_STAGE2
 
 # --------------------------------------------------------- stage one
 
-# Every goal but these three is passed to stage two, after `make deps`.
+# Every goal but these three is passed to stage two, after the packages
+# of every goal given are installed.
 STAGE2_GOALS := $(filter-out deps deps-bench clean, \
                     $(or $(MAKECMDGOALS),$(.DEFAULT_GOAL)))
+STAGE2_PKGS  := $(sort $(foreach g,$(STAGE2_GOALS), \
+                    $(or $(PKGS_$(g)),$(BUILD_PKGS))))
 
 ifneq ($(STAGE2_GOALS),)
 .PHONY: $(STAGE2_GOALS) stage2
@@ -92,7 +127,8 @@ $(STAGE2_GOALS): stage2
 
 # after the other goals given too, so that `make -j2 clean test` cleans
 # before it builds
-stage2: deps $(filter clean deps-bench,$(MAKECMDGOALS))
+stage2: $(filter clean deps deps-bench,$(MAKECMDGOALS))
+	$(call apt_install,$(STAGE2_PKGS))
 	@$(MAKE) --no-print-directory SNAPCACHE_STAGE2=1 $(STAGE2_GOALS)
 endif
 
@@ -171,21 +207,30 @@ module: $(MODULE)
 # keep objects that only unit tests and tools link, so they are not rebuilt
 .SECONDARY:
 
-$(B)/obj/%.o: %.c $(LIB_HDRS) t/unit/tap.h
+# Each compile writes the headers it read (-MMD -MP) next to its output,
+# so that an object is rebuilt when, and only when, a header it includes
+# changes.
+DEPFLAGS = -MMD -MP -MF $@.d
+
+$(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	@$(CC) $(CFLAGS) -c $< -o $@
+	@$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
-$(B)/t/unit/%: t/unit/%.c $$(call objs_of,$$($$*_DEPS)) $(LIB_HDRS)
+$(B)/t/unit/%: t/unit/%.c $$(call objs_of,$$($$*_DEPS))
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	@$(CC) $(CFLAGS) $< -o $@ $(LDFLAGS) $(call objs_of,$($*_DEPS)) $(LDLIBS)
-
-$(B)/bin/%: $$($$*_MAIN) $$(call objs_of,$$($$*_DEPS)) $(LIB_HDRS)
-	@mkdir -p $(dir $@)
-	@echo "  LINK    $@"
-	@$(CC) $(CFLAGS) $($*_MAIN) -o $@ $(LDFLAGS) \
+	@$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(LDFLAGS) \
 	    $(call objs_of,$($*_DEPS)) $(LDLIBS)
+
+$(B)/bin/%: $$($$*_MAIN) $$(call objs_of,$$($$*_DEPS))
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	@$(CC) $(CFLAGS) $(DEPFLAGS) $($*_MAIN) -o $@ $(LDFLAGS) \
+	    $(call objs_of,$($*_DEPS)) $(LDLIBS)
+
+-include $(shell find $(B)/obj $(B)/t $(B)/bin $(B)/fuzz -name '*.d' \
+             2>/dev/null)
 
 $(CLI): $(wildcard tools/*.c tools/*.h) $(call objs_of,$(CLI_DEPS))
 	@mkdir -p $(dir $@)
@@ -193,7 +238,14 @@ $(CLI): $(wildcard tools/*.c tools/*.h) $(call objs_of,$(CLI_DEPS))
 	@$(CC) $(CFLAGS) $(wildcard tools/*.c) -o $@ $(LDFLAGS) \
 	    $(call objs_of,$(CLI_DEPS)) $(LDLIBS)
 
-$(NGX_BUILD)/Makefile: config
+# nginx's Makefile lists the module's files: it is made again when a file
+# is added or removed (the list is kept in $(NGX_SRCS) when it changes)
+NGX_SRCS := $(B)/nginx-sources
+$(shell mkdir -p $(B); echo $(MODULE_SRCS) $(LIB_SRCS) $(LIB_HDRS) \
+        | cmp -s - $(NGX_SRCS) || echo $(MODULE_SRCS) $(LIB_SRCS) \
+        $(LIB_HDRS) > $(NGX_SRCS))
+
+$(NGX_BUILD)/Makefile: config $(NGX_SRCS)
 	@echo "  CONFIGURE nginx $(NGX_BUILD)"
 	@rm -rf $(B)/nginx-src && mkdir -p $(B) && cp -r $(NGX_SRC) $(B)/nginx-src
 	@cd $(B)/nginx-src && . ./conf_flags \
@@ -214,8 +266,8 @@ TEST_ENV += ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
             SNAPCACHE_PRELOAD=$(shell $(CC) -print-file-name=libasan.so)
 endif
 
-.PHONY: test prove fuzz-smoke asan
-test: deps build
+.PHONY: test fuzz-smoke asan
+test: build
 	@mkdir -p $(B)/fuzz/seeds-fuzz_transcode
 	$(TEST_ENV) prove $(PROVE_FLAGS) $(UNIT_BINS) t/*.t
 	@if [ -z "$(SAN)" ]; then $(MAKE) --no-print-directory fuzz-smoke; fi
@@ -229,10 +281,10 @@ FUZZ_BINS   := $(FUZZ:%=$(B)/fuzz/%)
 FUZZ_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -g -O1 -I. $(PKG_CFLAGS) \
                -fsanitize=fuzzer,address,undefined
 
-$(B)/fuzz/%: fuzz/%.c $$($$*_DEPS) $(LIB_HDRS)
+$(B)/fuzz/%: fuzz/%.c $$($$*_DEPS)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
-	@$(CLANG) $(FUZZ_CFLAGS) $< $($*_DEPS) -o $@ $(LDLIBS)
+	@$(CLANG) $(FUZZ_CFLAGS) $(DEPFLAGS) $< $($*_DEPS) -o $@ $(LDLIBS)
 
 .PHONY: fuzz
 fuzz: $(FUZZ_BINS)
@@ -257,12 +309,12 @@ fuzz-smoke:
 # --------------------------------------------------------------- bench
 
 .PHONY: bench bench-serve bench-weak bench-purge
-bench: deps-bench build $(BENCHES) bench-serve bench-store bench-transcode \
+bench: build $(BENCHES) bench-serve bench-store bench-transcode \
        bench-weak bench-purge
 
 # hits against static nginx and secure_link+proxy_cache+image_filter,
 # misses against image_filter and in-process libvips, worker RSS
-bench-serve: deps-bench build $(B)/bin/bench_transcode
+bench-serve: build $(B)/bin/bench_transcode
 	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_serve.sh
 
 # ----------------------------------------------------------------- deb
@@ -287,23 +339,23 @@ deb:
 	@ls $(B)/deb/*.deb
 # time to image on a tbf-shaped link (root: ip netns) for adaptive, fixed
 # hd, fixed full and hint-only, and the adaptation's cost on hits
-bench-weak: deps-bench build
+bench-weak: build
 	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_weak.sh
 
 # purging one device's 10k records, snapshot purges per second, and hit
 # p99 idle against hit p99 while purges run
-bench-purge: deps-bench build $(B)/bin/bench_purge
+bench-purge: build $(B)/bin/bench_purge
 	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_purge.sh
 
 # ----------------------------------------------------------------- run
 
 PORT ?= 8080
 .PHONY: run run-cluster
-run: deps build
+run: build
 	PORT=$(PORT) SNAPCACHE_BUILD=$(ABS_B) ./tools/run-demo
 
 # three nodes sharded by account, a balancer and the demo camera cloud
-run-cluster: deps build
+run-cluster: build
 	SNAPCACHE_BUILD=$(ABS_B) ./tools/run-cluster
 
 # ---------------------------------------------------------------- soak
@@ -312,7 +364,7 @@ run-cluster: deps build
 # faults (t/soak/soak); exits non-zero on any breach.  `make test` runs
 # a short one (t/soak.t).  SOAK_ARGS, e.g. "requests=20000 clients=4".
 .PHONY: soak
-soak: deps build
+soak: build
 	$(TEST_ENV) perl t/soak/soak $(SOAK_ARGS)
 
 endif # stage two

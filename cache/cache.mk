@@ -1,11 +1,10 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # cache/: the LMDB snapshot store
-CACHE_SRCS := cache/snapcache_crc32c.c cache/snapcache_record.c \
-              cache/snapcache_keys.c cache/snapcache_store.c \
-              cache/snapcache_evict.c cache/snapcache_walk.c
+# every C file here; `config` builds the same list for the module
+CACHE_SRCS := $(wildcard cache/*.c)
 
 LIB_SRCS   += $(CACHE_SRCS)
-LIB_HDRS   += cache/snapcache_cache.h cache/snapcache_cache_int.h
+LIB_HDRS   += $(wildcard cache/*.h)
 CLI_DEPS   += $(CACHE_SRCS)
 
 UNIT_TESTS += test_cache
@@ -26,5 +25,5 @@ snapfill_DEPS := $(CACHE_SRCS)
 # get against the raw mdb_get floor, batched put and purge, at 10k and
 # 1M records of 25 KB (the 1M store needs about 40 GB of disk)
 .PHONY: bench-store
-bench-store: deps build $(B)/bin/bench_store
+bench-store: build $(B)/bin/bench_store
 	$(B)/bin/bench_store $(B)/bench-store $(BENCH_STORE_RECORDS)

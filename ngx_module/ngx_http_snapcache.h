@@ -10,11 +10,23 @@
  *
  * The types every file shares, then each file's exported functions,
  * grouped by the file that defines them.  Everything else is static.
- * Calls go one way: module -> store, variables, shm, origin, admin,
- * metrics, peer; handler -> hit, fill, link; peer -> hit, fill, admin;
- * fill -> hit, origin, shm; hit -> link, peer; admin -> metrics, shm;
- * shm -> link (the history table is made with the zone); handler, hit
- * and fill record into metrics.  Nothing calls into the directives file.
+ * docs/architecture.md draws the rooms; calls go one way only:
+ *
+ *   modules  _module.c (clients), _admin_module.c, _peer_module.c: the
+ *            directives, configurations and hooks of the three
+ *            location kinds; conf-time helpers in _ladder.c, _auth.c,
+ *            _store.c, _shm.c, _origin_conf.c
+ *   entries  _handler.c (a client's request: the gate), _peer_module.c
+ *            (a peer's), _admin_module.c (an admin's); each creates the
+ *            request's ctx and says how its answer is sent
+ *   serving  _link.c (the rung) -> _hit.c (a lookup) -> _fill.c (a miss)
+ *            -> _origin.c (the origin subrequest), _task.c (the thread
+ *            pool's work); _purge.c for the admin API
+ *   below    _reply.c (responses), _watch.c (delivery), _shm.c (the
+ *            zone), _metrics.c (counting), _variables.c (what logs
+ *            read), _store.c
+ *
+ * Request code writes its ctx; the variables' get handlers read it.
  */
 
 
@@ -30,6 +42,7 @@
 #include "cache/snapcache_cache.h"
 #include "transcode/snapcache_transcode.h"
 #include "format/snapcache_format.h"
+#include "adapt/snapcache_adapt.h"
 
 
 #define NGX_HTTP_SNAPCACHE_LOCKS       1024
@@ -43,6 +56,9 @@
 /* metrics: distinct variant names, and buckets of one histogram */
 #define NGX_HTTP_SNAPCACHE_LABELS      32
 #define NGX_HTTP_SNAPCACHE_BUCKETS     16
+
+/* a token's SHA-256, the form every token is kept in */
+#define NGX_HTTP_SNAPCACHE_DIGEST_LEN  32
 
 
 typedef struct ngx_http_snapcache_ctx_s   ngx_http_snapcache_ctx_t;
@@ -59,14 +75,16 @@ typedef struct {
 } ngx_http_snapcache_variant_t;
 
 
-/* What the access log sees as $snapcache_status. */
+/* What the access log sees as $snapcache_status; NONE: not yet known. */
 typedef enum {
-    NGX_HTTP_SNAPCACHE_HIT = 0,
+    NGX_HTTP_SNAPCACHE_NONE = 0,
+    NGX_HTTP_SNAPCACHE_HIT,
     NGX_HTTP_SNAPCACHE_MISS,
     NGX_HTTP_SNAPCACHE_STALE,
     NGX_HTTP_SNAPCACHE_BYPASS,
     NGX_HTTP_SNAPCACHE_DENIED,
-    NGX_HTTP_SNAPCACHE_ERROR
+    NGX_HTTP_SNAPCACHE_ERROR,
+    NGX_HTTP_SNAPCACHE_NSTATUS
 } ngx_http_snapcache_status_e;
 
 
@@ -159,7 +177,7 @@ typedef struct {
 
 /* What /metrics prints, summed over every worker. */
 typedef struct {
-    ngx_atomic_t               requests[NGX_HTTP_SNAPCACHE_ERROR + 1];
+    ngx_atomic_t               requests[NGX_HTTP_SNAPCACHE_NSTATUS];
     ngx_atomic_t               fills[NGX_HTTP_SNAPCACHE_NFILL_RESULTS];
     ngx_atomic_t               served[NGX_HTTP_SNAPCACHE_LABELS]
                                      [NGX_HTTP_SNAPCACHE_NREASONS];
@@ -223,14 +241,21 @@ typedef struct {
     ngx_event_t                reader_check; /* or, while the store is
                                                 not open, the retry */
     ngx_uint_t                 open_failures;
-    ngx_uint_t                 used;         /* some location has snapcache */
+    ngx_uint_t                 used;         /* some location serves */
     ngx_flag_t                 cold_start;   /* records from before the
                                                 start are not served */
+    ngx_uint_t                 fills;        /* this worker's in flight */
 } ngx_http_snapcache_main_conf_t;
 
 
+/*
+ * A snapcache location's configuration, and the settings a peer
+ * endpoint and an admin location share with it (keys, origin, store
+ * limits, thread pool), which their own modules read from here.
+ */
 typedef struct {
     ngx_flag_t                 enable;
+    ngx_flag_t                 peer_endpoint;   /* set by the peer module */
     ngx_str_t                  prefix;
     ngx_array_t               *keys;         /* snapcache_sign_key_t */
     time_t                     max_lifetime;
@@ -258,20 +283,18 @@ typedef struct {
     ngx_thread_pool_t         *thread_pool;
     ngx_msec_t                 lock_timeout;
     ngx_msec_t                 fill_timeout;
+    ngx_uint_t                 max_fills;    /* a worker's, in flight */
 
     ngx_flag_t                 adapt;
     ngx_msec_t                 adapt_budget;
-    ngx_flag_t                 admin;
-    ngx_array_t               *admin_tokens; /* SHA-256 digests, 32 bytes */
 
-    ngx_flag_t                 peer;
     ngx_array_t               *cluster_tokens;  /* SHA-256 digests */
     ngx_str_t                  cluster_bearer;  /* "Bearer <hex>" of the
                                                    first token, sent */
 } ngx_http_snapcache_loc_conf_t;
 
 
-/* A verified request: ids point into r->unparsed_uri. */
+/* A request's target, verified: ids point into r->unparsed_uri. */
 typedef struct {
     snapcache_url_t                url;
     ngx_http_snapcache_variant_t  *variant;
@@ -342,10 +365,26 @@ typedef struct {
     unsigned                         lock_held:1;
     unsigned                         counted:1;    /* in the admission */
     unsigned                         transcoded:1;
-    unsigned                         original_only:1;  /* a peer's fill */
+    unsigned                         original_only:1;
     unsigned                         from_kept:1;
 } ngx_http_snapcache_task_t;
 
+
+/* A body ready to go out: what a hit, a fill or a stale copy answers. */
+typedef struct {
+    u_char                          *body;
+    size_t                           len;
+    ngx_uint_t                       format;
+    time_t                           expires;
+    uint32_t                         checksum;     /* of the body */
+    unsigned                         in_pool:1;    /* lives in r->pool */
+} ngx_http_snapcache_image_t;
+
+
+/* How an entry answers with an image: a client's and a peer's differ. */
+typedef ngx_int_t (*ngx_http_snapcache_answer_pt)(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, ngx_http_snapcache_image_t *image,
+    ngx_http_snapcache_status_e status);
 
 /* How an origin fetch ended: NGX_HTTP_OK with the body, or a status. */
 typedef void (*ngx_http_snapcache_fetched_pt)(ngx_http_request_t *r,
@@ -356,11 +395,21 @@ struct ngx_http_snapcache_ctx_s {
     ngx_http_request_t              *request;
     ngx_http_snapcache_loc_conf_t   *slcf;
     ngx_http_snapcache_main_conf_t  *smcf;
-    ngx_http_snapcache_req_t        *sreq;
+    ngx_http_snapcache_req_t         req;
+
+    /* set by the entry: how this request is answered and filled */
+    ngx_http_snapcache_answer_pt     answer;
+    uint64_t                         lock_salt;    /* a lock of its own */
 
     snapcache_ident_t                ident;
     ngx_uint_t                       variant;
     ngx_uint_t                       format;
+
+    /* what the variables and the log phase read */
+    ngx_uint_t                       status;       /* _status_e */
+    ngx_uint_t                       adapt_reason;
+    uint32_t                         link_kbps;    /* 0: unknown */
+    uint32_t                         link_rtt_ms;
 
     snapcache_record_t               stale;
     ngx_http_snapcache_gen_t         stale_gen;    /* read before it */
@@ -377,7 +426,6 @@ struct ngx_http_snapcache_ctx_s {
     /* the link: keyed hashes of this client and this device */
     uint64_t                         client[2];
     uint64_t                         device[2];
-    ngx_uint_t                       adapt_reason;
 
     /* set on the origin subrequest's own ctx: where to collect */
     ngx_http_snapcache_ctx_t        *origin;
@@ -392,51 +440,78 @@ struct ngx_http_snapcache_ctx_s {
     size_t                           origin_len;
     size_t                           origin_cap;
 
+    unsigned                         verified:1;   /* the signature, or a
+                                                      peer's token */
+    unsigned                         chosen:1;     /* req.variant is the
+                                                      rung served */
+    unsigned                         adapted:1;    /* link_* are set */
+    unsigned                         keep_original:1;  /* fills keep it */
+    unsigned                         original_only:1;  /* a fill answers
+                                                          the original */
+    unsigned                         fresh:1;      /* from the cloud, not
+                                                      a kept copy */
+    unsigned                         from_peer:1;  /* a peer asks: its
+                                                      Authorization is
+                                                      the cluster's */
     unsigned                         lock_held:1;
     unsigned                         counted:1;    /* in the admission */
     unsigned                         no_store:1;
     unsigned                         has_stale:1;
-    unsigned                         body_in_pool:1;
     unsigned                         origin_complete:1;
     unsigned                         origin_finished:1;
     unsigned                         origin_too_big:1;
     unsigned                         origin_in_file:1;
     unsigned                         client_known:1;
-    unsigned                         peer:1;       /* answers a peer with
-                                                      the original */
-    unsigned                         fresh:1;      /* from the cloud, not
-                                                      a kept copy */
 };
 
 
 extern ngx_module_t  ngx_http_snapcache_module;
+extern ngx_module_t  ngx_http_snapcache_peer_module;
+extern ngx_module_t  ngx_http_snapcache_admin_module;
 
 
-/* ngx_http_snapcache_variables.c */
-ngx_int_t ngx_http_snapcache_add_variables(ngx_conf_t *cf);
-ngx_int_t ngx_http_snapcache_redact_init(ngx_conf_t *cf);
-void ngx_http_snapcache_set_status(ngx_http_request_t *r,
-    ngx_http_snapcache_status_e status);
-void ngx_http_snapcache_set_variant(ngx_http_request_t *r, ngx_str_t *name);
-void ngx_http_snapcache_set_account(ngx_http_request_t *r,
-    snapcache_str_t *account);
-void ngx_http_snapcache_set_link(ngx_http_request_t *r, ngx_uint_t kbps,
-    ngx_uint_t rtt_ms, const char *reason);
-ngx_str_t *ngx_http_snapcache_status_name(ngx_http_snapcache_status_e status);
+/* ngx_http_snapcache_module.c: what every location kind checks */
+ngx_int_t ngx_http_snapcache_resolve_pool(ngx_conf_t *cf,
+    ngx_http_snapcache_loc_conf_t *slcf);
+ngx_http_core_loc_conf_t *ngx_http_snapcache_prefix_location(ngx_conf_t *cf,
+    ngx_uint_t slash);
+ngx_int_t ngx_http_snapcache_check_origin_uri(ngx_conf_t *cf,
+    ngx_http_snapcache_loc_conf_t *slcf, const char *kind,
+    const char *which);
+
+/* ngx_http_snapcache_ladder.c */
+char *ngx_http_snapcache_variant(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_snapcache_merge_ladder(ngx_conf_t *cf,
+    ngx_http_snapcache_loc_conf_t *conf);
+
+/* ngx_http_snapcache_auth.c */
+char *ngx_http_snapcache_sign_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_snapcache_token_load(ngx_conf_t *cf, ngx_str_t *path,
+    const char *role, ngx_array_t **tokens, ngx_str_t *bearer);
+ngx_int_t ngx_http_snapcache_bearer_auth(ngx_http_request_t *r,
+    ngx_array_t *tokens, const char *role);
 
 /* ngx_http_snapcache_handler.c */
 ngx_int_t ngx_http_snapcache_handler(ngx_http_request_t *r);
+
+/* ngx_http_snapcache_ctx.c */
+ngx_http_snapcache_ctx_t *ngx_http_snapcache_ctx_create(
+    ngx_http_request_t *r, ngx_http_snapcache_loc_conf_t *slcf);
+ngx_http_snapcache_ctx_t *ngx_http_snapcache_get_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_http_snapcache_ident(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx);
 
 /* ngx_http_snapcache_hit.c */
 ngx_int_t ngx_http_snapcache_lookup(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_uint_t variant, ngx_uint_t format,
     snapcache_record_t *rec);
-ngx_int_t ngx_http_snapcache_send_record(ngx_http_request_t *r,
+ngx_int_t ngx_http_snapcache_answer_record(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, snapcache_record_t *rec,
     ngx_http_snapcache_status_e status);
-ngx_int_t ngx_http_snapcache_send_body(ngx_http_request_t *r,
-    ngx_http_snapcache_ctx_t *ctx, u_char *body, size_t len,
-    ngx_uint_t format, time_t expires, uint32_t etag_sum,
+ngx_int_t ngx_http_snapcache_answer_client(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, ngx_http_snapcache_image_t *image,
     ngx_http_snapcache_status_e status);
 ngx_uint_t ngx_http_snapcache_format(ngx_http_request_t *r,
     ngx_http_snapcache_variant_t *variant);
@@ -444,18 +519,43 @@ ngx_uint_t ngx_http_snapcache_format(ngx_http_request_t *r,
 /* ngx_http_snapcache_fill.c */
 ngx_int_t ngx_http_snapcache_fill(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx);
-void ngx_http_snapcache_fill_cleanup(void *data);
+
+/* ngx_http_snapcache_task.c: what runs on the thread pool */
+ngx_http_snapcache_task_t *ngx_http_snapcache_task_create(
+    ngx_event_handler_pt done);
+void ngx_http_snapcache_task_fill(void *data, ngx_log_t *log);
+void ngx_http_snapcache_task_negative(void *data, ngx_log_t *log);
+void ngx_http_snapcache_task_free(ngx_http_snapcache_task_t *t);
 
 /* ngx_http_snapcache_origin.c */
-ngx_int_t ngx_http_snapcache_origin_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_snapcache_origin_filter_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_snapcache_fetch_origin(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_http_snapcache_fetched_pt fetched);
 ngx_int_t ngx_http_snapcache_origin_headers(ngx_http_request_t *r,
-    ngx_http_request_t *dst, ngx_http_snapcache_loc_conf_t *slcf);
+    ngx_http_request_t *dst, ngx_http_snapcache_ctx_t *ctx);
+
+/* ngx_http_snapcache_origin_conf.c */
+ngx_int_t ngx_http_snapcache_check_origins(ngx_conf_t *cf);
+
+/* ngx_http_snapcache_reply.c */
+ngx_table_elt_t *ngx_http_snapcache_add_header(ngx_http_request_t *r,
+    const char *key, ngx_str_t *value);
+ngx_int_t ngx_http_snapcache_reply_image(ngx_http_request_t *r,
+    ngx_http_snapcache_image_t *image, ngx_http_snapcache_status_e status);
+ngx_int_t ngx_http_snapcache_reply_body(ngx_http_request_t *r,
+    ngx_http_snapcache_image_t *image);
+ngx_int_t ngx_http_snapcache_reply_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *reason);
+ngx_int_t ngx_http_snapcache_reply_json_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *error);
+ngx_int_t ngx_http_snapcache_reply_send(ngx_http_request_t *r,
+    ngx_uint_t status, const char *type, ngx_chain_t *out, off_t len);
+void *ngx_http_snapcache_body_alloc(void *data, size_t size);
+
+/* ngx_http_snapcache_purge.c */
+ngx_int_t ngx_http_snapcache_purge(ngx_http_request_t *r);
 
 /* ngx_http_snapcache_shm.c */
-ngx_int_t ngx_http_snapcache_zone_add(ngx_conf_t *cf,
-    ngx_http_snapcache_main_conf_t *smcf, ngx_str_t *name, size_t size);
 ngx_int_t ngx_http_snapcache_lock_acquire(ngx_http_snapcache_main_conf_t *smcf,
     uint64_t hash, ngx_msec_t hold, uint64_t *fill_id);
 void ngx_http_snapcache_lock_release(ngx_http_snapcache_main_conf_t *smcf,
@@ -482,23 +582,21 @@ ngx_http_snapcache_links_t *ngx_http_snapcache_links_create(
     ngx_slab_pool_t *shpool, size_t zone_size, ngx_log_t *log);
 void ngx_http_snapcache_link_choose(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx);
-void ngx_http_snapcache_link_sending(ngx_http_request_t *r,
+void ngx_http_snapcache_link_record(ngx_http_snapcache_main_conf_t *smcf,
+    const uint64_t client[2], const uint64_t device[2], uint32_t variant,
+    size_t body_len, snapcache_adapt_sample_t *s);
+
+/* ngx_http_snapcache_watch.c */
+void ngx_http_snapcache_watch_check(ngx_connection_t *c);
+void ngx_http_snapcache_watch_sending(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx);
-void ngx_http_snapcache_link_sent(ngx_http_request_t *r,
+void ngx_http_snapcache_watch_sent(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, size_t len);
 
-/* ngx_http_snapcache_admin.c */
-ngx_int_t ngx_http_snapcache_admin_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_snapcache_bearer_auth(ngx_http_request_t *r,
-    ngx_array_t *tokens, const char *role);
-char *ngx_http_snapcache_token_load(ngx_conf_t *cf, ngx_str_t *path,
-    const char *role, u_char *digest, ngx_str_t *bearer);
-
-/* ngx_http_snapcache_peer.c */
-ngx_int_t ngx_http_snapcache_peer_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_snapcache_peer_send(ngx_http_request_t *r,
-    ngx_http_snapcache_ctx_t *ctx, u_char *body, size_t len,
-    ngx_uint_t format, time_t expires, ngx_http_snapcache_status_e status);
+/* ngx_http_snapcache_variables.c */
+ngx_int_t ngx_http_snapcache_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_snapcache_redact_init(ngx_conf_t *cf);
+ngx_str_t *ngx_http_snapcache_status_name(ngx_uint_t status);
 
 /* ngx_http_snapcache_metrics.c */
 ngx_int_t ngx_http_snapcache_metrics_init(ngx_conf_t *cf);
@@ -523,6 +621,8 @@ ngx_int_t ngx_http_snapcache_stats_json(ngx_http_request_t *r,
     ngx_http_snapcache_main_conf_t *smcf, ngx_chain_t **out, off_t *len);
 
 /* ngx_http_snapcache_store.c */
+char *ngx_http_snapcache_store(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 ngx_int_t ngx_http_snapcache_prepare_store(ngx_conf_t *cf,
     ngx_http_snapcache_main_conf_t *smcf);
 ngx_int_t ngx_http_snapcache_open_store(ngx_cycle_t *cycle,

@@ -6,15 +6,14 @@
 
 
 /*
- * snapcache: the fill.  One fill per snapshot across all workers (a
- * lock in the shared zone; the others wait on it) gets the original
- * from a kept original record or from the origin, transcodes it and
- * stores it on the thread pool, and answers.  libvips and LMDB writes
- * run on the pool only, never on the event loop.
+ * snapcache: the fill, on the event loop.  One fill per snapshot across
+ * all workers (a lock in the shared zone; the others wait on it) gets
+ * the original from a kept original record or from the origin, hands it
+ * to the thread pool (ngx_http_snapcache_task.c), and answers with what
+ * comes back, through the entry's answer: a client's rung, or a peer's
+ * original.  Nothing here decodes an image or writes to the store.
  */
 
-
-#include <sys/syscall.h>
 
 #include "ngx_module/ngx_http_snapcache.h"
 
@@ -23,40 +22,6 @@
 
 /* fills thrown away for a purge before a request gets a 503 */
 #define NGX_HTTP_SNAPCACHE_PURGE_RETRIES  3
-
-/*
- * A peer's fill of an original takes a lock of its own: a node that
- * owns the account answers its own fills' origin requests, and would
- * otherwise wait on itself.
- */
-#define NGX_HTTP_SNAPCACHE_PEER_LOCK      0x9e3779b97f4a7c15ULL
-
-/* the size the original task decodes to, to check every byte of it */
-#define NGX_HTTP_SNAPCACHE_CHECK_WIDTH    16
-
-
-/*
- * nginx 1.22's struct ngx_thread_pool_s, which ngx_thread_pool.h keeps
- * opaque, so that a fill can see a full queue before it fetches an
- * original it could not transcode.  The module loads only into the nginx
- * it was built against, and each use checks that the copy names the
- * pool it should; if not, the check is skipped and the post still
- * refuses a full queue.
- */
-static ngx_uint_t  ngx_http_snapcache_fills;
-
-
-typedef struct {
-    ngx_thread_mutex_t         mtx;
-    void                      *queue_first;
-    void                      *queue_last;
-    ngx_int_t                  waiting;
-    ngx_thread_cond_t          cond;
-    ngx_log_t                 *log;
-    ngx_str_t                  name;
-    ngx_uint_t                 threads;
-    ngx_int_t                  max_queue;
-} ngx_http_snapcache_thread_pool_t;
 
 
 static ngx_int_t ngx_http_snapcache_try_fill(ngx_http_request_t *r,
@@ -70,22 +35,15 @@ static void ngx_http_snapcache_fill_failed(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status);
 static ngx_int_t ngx_http_snapcache_store_negative(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx);
-static void ngx_http_snapcache_negative_handler(void *data, ngx_log_t *log);
 static void ngx_http_snapcache_negative_done(ngx_event_t *ev);
-static ngx_uint_t ngx_http_snapcache_pool_busy(
-    ngx_http_snapcache_loc_conf_t *slcf);
 static ngx_int_t ngx_http_snapcache_pool_full(ngx_http_request_t *r,
-    ngx_http_snapcache_ctx_t *ctx);
+    ngx_http_snapcache_ctx_t *ctx, ngx_uint_t admission);
 static void ngx_http_snapcache_uncount(ngx_http_snapcache_ctx_t *ctx);
 static ngx_int_t ngx_http_snapcache_post_task(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, u_char *orig, size_t len,
     const snapcache_record_t *kept);
 static void ngx_http_snapcache_rungs_below(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_http_snapcache_task_t *t);
-static void ngx_http_snapcache_thread_nice(ngx_int_t nice);
-static void ngx_http_snapcache_task_handler(void *data, ngx_log_t *log);
-static void ngx_http_snapcache_original_task(ngx_http_snapcache_task_t *t);
-static int ngx_http_snapcache_store_check(void *data);
 static void ngx_http_snapcache_task_done(ngx_event_t *ev);
 static ngx_uint_t ngx_http_snapcache_task_purged(
     ngx_http_snapcache_task_t *t);
@@ -94,7 +52,7 @@ static void ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t,
 static ngx_int_t ngx_http_snapcache_refill(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx);
 static void ngx_http_snapcache_task_timeout(ngx_event_t *ev);
-static void ngx_http_snapcache_task_free(ngx_http_snapcache_task_t *t);
+static void ngx_http_snapcache_fill_cleanup(void *data);
 static ngx_uint_t ngx_http_snapcache_still_valid(
     ngx_http_snapcache_main_conf_t *smcf, snapcache_ident_t *ident,
     ngx_http_snapcache_gen_t *gen, ngx_uint_t variant, ngx_uint_t format,
@@ -109,14 +67,21 @@ static uint64_t ngx_http_snapcache_hash(const u_char *p, size_t len);
 ngx_int_t
 ngx_http_snapcache_fill(ngx_http_request_t *r, ngx_http_snapcache_ctx_t *ctx)
 {
-    ngx_int_t  rc;
+    ngx_int_t            rc;
+    ngx_pool_cleanup_t  *cln;
 
     ctx->lock_hash = ngx_http_snapcache_hash(ctx->ident.digest,
-                                             sizeof(ctx->ident.digest));
+                                             sizeof(ctx->ident.digest))
+                     ^ ctx->lock_salt;
 
-    if (ctx->peer) {
-        ctx->lock_hash ^= NGX_HTTP_SNAPCACHE_PEER_LOCK;
+    /* a request that goes away first detaches its fill */
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    cln->handler = ngx_http_snapcache_fill_cleanup;
+    cln->data = ctx;
 
     /* a client that goes away is noticed while we wait or fill */
     r->read_event_handler = ngx_http_test_reading;
@@ -145,7 +110,7 @@ ngx_http_snapcache_try_fill(ngx_http_request_t *r,
     ngx_int_t  rc;
 
     if (ctx->fresh) {
-        /* a fresh copy for a peer: never from a fill that began earlier */
+        /* a fresh copy: never from a fill that began earlier */
         return ngx_http_snapcache_start_fill(r, ctx);
     }
 
@@ -216,7 +181,7 @@ ngx_http_snapcache_wait_handler(ngx_event_t *ev)
         rc = status ? (ngx_int_t) status : NGX_HTTP_BAD_GATEWAY;
         ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_ERRORS,
                                     1);
-        ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
+        ctx->status = NGX_HTTP_SNAPCACHE_ERROR;
         break;
 
     default:
@@ -227,8 +192,8 @@ ngx_http_snapcache_wait_handler(ngx_event_t *ev)
         if (rc == SNAPCACHE_CACHE_HIT) {
             ngx_http_snapcache_stat_add(ctx->smcf,
                                         NGX_HTTP_SNAPCACHE_ST_HITS, 1);
-            rc = ngx_http_snapcache_send_record(r, ctx, &rec,
-                                                NGX_HTTP_SNAPCACHE_HIT);
+            rc = ngx_http_snapcache_answer_record(r, ctx, &rec,
+                                                  NGX_HTTP_SNAPCACHE_HIT);
             break;
         }
 
@@ -256,14 +221,19 @@ ngx_http_snapcache_start_fill(ngx_http_request_t *r,
     ngx_int_t           rc;
     snapcache_record_t  orig;
 
-    /* a fetch whose result the pool could not take is wasted */
+    /*
+     * Admission: a fill starts only while this worker's fills, from
+     * their start to their task's end, are fewer than snapcache_max_fills,
+     * so that a burst of misses gets 503s at once rather than origin
+     * fetches whose results the pool could not take.
+     */
     if (!ctx->counted) {
-        if (ngx_http_snapcache_pool_busy(ctx->slcf)) {
-            return ngx_http_snapcache_pool_full(r, ctx);
+        if (ctx->smcf->fills >= ctx->slcf->max_fills) {
+            return ngx_http_snapcache_pool_full(r, ctx, 1);
         }
 
         ctx->counted = 1;
-        ngx_http_snapcache_fills++;
+        ctx->smcf->fills++;
     }
 
     ngx_http_snapcache_gen_read(ctx->smcf, ctx->ident.acct_tag,
@@ -275,9 +245,7 @@ ngx_http_snapcache_start_fill(ngx_http_request_t *r,
 
     ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_FILLS, 1);
 
-    if ((ctx->slcf->keep_original || ctx->slcf->negative_ttl || ctx->peer)
-        && !ctx->fresh)
-    {
+    if ((ctx->keep_original || ctx->slcf->negative_ttl) && !ctx->fresh) {
         rc = ngx_http_snapcache_lookup(r, ctx, SNAPCACHE_VARIANT_ORIGINAL,
                                        SNAPCACHE_FORMAT_ANY, &orig);
 
@@ -297,9 +265,7 @@ ngx_http_snapcache_start_fill(ngx_http_request_t *r,
             return NGX_DONE;
         }
 
-        if (rc == SNAPCACHE_CACHE_HIT
-            && (ctx->slcf->keep_original || ctx->peer))
-        {
+        if (rc == SNAPCACHE_CACHE_HIT && ctx->keep_original) {
             ctx->origin_expires = orig.expires;
             return ngx_http_snapcache_post_task(r, ctx, orig.body,
                                                 orig.body_len, &orig);
@@ -373,14 +339,14 @@ ngx_http_snapcache_fill_failed(ngx_http_request_t *r,
                                           ctx->stale.checksum))
     {
         ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_STALE, 1);
-        rc = ngx_http_snapcache_send_record(r, ctx, &ctx->stale,
-                                            NGX_HTTP_SNAPCACHE_STALE);
+        rc = ngx_http_snapcache_answer_record(r, ctx, &ctx->stale,
+                                              NGX_HTTP_SNAPCACHE_STALE);
         ngx_http_finalize_request(r, rc);
         return;
     }
 
     ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_ERRORS, 1);
-    ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
+    ctx->status = NGX_HTTP_SNAPCACHE_ERROR;
 
     ngx_http_finalize_request(r, status);
 }
@@ -398,65 +364,28 @@ static ngx_int_t
 ngx_http_snapcache_store_negative(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx)
 {
-    ngx_pool_t                 *pool;
-    ngx_thread_task_t          *task;
     ngx_http_snapcache_task_t  *t;
 
-    pool = ngx_create_pool(1024, ngx_cycle->log);
-    if (pool == NULL) {
+    t = ngx_http_snapcache_task_create(ngx_http_snapcache_negative_done);
+    if (t == NULL) {
         return NGX_DECLINED;
     }
 
-    task = ngx_thread_task_alloc(pool, sizeof(ngx_http_snapcache_task_t));
-    if (task == NULL) {
-        ngx_destroy_pool(pool);
-        return NGX_DECLINED;
-    }
-
-    t = task->ctx;
-    t->task = task;
-    t->pool = pool;
     t->request = r;
     t->smcf = ctx->smcf;
-    t->log = ngx_cycle->log;
     t->ident = ctx->ident;
     t->gen = ctx->gen;
     t->expires = ngx_time() + ctx->slcf->negative_ttl;
+    t->task->handler = ngx_http_snapcache_task_negative;
 
-    task->handler = ngx_http_snapcache_negative_handler;
-    task->event.data = t;
-    task->event.handler = ngx_http_snapcache_negative_done;
-
-    if (ngx_thread_task_post(ctx->slcf->thread_pool, task) != NGX_OK) {
-        ngx_destroy_pool(pool);
+    if (ngx_thread_task_post(ctx->slcf->thread_pool, t->task) != NGX_OK) {
+        ngx_http_snapcache_task_free(t);
         return NGX_DECLINED;
     }
 
     ctx->task = t;
 
     return NGX_DONE;
-}
-
-
-static void
-ngx_http_snapcache_negative_handler(void *data, ngx_log_t *log)
-{
-    ngx_http_snapcache_task_t *t = data;
-
-    snapcache_put_t  item;
-
-    ngx_memzero(&item, sizeof(snapcache_put_t));
-
-    snapcache_cache_key(&t->ident, SNAPCACHE_VARIANT_ORIGINAL,
-                        SNAPCACHE_FORMAT_ANY, &item.key);
-    item.ident = &t->ident;
-    item.variant = SNAPCACHE_VARIANT_ORIGINAL;
-    item.format = SNAPCACHE_FORMAT_ABSENT;
-    item.expires = t->expires;
-
-    t->store_rc = snapcache_cache_put_batch(t->smcf->store, &item, 1,
-                                            (int64_t) time(NULL),
-                                            ngx_http_snapcache_store_check, t);
 }
 
 
@@ -474,7 +403,7 @@ ngx_http_snapcache_negative_done(ngx_event_t *ev)
     }
 
     r = t->request;
-    ngx_destroy_pool(t->pool);
+    ngx_http_snapcache_task_free(t);
 
     if (r == NULL) {
         /* the client went away meanwhile */
@@ -490,52 +419,37 @@ ngx_http_snapcache_negative_done(ngx_event_t *ev)
 }
 
 
-/*
- * Admission: a fill starts only while this worker's fills, from their
- * start to their task's end, are fewer than the pool's threads and
- * queue together, so a burst of misses gets 503s at once rather than
- * origin fetches whose results the pool would refuse.
- */
-static ngx_uint_t
-ngx_http_snapcache_pool_busy(ngx_http_snapcache_loc_conf_t *slcf)
-{
-    ngx_http_snapcache_thread_pool_t  *tp;
-
-    tp = (ngx_http_snapcache_thread_pool_t *) slcf->thread_pool;
-
-    if (tp->name.len != slcf->thread_pool_name.len
-        || tp->name.data == NULL
-        || ngx_strncmp(tp->name.data, slcf->thread_pool_name.data,
-                       tp->name.len) != 0)
-    {
-        return 0;
-    }
-
-    return ngx_http_snapcache_fills
-           >= tp->threads + (ngx_uint_t) ngx_max(tp->max_queue, 0);
-}
-
-
 static void
 ngx_http_snapcache_uncount(ngx_http_snapcache_ctx_t *ctx)
 {
     if (ctx->counted) {
         ctx->counted = 0;
-        ngx_http_snapcache_fills--;
+        ctx->smcf->fills--;
     }
 }
 
 
-/* 503 now, and the same for the requests waiting on this fill. */
+/*
+ * 503 now, and the same for the requests waiting on this fill: refused
+ * by the admission (before any origin fetch) or by a full queue.
+ */
 static ngx_int_t
 ngx_http_snapcache_pool_full(ngx_http_request_t *r,
-    ngx_http_snapcache_ctx_t *ctx)
+    ngx_http_snapcache_ctx_t *ctx, ngx_uint_t admission)
 {
     ngx_http_snapcache_uncount(ctx);
 
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "snapcache: thread pool \"%V\" queue is full, "
-                  "answering 503", &ctx->slcf->thread_pool_name);
+    if (admission) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "snapcache: %ui fills in flight in this worker, "
+                      "\"snapcache_max_fills\" is reached, answering 503",
+                      ctx->smcf->fills);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "snapcache: thread pool \"%V\" queue is full, "
+                      "answering 503", &ctx->slcf->thread_pool_name);
+    }
 
     ngx_http_snapcache_count_rejected(ctx->smcf);
     ngx_http_snapcache_count_fill(ctx->smcf, NGX_HTTP_SNAPCACHE_FILL_REJECTED,
@@ -550,54 +464,41 @@ ngx_http_snapcache_pool_full(ngx_http_request_t *r,
     }
 
     ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_ERRORS, 1);
-    ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
+    ctx->status = NGX_HTTP_SNAPCACHE_ERROR;
 
     return NGX_HTTP_SERVICE_UNAVAILABLE;
 }
 
 
 /*
- * The thread task owns a pool of its own, so that it outlives a request
- * whose client went away: the fill still completes for the waiters,
- * and the task frees everything when it ends.
+ * The original is copied into the task's own pool: the task outlives
+ * the request if its client goes away, and owns the fill lock and the
+ * admission from here on.
  */
 static ngx_int_t
 ngx_http_snapcache_post_task(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, u_char *orig, size_t len,
     const snapcache_record_t *kept)
 {
-    ngx_pool_t                  *pool;
-    ngx_thread_task_t           *task;
-    ngx_http_snapcache_task_t   *t;
+    ngx_http_snapcache_task_t  *t;
 
-    pool = ngx_create_pool(4096, ngx_cycle->log);
-    if (pool == NULL) {
+    t = ngx_http_snapcache_task_create(ngx_http_snapcache_task_done);
+    if (t == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    task = ngx_thread_task_alloc(pool, sizeof(ngx_http_snapcache_task_t));
-    if (task == NULL) {
-        ngx_destroy_pool(pool);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    t = task->ctx;
-    t->task = task;
-    t->pool = pool;
-    t->request = r;
-    t->smcf = ctx->smcf;
-    t->log = ngx_cycle->log;
-
-    t->orig = ngx_pnalloc(pool, len);
+    t->orig = ngx_pnalloc(t->pool, len);
     if (t->orig == NULL) {
-        ngx_destroy_pool(pool);
+        ngx_http_snapcache_task_free(t);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ngx_memcpy(t->orig, orig, len);
     t->orig_len = len;
-    t->store_original = kept == NULL
-                        && (ctx->slcf->keep_original || ctx->peer);
+
+    t->request = r;
+    t->smcf = ctx->smcf;
+    t->store_original = kept == NULL && ctx->keep_original;
 
     if (kept) {
         t->from_kept = 1;
@@ -605,15 +506,15 @@ ngx_http_snapcache_post_task(ngx_http_request_t *r,
         t->kept_checksum = kept->checksum;
     }
 
-    t->original_only = ctx->peer;
+    t->original_only = ctx->original_only;
     t->no_store = ctx->no_store;
     t->ident = ctx->ident;
     t->gen = ctx->gen;
     t->variant = ctx->variant;
-    t->variant_name = ctx->sreq->variant->name;
+    t->variant_name = ctx->req.variant->name;
     t->fill_start = ctx->fill_start;
-    t->width = ctx->sreq->variant->width;
-    t->quality = ctx->sreq->variant->quality;
+    t->width = ctx->req.variant->width;
+    t->quality = ctx->req.variant->quality;
     t->format = ctx->format;
     t->expires = ctx->origin_expires;
     t->max_bytes = ctx->slcf->max_original_size;
@@ -635,20 +536,18 @@ ngx_http_snapcache_post_task(ngx_http_request_t *r,
         ngx_http_snapcache_rungs_below(r, ctx, t);
     }
 
-    task->handler = ngx_http_snapcache_task_handler;
-    task->event.data = t;
-    task->event.handler = ngx_http_snapcache_task_done;
+    t->task->handler = ngx_http_snapcache_task_fill;
 
     t->timer.handler = ngx_http_snapcache_task_timeout;
     t->timer.data = t;
     t->timer.log = ngx_cycle->log;
 
-    if (ngx_thread_task_post(ctx->slcf->thread_pool, task) != NGX_OK) {
+    if (ngx_thread_task_post(ctx->slcf->thread_pool, t->task) != NGX_OK) {
         ctx->lock_held = t->lock_held;
         ctx->counted = t->counted;
-        ngx_destroy_pool(pool);
+        ngx_http_snapcache_task_free(t);
 
-        return ngx_http_snapcache_pool_full(r, ctx);
+        return ngx_http_snapcache_pool_full(r, ctx, 0);
     }
 
     ngx_add_timer(&t->timer, ctx->slcf->fill_timeout);
@@ -677,9 +576,9 @@ ngx_http_snapcache_rungs_below(ngx_http_request_t *r,
     v = ctx->slcf->variants->elts;
     now = ngx_time();
 
-    for (i = 0; i < ctx->sreq->variant_index; i++) {
+    for (i = 0; i < ctx->req.variant_index; i++) {
 
-        if (v[i].width >= ctx->sreq->variant->width) {
+        if (v[i].width >= ctx->req.variant->width) {
             continue;
         }
 
@@ -701,256 +600,17 @@ ngx_http_snapcache_rungs_below(ngx_http_request_t *r,
 }
 
 
-/*
- * Transcodes yield to the event loop: a pool thread lowers its own
- * priority once (Linux threads have their own nice value), so that hits
- * stay fast while misses keep the pool busy.
- */
-static void
-ngx_http_snapcache_thread_nice(ngx_int_t nice)
-{
-    static _Thread_local ngx_int_t  set = -1;
-
-    if (set == nice) {
-        return;
-    }
-
-    set = nice;
-
-    (void) setpriority(PRIO_PROCESS, (id_t) syscall(SYS_gettid), (int) nice);
-}
-
-
-/*
- * On a pool thread: probe, transcode, and store.  libvips and LMDB
- * writes happen here only, never on the event loop.
- */
-static void
-ngx_http_snapcache_task_handler(void *data, ngx_log_t *log)
-{
-    ngx_http_snapcache_task_t *t = data;
-
-    int                        rc, n, rcs[NGX_HTTP_SNAPCACHE_MAX_RUNGS];
-    uint64_t                   start;
-    ngx_uint_t                 i, nspecs;
-    snapcache_put_t            items[NGX_HTTP_SNAPCACHE_MAX_RUNGS + 1];
-    snapcache_variant_spec_t   specs[NGX_HTTP_SNAPCACHE_MAX_RUNGS];
-    snapcache_transcode_out_t  outs[NGX_HTTP_SNAPCACHE_MAX_RUNGS], *out;
-
-    ngx_http_snapcache_thread_nice(t->nice);
-
-    if (t->original_only) {
-        ngx_http_snapcache_original_task(t);
-        return;
-    }
-
-    ngx_memzero(specs, sizeof(specs));
-    specs[0].width = (int) t->width;
-    specs[0].quality = (int) t->quality;
-    specs[0].format = (int) t->format;
-
-    nspecs = 1;
-
-    for (i = 0; i < t->nbelow && nspecs < NGX_HTTP_SNAPCACHE_MAX_RUNGS; i++) {
-        specs[nspecs].width = (int) t->below[i].width;
-        specs[nspecs].quality = (int) t->below[i].quality;
-        specs[nspecs].format = (int) t->below[i].format;
-        nspecs++;
-    }
-
-    start = ngx_http_snapcache_usec();
-
-    if (nspecs == 1) {
-        rc = snapcache_transcode(t->orig, t->orig_len, &specs[0],
-                                 t->max_bytes, t->max_pixels, &outs[0]);
-        rcs[0] = rc;
-
-    } else {
-        rc = snapcache_transcode_rungs(t->orig, t->orig_len, specs, nspecs,
-                                       t->max_bytes, t->max_pixels, outs,
-                                       rcs);
-        if (rc == SNAPCACHE_TRANSCODE_OK) {
-            rc = rcs[0];
-        }
-    }
-
-    t->transcode_usec = ngx_http_snapcache_usec() - start;
-
-    if (rc != SNAPCACHE_TRANSCODE_OK) {
-        t->error = rc;
-        goto free_below;
-    }
-
-    out = &outs[0];
-
-    t->transcoded = 1;
-    t->out = out->data;
-    t->out_len = out->len;
-    t->out_width = out->width;
-    t->out_height = out->height;
-    t->out_checksum = snapcache_cache_checksum(out->data, out->len);
-
-    if (t->no_store) {
-        t->store_rc = SNAPCACHE_CACHE_SKIPPED;
-        goto free_below;
-    }
-
-    n = 0;
-
-    if (t->store_original) {
-        snapcache_cache_key(&t->ident, SNAPCACHE_VARIANT_ORIGINAL,
-                            SNAPCACHE_FORMAT_ANY, &items[n].key);
-        items[n].ident = &t->ident;
-        items[n].variant = SNAPCACHE_VARIANT_ORIGINAL;
-        items[n].format = out->source.format;
-        items[n].width = out->source.width;
-        items[n].height = out->source.height;
-        items[n].expires = t->expires;
-        items[n].body = t->orig;
-        items[n].body_len = t->orig_len;
-        n++;
-    }
-
-    for (i = 0; i < nspecs; i++) {
-
-        if (rcs[i] != SNAPCACHE_TRANSCODE_OK) {
-            continue;
-        }
-
-        items[n].variant = i ? t->below[i - 1].variant : t->variant;
-        items[n].format = (unsigned) specs[i].format;
-        snapcache_cache_key(&t->ident, items[n].variant, items[n].format,
-                            &items[n].key);
-        items[n].ident = &t->ident;
-        items[n].width = outs[i].width;
-        items[n].height = outs[i].height;
-        items[n].expires = t->expires;
-        items[n].body = outs[i].data;
-        items[n].body_len = outs[i].len;
-        n++;
-    }
-
-    t->store_rc = snapcache_cache_put_batch(t->smcf->store, items, n,
-                                            (int64_t) time(NULL),
-                                            ngx_http_snapcache_store_check, t);
-
-free_below:
-
-    /* the rung asked for is t->out, freed with the task */
-    for (i = 1; i < nspecs; i++) {
-        snapcache_transcode_free(outs[i].data);
-    }
-}
-
-
-/*
- * On a pool thread, for a peer: the original itself is the answer.  It
- * is decoded once, at a tiny size but every byte of it, with the same
- * limits and fail_on=truncated, so that an original that is truncated,
- * corrupt or not an image we decode is never kept or handed to a peer.
- * Then it is kept.
- */
-static void
-ngx_http_snapcache_original_task(ngx_http_snapcache_task_t *t)
-{
-    int                        rc;
-    snapcache_put_t            item;
-    snapcache_variant_spec_t   spec;
-    snapcache_transcode_out_t  out;
-
-    ngx_memzero(&spec, sizeof(spec));
-    spec.width = NGX_HTTP_SNAPCACHE_CHECK_WIDTH;
-    spec.quality = 1;
-    spec.format = SNAPCACHE_FORMAT_JPEG;
-
-    rc = snapcache_transcode(t->orig, t->orig_len, &spec, t->max_bytes,
-                             t->max_pixels, &out);
-    if (rc != SNAPCACHE_TRANSCODE_OK) {
-        t->error = rc;
-        return;
-    }
-
-    snapcache_transcode_free(out.data);
-
-    t->transcoded = 1;
-    t->out = t->orig;
-    t->out_len = t->orig_len;
-    t->format = out.source.format;
-    t->out_checksum = snapcache_cache_checksum(t->orig, t->orig_len);
-
-    if (!t->store_original || t->no_store) {
-        t->store_rc = SNAPCACHE_CACHE_SKIPPED;
-        return;
-    }
-
-    ngx_memzero(&item, sizeof(snapcache_put_t));
-
-    snapcache_cache_key(&t->ident, SNAPCACHE_VARIANT_ORIGINAL,
-                        SNAPCACHE_FORMAT_ANY, &item.key);
-    item.ident = &t->ident;
-    item.variant = SNAPCACHE_VARIANT_ORIGINAL;
-    item.format = out.source.format;
-    item.width = out.source.width;
-    item.height = out.source.height;
-    item.expires = t->expires;
-    item.body = t->orig;
-    item.body_len = t->orig_len;
-
-    t->store_rc = snapcache_cache_put_batch(t->smcf->store, &item, 1,
-                                            (int64_t) time(NULL),
-                                            ngx_http_snapcache_store_check, t);
-}
-
-
-/*
- * Runs inside the write transaction, just before commit.  Purge bumps
- * the generation before it deletes, and deletes in write transactions
- * that cannot start until this one commits: so either we see the bump
- * and abort, or the purge's delete comes after our commit and removes
- * what we stored.  A fill that began between a purge's bump and its
- * delete read the generations after the bump, so they cannot tell; if
- * it was made from the kept original, that original must still be
- * there, unchanged: the purge's delete, committed before us, removed
- * it.
- */
-static int
-ngx_http_snapcache_store_check(void *data)
-{
-    ngx_http_snapcache_task_t *t = data;
-
-    snapcache_key_t  key;
-
-    if (ngx_http_snapcache_gen_changed(t->smcf, t->ident.acct_tag,
-                                       t->ident.dev_tag, &t->gen))
-    {
-        return -1;
-    }
-
-    if (t->from_kept) {
-        snapcache_cache_key(&t->ident, SNAPCACHE_VARIANT_ORIGINAL,
-                            SNAPCACHE_FORMAT_ANY, &key);
-
-        if (!snapcache_cache_unchanged(t->smcf->store, &key,
-                                       t->kept_created, t->kept_checksum))
-        {
-            return -1;
-        }
-    }
-
-    return 0;
-}
-
-
 static void
 ngx_http_snapcache_task_done(ngx_event_t *ev)
 {
     ngx_http_snapcache_task_t *t = ev->data;
 
-    ngx_int_t                  rc;
-    ngx_uint_t                 status, purged;
-    ngx_connection_t          *c;
-    ngx_http_request_t        *r;
-    ngx_http_snapcache_ctx_t  *ctx;
+    ngx_int_t                   rc;
+    ngx_uint_t                  status, purged;
+    ngx_connection_t           *c;
+    ngx_http_request_t         *r;
+    ngx_http_snapcache_ctx_t   *ctx;
+    ngx_http_snapcache_image_t  image;
 
     if (t->timer.timer_set) {
         ngx_del_timer(&t->timer);
@@ -962,7 +622,7 @@ ngx_http_snapcache_task_done(ngx_event_t *ev)
 
     if (t->counted) {
         t->counted = 0;
-        ngx_http_snapcache_fills--;
+        t->smcf->fills--;
     }
 
     status = 0;
@@ -1014,9 +674,14 @@ ngx_http_snapcache_task_done(ngx_event_t *ev)
         return;
     }
 
-    rc = ngx_http_snapcache_send_body(r, ctx, t->out, t->out_len, t->format,
-                                      t->expires, t->out_checksum,
-                                      NGX_HTTP_SNAPCACHE_MISS);
+    image.body = t->out;
+    image.len = t->out_len;
+    image.format = t->format;
+    image.expires = t->expires;
+    image.checksum = t->out_checksum;
+    image.in_pool = 0;
+
+    rc = ctx->answer(r, ctx, &image, NGX_HTTP_SNAPCACHE_MISS);
 
     ngx_http_snapcache_task_free(t);
 
@@ -1119,7 +784,7 @@ ngx_http_snapcache_refill(ngx_http_request_t *r,
                       "fills, answering 503", ctx->purge_retries - 1);
         ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_ERRORS,
                                     1);
-        ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
+        ctx->status = NGX_HTTP_SNAPCACHE_ERROR;
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
@@ -1167,28 +832,14 @@ ngx_http_snapcache_task_timeout(ngx_event_t *ev)
     ctx->task = NULL;
 
     ngx_http_snapcache_stat_add(t->smcf, NGX_HTTP_SNAPCACHE_ST_ERRORS, 1);
-    ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
+    ctx->status = NGX_HTTP_SNAPCACHE_ERROR;
     ngx_http_finalize_request(r, NGX_HTTP_GATEWAY_TIME_OUT);
     ngx_http_run_posted_requests(c);
 }
 
 
+/* The request goes away: detach a running task, drop a lock we hold. */
 static void
-ngx_http_snapcache_task_free(ngx_http_snapcache_task_t *t)
-{
-    /* a peer's fill answers with the original, in the task's pool */
-    if (t->out && t->out != t->orig) {
-        snapcache_transcode_free(t->out);
-    }
-
-    t->out = NULL;
-
-    ngx_destroy_pool(t->pool);
-}
-
-
-/* Request pool cleanup: detach a running task, drop a lock we hold. */
-void
 ngx_http_snapcache_fill_cleanup(void *data)
 {
     ngx_http_snapcache_ctx_t *ctx = data;

@@ -6,10 +6,11 @@
 
 
 /*
- * snapcache: the request entry and the gate.  The target is parsed
+ * snapcache: a client's request, and the gate.  The target is parsed
  * strictly from the raw request line and the signature is checked
  * before every response; a request that is not verified never reaches
- * the store or the origin.  A verified one is answered from the store
+ * the store or the origin.  A verified one gets its rung from the link
+ * (ngx_http_snapcache_link.c), then is answered from the store
  * (ngx_http_snapcache_hit.c) or by a fill (ngx_http_snapcache_fill.c).
  */
 
@@ -28,32 +29,38 @@ static ngx_int_t ngx_http_snapcache_check_variants(ngx_http_request_t *r,
 static ngx_table_elt_t *ngx_http_snapcache_client_hints(ngx_http_request_t *r,
     ngx_http_snapcache_req_t *sr);
 static ngx_int_t ngx_http_snapcache_serve(ngx_http_request_t *r,
-    ngx_http_snapcache_loc_conf_t *slcf, ngx_http_snapcache_req_t *sreq);
+    ngx_http_snapcache_ctx_t *ctx);
 static ngx_int_t ngx_http_snapcache_forward_to_origin(ngx_http_request_t *r,
-    ngx_http_snapcache_loc_conf_t *slcf, ngx_http_snapcache_req_t *sr);
-static ngx_int_t ngx_http_snapcache_send_error(ngx_http_request_t *r,
-    ngx_uint_t status, const char *reason);
+    ngx_http_snapcache_ctx_t *ctx);
+static ngx_int_t ngx_http_snapcache_refuse(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status, const char *reason);
 
 
 ngx_int_t
 ngx_http_snapcache_handler(ngx_http_request_t *r)
 {
-    int                             rc;
-    ngx_int_t                       nrc;
-    ngx_str_t                       path, query;
-    ngx_uint_t                      has_query;
+    int                              rc;
+    ngx_str_t                        path, query;
+    ngx_uint_t                       has_query;
     ngx_http_snapcache_req_t        *sr;
+    ngx_http_snapcache_ctx_t        *ctx;
     ngx_http_snapcache_loc_conf_t   *slcf;
-    ngx_http_snapcache_main_conf_t  *smcf;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_snapcache_module);
-    smcf = ngx_http_get_module_main_conf(r, ngx_http_snapcache_module);
+
+    ctx = ngx_http_snapcache_ctx_create(r, slcf);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->answer = ngx_http_snapcache_answer_client;
+    sr = &ctx->req;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "snapcache: method not allowed");
-        return ngx_http_snapcache_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                             "method");
+        return ngx_http_snapcache_refuse(r, ctx, NGX_HTTP_NOT_ALLOWED,
+                                         "method");
     }
 
     if (ngx_http_snapcache_split_target(r, slcf, &path, &query, &has_query)
@@ -62,13 +69,8 @@ ngx_http_snapcache_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "snapcache: rejected request: target outside \"%V\"",
                       &slcf->prefix);
-        return ngx_http_snapcache_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                             "malformed");
-    }
-
-    sr = ngx_pcalloc(r->pool, sizeof(ngx_http_snapcache_req_t));
-    if (sr == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return ngx_http_snapcache_refuse(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                         "malformed");
     }
 
     rc = snapcache_url_parse((const char *) path.data, path.len,
@@ -79,8 +81,8 @@ ngx_http_snapcache_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "snapcache: rejected request: %s",
                       snapcache_url_strerror(rc));
-        return ngx_http_snapcache_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                             "malformed");
+        return ngx_http_snapcache_refuse(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                         "malformed");
     }
 
     rc = snapcache_sign_verify(&sr->url, slcf->keys->elts, slcf->keys->nelts,
@@ -94,26 +96,26 @@ ngx_http_snapcache_handler(ngx_http_request_t *r)
                       rc == SNAPCACHE_SIGN_LIFETIME
                           ? " (exp beyond snapcache_url_max_lifetime)" : "",
                       sr->url.kid.len, sr->url.kid.data);
-        ngx_http_snapcache_stat_add(smcf, NGX_HTTP_SNAPCACHE_ST_DENIED, 1);
-        ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_DENIED);
-        return ngx_http_snapcache_send_error(r, NGX_HTTP_FORBIDDEN,
-                                             snapcache_sign_reason(rc));
+        ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_DENIED,
+                                    1);
+        ctx->status = NGX_HTTP_SNAPCACHE_DENIED;
+        return ngx_http_snapcache_reply_error(r, NGX_HTTP_FORBIDDEN,
+                                              snapcache_sign_reason(rc));
     }
 
-    /* verified: the shard key of a cluster's origin location */
-    ngx_http_snapcache_set_account(r, &sr->url.account);
+    /* verified: the shard key of a cluster's origin location is known */
+    ctx->verified = 1;
 
-    nrc = ngx_http_snapcache_check_variants(r, slcf, sr);
-    if (nrc != NGX_OK) {
-        return ngx_http_snapcache_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                             "variant");
+    if (ngx_http_snapcache_check_variants(r, slcf, sr) != NGX_OK) {
+        return ngx_http_snapcache_refuse(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                         "variant");
     }
 
-    if (smcf->store_path.len == 0) {
-        return ngx_http_snapcache_forward_to_origin(r, slcf, sr);
+    if (ctx->smcf->store_path.len == 0) {
+        return ngx_http_snapcache_forward_to_origin(r, ctx);
     }
 
-    return ngx_http_snapcache_serve(r, slcf, sr);
+    return ngx_http_snapcache_serve(r, ctx);
 }
 
 
@@ -306,82 +308,50 @@ ngx_http_snapcache_client_hints(ngx_http_request_t *r,
 
 
 /*
- * A verified request: the exact key from the store when it is there,
- * else a fill.  The ctx's cleanup detaches a running fill task and
- * drops a fill lock if the request goes away first.
+ * A verified request: the rung from the client's link, then the exact
+ * key from the store when it is there, else a fill.
  */
 static ngx_int_t
-ngx_http_snapcache_serve(ngx_http_request_t *r,
-    ngx_http_snapcache_loc_conf_t *slcf, ngx_http_snapcache_req_t *sreq)
+ngx_http_snapcache_serve(ngx_http_request_t *r, ngx_http_snapcache_ctx_t *ctx)
 {
-    ngx_int_t                        rc;
-    snapcache_record_t               rec;
-    ngx_pool_cleanup_t              *cln;
-    ngx_http_snapcache_ctx_t        *ctx;
-    ngx_http_snapcache_main_conf_t  *smcf;
+    ngx_int_t           rc;
+    snapcache_record_t  rec;
 
-    smcf = ngx_http_get_module_main_conf(r, ngx_http_snapcache_module);
-
-    if (smcf->store == NULL) {
+    if (ctx->smcf->store == NULL) {
         /* fail closed: no store, no answer, and say why */
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "snapcache: the store is not open in this worker, "
                       "see the error at worker start");
+        ctx->status = NGX_HTTP_SNAPCACHE_ERROR;
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
-
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_snapcache_ctx_t));
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx->request = r;
-    ctx->slcf = slcf;
-    ctx->smcf = smcf;
-    ctx->sreq = sreq;
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cln->handler = ngx_http_snapcache_fill_cleanup;
-    cln->data = ctx;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_snapcache_module);
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
         return rc;
     }
 
-    if (snapcache_cache_ident(smcf->store, sreq->url.account.data,
-                              sreq->url.account.len, sreq->url.device.data,
-                              sreq->url.device.len, sreq->url.snapshot.data,
-                              sreq->url.snapshot.len, &ctx->ident)
-        != SNAPCACHE_CACHE_OK)
-    {
+    if (ngx_http_snapcache_ident(r, ctx) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* at or below the ceiling, from this client's link */
+    /* at or below the ceiling, from this client's link, as seen now */
+    ngx_http_snapcache_watch_check(r->connection);
     ngx_http_snapcache_link_choose(r, ctx);
 
-    ctx->variant = sreq->variant->id;
-    ctx->format = ngx_http_snapcache_format(r, sreq->variant);
+    ctx->variant = ctx->req.variant->id;
+    ctx->format = ngx_http_snapcache_format(r, ctx->req.variant);
+    ctx->chosen = 1;
 
-    ngx_http_snapcache_set_variant(r, &sreq->variant->name);
-
-    rc = ngx_http_snapcache_lookup(r, ctx, ctx->variant, ctx->format,
-                                   &rec);
+    rc = ngx_http_snapcache_lookup(r, ctx, ctx->variant, ctx->format, &rec);
 
     if (rc == SNAPCACHE_CACHE_HIT) {
-        ngx_http_snapcache_stat_add(smcf, NGX_HTTP_SNAPCACHE_ST_HITS, 1);
-        return ngx_http_snapcache_send_record(r, ctx, &rec,
-                                              NGX_HTTP_SNAPCACHE_HIT);
+        ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_HITS, 1);
+        return ngx_http_snapcache_answer_record(r, ctx, &rec,
+                                                NGX_HTTP_SNAPCACHE_HIT);
     }
 
-    ngx_http_snapcache_stat_add(smcf, NGX_HTTP_SNAPCACHE_ST_MISSES, 1);
+    ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_MISSES, 1);
 
     return ngx_http_snapcache_fill(r, ctx);
 }
@@ -395,37 +365,40 @@ ngx_http_snapcache_serve(ngx_http_request_t *r,
  */
 static ngx_int_t
 ngx_http_snapcache_forward_to_origin(ngx_http_request_t *r,
-    ngx_http_snapcache_loc_conf_t *slcf, ngx_http_snapcache_req_t *sr)
+    ngx_http_snapcache_ctx_t *ctx)
 {
-    u_char     *p;
-    ngx_str_t   uri, args;
+    u_char           *p;
+    ngx_str_t         uri, args;
+    snapcache_url_t  *url;
 
-    uri.len = slcf->origin.len + 1 + sr->url.account.len + 1
-              + sr->url.device.len + 1 + sr->url.snapshot.len;
+    url = &ctx->req.url;
+
+    uri.len = ctx->slcf->origin.len + 1 + url->account.len + 1
+              + url->device.len + 1 + url->snapshot.len;
 
     uri.data = ngx_pnalloc(r->pool, uri.len);
     if (uri.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_cpymem(uri.data, slcf->origin.data, slcf->origin.len);
+    p = ngx_cpymem(uri.data, ctx->slcf->origin.data, ctx->slcf->origin.len);
     *p++ = '/';
-    p = ngx_cpymem(p, sr->url.account.data, sr->url.account.len);
+    p = ngx_cpymem(p, url->account.data, url->account.len);
     *p++ = '/';
-    p = ngx_cpymem(p, sr->url.device.data, sr->url.device.len);
+    p = ngx_cpymem(p, url->device.data, url->device.len);
     *p++ = '/';
-    ngx_memcpy(p, sr->url.snapshot.data, sr->url.snapshot.len);
+    ngx_memcpy(p, url->snapshot.data, url->snapshot.len);
 
     ngx_str_null(&args);
 
-    ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_BYPASS);
+    ctx->status = NGX_HTTP_SNAPCACHE_BYPASS;
 
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     /* the origin gets the same headers as a fill's subrequest would */
-    if (ngx_http_snapcache_origin_headers(r, r, slcf) != NGX_OK) {
+    if (ngx_http_snapcache_origin_headers(r, r, ctx) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -434,61 +407,10 @@ ngx_http_snapcache_forward_to_origin(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_snapcache_send_error(ngx_http_request_t *r, ngx_uint_t status,
-    const char *reason)
+ngx_http_snapcache_refuse(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status, const char *reason)
 {
-    size_t        len;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    ctx->status = NGX_HTTP_SNAPCACHE_ERROR;
 
-    if (status != NGX_HTTP_FORBIDDEN) {
-        ngx_http_snapcache_set_status(r, NGX_HTTP_SNAPCACHE_ERROR);
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    len = ngx_strlen(reason);
-
-    b = ngx_create_temp_buf(r->pool, len + 1);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->last = ngx_cpymem(b->last, reason, len);
-    *b->last++ = '\n';
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = len + 1;
-    ngx_str_set(&r->headers_out.content_type, "text/plain");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    if (status == NGX_HTTP_NOT_ALLOWED) {
-        ngx_table_elt_t  *allow;
-
-        allow = ngx_list_push(&r->headers_out.headers);
-        if (allow == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        allow->hash = 1;
-        ngx_str_set(&allow->key, "Allow");
-        ngx_str_set(&allow->value, "GET, HEAD");
-    }
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_snapcache_reply_error(r, status, reason);
 }

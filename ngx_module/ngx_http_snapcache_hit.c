@@ -6,23 +6,15 @@
 
 
 /*
- * snapcache: serving a record.  A lookup copies the record out of the
- * map into the request pool inside its read transaction, and checks it;
- * everything sent is that copy (or a fill's output), never a pointer
- * into the map.
+ * snapcache: a lookup, and a client's answer.  A lookup copies the
+ * record out of the map into the request pool inside its read
+ * transaction, and checks it; everything sent is that copy (or a fill's
+ * output), never a pointer into the map.
  */
 
 
 #include "ngx_module/ngx_http_snapcache.h"
 #include "adapt/snapcache_adapt.h"
-
-
-static ngx_table_elt_t *ngx_http_snapcache_add_header(ngx_http_request_t *r,
-    const char *key, ngx_str_t *value);
-static void *ngx_http_snapcache_body_alloc(void *data, size_t size);
-static void ngx_http_snapcache_body_free(void *data);
-
-
 
 
 /*
@@ -96,77 +88,56 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
 }
 
 
-/* A record's body was copied into the request pool by the lookup. */
+/* A record the lookup copied into the request pool, answered. */
 ngx_int_t
-ngx_http_snapcache_send_record(ngx_http_request_t *r,
+ngx_http_snapcache_answer_record(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, snapcache_record_t *rec,
     ngx_http_snapcache_status_e status)
 {
-    ctx->body_in_pool = 1;
+    ngx_http_snapcache_image_t  image;
 
-    return ngx_http_snapcache_send_body(r, ctx, rec->body, rec->body_len,
-                                        rec->format, rec->expires,
-                                        rec->checksum, status);
+    image.body = rec->body;
+    image.len = rec->body_len;
+    image.format = rec->format;
+    image.expires = rec->expires;
+    image.checksum = rec->checksum;
+    image.in_pool = 1;
+
+    return ctx->answer(r, ctx, &image, status);
 }
 
 
+/*
+ * A client's answer: the image with a strong ETag, Vary, the rung and
+ * why it was chosen, and its delivery watched for the client's link.
+ */
 ngx_int_t
-ngx_http_snapcache_send_body(ngx_http_request_t *r,
-    ngx_http_snapcache_ctx_t *ctx, u_char *body, size_t len,
-    ngx_uint_t format, time_t expires, uint32_t etag_sum,
+ngx_http_snapcache_answer_client(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx, ngx_http_snapcache_image_t *image,
     ngx_http_snapcache_status_e status)
 {
     u_char           *p;
-    time_t            age;
     ngx_int_t         rc;
     ngx_str_t         v;
-    ngx_buf_t        *b;
-    const char       *mime;
-    ngx_chain_t       out;
     ngx_table_elt_t  *etag;
 
-    if (ctx->peer) {
-        return ngx_http_snapcache_peer_send(r, ctx, body, len, format,
-                                            expires, status);
-    }
-
-    ngx_http_snapcache_set_status(r, status);
-    ngx_http_snapcache_count_served(ctx->smcf, &ctx->sreq->variant->name,
+    ctx->status = status;
+    ngx_http_snapcache_count_served(ctx->smcf, &ctx->req.variant->name,
                                     ctx->adapt_reason);
 
-    mime = snapcache_format_mime(format);
-    if (mime == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    rc = ngx_http_snapcache_reply_image(r, image, status);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
-    age = expires - ngx_time();
-    if (age < 0 || status == NGX_HTTP_SNAPCACHE_STALE) {
-        age = 0;
-    }
-
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = len;
-    r->headers_out.content_type.data = (u_char *) mime;
-    r->headers_out.content_type.len = ngx_strlen(mime);
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    p = ngx_pnalloc(r->pool, sizeof("private, max-age=") + NGX_TIME_T_LEN
-                             + sizeof("\"-\"") + 2 * NGX_INT64_LEN);
+    /* checksum and length of the exact bytes: stable across refills */
+    p = ngx_pnalloc(r->pool, sizeof("\"-\"") + 2 * NGX_INT64_LEN);
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     v.data = p;
-    v.len = ngx_sprintf(p, "private, max-age=%T", age) - p;
-
-    if (ngx_http_snapcache_add_header(r, "Cache-Control", &v) == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    /* checksum and length of the exact bytes: stable across refills */
-    p += v.len;
-    v.data = p;
-    v.len = ngx_sprintf(p, "\"%08xD-%xz\"", etag_sum, len) - p;
+    v.len = ngx_sprintf(p, "\"%08xD-%xz\"", image->checksum, image->len) - p;
 
     etag = ngx_http_snapcache_add_header(r, "ETag", &v);
     if (etag == NULL) {
@@ -184,11 +155,8 @@ ngx_http_snapcache_send_body(ngx_http_request_t *r,
     }
 
     if (ngx_http_snapcache_add_header(r, "Vary", &v) == NULL
-        || ngx_http_snapcache_add_header(r, "X-Snapcache",
-                                      ngx_http_snapcache_status_name(status))
-           == NULL
         || ngx_http_snapcache_add_header(r, "X-Snapcache-Variant",
-                                         &ctx->sreq->variant->name)
+                                         &ctx->req.variant->name)
            == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -203,49 +171,12 @@ ngx_http_snapcache_send_body(ngx_http_request_t *r,
         }
     }
 
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ngx_http_snapcache_watch_sending(r, ctx);
 
-    if (len) {
-        if (ctx->body_in_pool) {
-            b->start = body;
+    rc = ngx_http_snapcache_reply_body(r, image);
 
-        } else {
-            /* the task's output dies with the task: keep a copy */
-            b->start = ngx_pnalloc(r->pool, len);
-            if (b->start == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            ngx_memcpy(b->start, body, len);
-        }
-
-        b->pos = b->start;
-        b->last = b->start + len;
-        b->end = b->last;
-        b->memory = 1;
-    }
-
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    ngx_http_snapcache_link_sending(r, ctx);
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    rc = ngx_http_output_filter(r, &out);
-
-    if (rc != NGX_ERROR) {
-        ngx_http_snapcache_link_sent(r, ctx, len);
+    if (rc != NGX_ERROR && !r->header_only) {
+        ngx_http_snapcache_watch_sent(r, ctx, image->len);
     }
 
     return rc;
@@ -271,128 +202,4 @@ ngx_http_snapcache_format(ngx_http_request_t *r,
     return snapcache_adapt_format(accept ? (const char *) accept->value.data
                                          : NULL,
                                   accept ? accept->value.len : 0, allowed);
-}
-
-
-static ngx_table_elt_t *
-ngx_http_snapcache_add_header(ngx_http_request_t *r, const char *key,
-    ngx_str_t *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NULL;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value = *value;
-
-    return h;
-}
-
-
-/*
- * Record bodies are copied out of the map into buffers that this worker
- * keeps for the next request once the request's pool goes (after its
- * last byte was sent), rather than a malloc() and free() per hit.  They
- * come in power-of-two classes from 4k to 4m, a few of each, and at
- * most NGX_HTTP_SNAPCACHE_BODY_KEEP bytes are kept.
- */
-
-#define NGX_HTTP_SNAPCACHE_BODY_MIN     12        /* 4k */
-#define NGX_HTTP_SNAPCACHE_BODY_CLASSES 11        /* to 4m */
-#define NGX_HTTP_SNAPCACHE_BODY_PER     8
-#define NGX_HTTP_SNAPCACHE_BODY_KEEP    (16 * 1024 * 1024)
-
-
-typedef struct ngx_http_snapcache_body_s  ngx_http_snapcache_body_t;
-
-struct ngx_http_snapcache_body_s {
-    ngx_http_snapcache_body_t  *next;
-    ngx_uint_t                  cls;
-};
-
-
-static ngx_http_snapcache_body_t  *ngx_http_snapcache_bodies[
-                                       NGX_HTTP_SNAPCACHE_BODY_CLASSES];
-static ngx_uint_t  ngx_http_snapcache_bodies_n[
-                       NGX_HTTP_SNAPCACHE_BODY_CLASSES];
-static size_t      ngx_http_snapcache_bodies_kept;
-
-
-static void *
-ngx_http_snapcache_body_alloc(void *data, size_t size)
-{
-    ngx_pool_t *pool = data;
-
-    ngx_uint_t                  cls;
-    ngx_pool_cleanup_t         *cln;
-    ngx_http_snapcache_body_t  *b;
-
-    for (cls = 0; cls < NGX_HTTP_SNAPCACHE_BODY_CLASSES; cls++) {
-        if (size + sizeof(ngx_http_snapcache_body_t)
-            <= (size_t) 1 << (NGX_HTTP_SNAPCACHE_BODY_MIN + cls))
-        {
-            break;
-        }
-    }
-
-    if (cls == NGX_HTTP_SNAPCACHE_BODY_CLASSES) {
-        return ngx_pnalloc(pool, size ? size : 1);
-    }
-
-    cln = ngx_pool_cleanup_add(pool, 0);
-    if (cln == NULL) {
-        return NULL;
-    }
-
-    b = ngx_http_snapcache_bodies[cls];
-
-    if (b) {
-        ngx_http_snapcache_bodies[cls] = b->next;
-        ngx_http_snapcache_bodies_n[cls]--;
-        ngx_http_snapcache_bodies_kept -=
-            (size_t) 1 << (NGX_HTTP_SNAPCACHE_BODY_MIN + cls);
-
-    } else {
-        b = ngx_alloc((size_t) 1 << (NGX_HTTP_SNAPCACHE_BODY_MIN + cls),
-                      pool->log);
-        if (b == NULL) {
-            return NULL;
-        }
-
-        b->cls = cls;
-    }
-
-    cln->handler = ngx_http_snapcache_body_free;
-    cln->data = b;
-
-    return (u_char *) b + sizeof(ngx_http_snapcache_body_t);
-}
-
-
-static void
-ngx_http_snapcache_body_free(void *data)
-{
-    ngx_http_snapcache_body_t *b = data;
-
-    size_t  size;
-
-    size = (size_t) 1 << (NGX_HTTP_SNAPCACHE_BODY_MIN + b->cls);
-
-    if (ngx_http_snapcache_bodies_n[b->cls] >= NGX_HTTP_SNAPCACHE_BODY_PER
-        || ngx_http_snapcache_bodies_kept + size
-           > NGX_HTTP_SNAPCACHE_BODY_KEEP)
-    {
-        ngx_free(b);
-        return;
-    }
-
-    b->next = ngx_http_snapcache_bodies[b->cls];
-    ngx_http_snapcache_bodies[b->cls] = b;
-    ngx_http_snapcache_bodies_n[b->cls]++;
-    ngx_http_snapcache_bodies_kept += size;
 }

@@ -62,7 +62,6 @@ static ngx_int_t ngx_http_snapcache_out_done(ngx_http_snapcache_out_t *w,
     ngx_chain_t **out, off_t *len);
 
 
-static ngx_int_t  ngx_http_snapcache_status_var_index = NGX_ERROR;
 static uint64_t   ngx_http_snapcache_evictions_seen;
 
 
@@ -97,7 +96,7 @@ static ngx_http_snapcache_hist_def_t  ngx_http_snapcache_hists[] = {
 
 /* Label values, indexed as the enums in ngx_http_snapcache.h. */
 static const char  *ngx_http_snapcache_status_labels[] = {
-    "hit", "miss", "stale", "bypass", "denied", "error"
+    "none", "hit", "miss", "stale", "bypass", "denied", "error"
 };
 
 static const char  *ngx_http_snapcache_fill_labels[] = {
@@ -116,15 +115,8 @@ static const char  *ngx_http_snapcache_purge_labels[] = {
 ngx_int_t
 ngx_http_snapcache_metrics_init(ngx_conf_t *cf)
 {
-    ngx_str_t                   name = ngx_string("snapcache_status");
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
-
-    ngx_http_snapcache_status_var_index = ngx_http_get_variable_index(cf,
-                                                                      &name);
-    if (ngx_http_snapcache_status_var_index == NGX_ERROR) {
-        return NGX_ERROR;
-    }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
@@ -151,40 +143,28 @@ ngx_http_snapcache_usec(void)
 
 
 /*
- * Every request that $snapcache_status describes, and every request of
- * a snapcache location that ended before it was set (a 503 of a worker
- * without its store), counts once by that status, with the bytes sent.
+ * Every request whose ctx says how it ended, and every request of a
+ * snapcache location that ended before it could (an allocation failed),
+ * counts once by that status, with the bytes sent.
  */
 static ngx_int_t
 ngx_http_snapcache_log_handler(ngx_http_request_t *r)
 {
-    ngx_uint_t                       i, status;
-    ngx_http_variable_value_t       *vv;
+    ngx_uint_t                       status;
+    ngx_http_snapcache_ctx_t        *ctx;
     ngx_http_snapcache_loc_conf_t   *slcf;
     ngx_http_snapcache_main_conf_t  *smcf;
 
     smcf = ngx_http_get_module_main_conf(r, ngx_http_snapcache_module);
 
-    if (smcf == NULL || smcf->sh == NULL
-        || ngx_http_snapcache_status_var_index == NGX_ERROR)
-    {
+    if (smcf == NULL || smcf->sh == NULL) {
         return NGX_OK;
     }
 
-    vv = ngx_http_get_indexed_variable(r, ngx_http_snapcache_status_var_index);
+    ctx = ngx_http_snapcache_get_ctx(r);
+    status = ctx ? ctx->status : NGX_HTTP_SNAPCACHE_NONE;
 
-    status = NGX_HTTP_SNAPCACHE_ERROR + 1;
-
-    if (vv && !vv->not_found && vv->valid) {
-        for (i = 0; i <= NGX_HTTP_SNAPCACHE_ERROR; i++) {
-            if (vv->data == ngx_http_snapcache_status_name(i)->data) {
-                status = i;
-                break;
-            }
-        }
-    }
-
-    if (status > NGX_HTTP_SNAPCACHE_ERROR) {
+    if (status == NGX_HTTP_SNAPCACHE_NONE) {
         slcf = ngx_http_get_module_loc_conf(r, ngx_http_snapcache_module);
 
         if (slcf == NULL || !slcf->enable) {
@@ -567,7 +547,7 @@ ngx_http_snapcache_metrics_text(ngx_http_request_t *r,
     ngx_http_snapcache_out_family(&w, "snapcache_requests_total", "counter",
         "Requests answered by snapcache locations, by cache status.");
 
-    for (i = 0; i <= NGX_HTTP_SNAPCACHE_ERROR; i++) {
+    for (i = NGX_HTTP_SNAPCACHE_HIT; i <= NGX_HTTP_SNAPCACHE_ERROR; i++) {
         ngx_http_snapcache_out(&w, "snapcache_requests_total{status=\"%s\"} "
                                "%uA\n", ngx_http_snapcache_status_labels[i],
                                m->requests[i]);
@@ -792,8 +772,9 @@ ngx_http_snapcache_stats_json(ngx_http_request_t *r,
 
     ngx_http_snapcache_out(&w, ",\"requests\":{");
 
-    for (i = 0; i <= NGX_HTTP_SNAPCACHE_ERROR; i++) {
-        ngx_http_snapcache_out(&w, "%s\"%s\":%uA", i ? "," : "",
+    for (i = NGX_HTTP_SNAPCACHE_HIT; i <= NGX_HTTP_SNAPCACHE_ERROR; i++) {
+        ngx_http_snapcache_out(&w, "%s\"%s\":%uA",
+                               i > NGX_HTTP_SNAPCACHE_HIT ? "," : "",
                                ngx_http_snapcache_status_labels[i],
                                m->requests[i]);
     }

@@ -8,9 +8,12 @@
 /*
  * snapcache: signed camera snapshots for display clients.
  *
- * This file holds the directives, the configuration's create and merge
- * functions and the module's hooks.  The request entry and the gate are
- * in ngx_http_snapcache_handler.c.
+ * This file holds the module of snapcache locations: its directives, the
+ * configuration's create and merge functions and the module's hooks.
+ * The settings a peer endpoint and an admin location share with it are
+ * here too; their own directives are in ngx_http_snapcache_peer_module.c
+ * and ngx_http_snapcache_admin_module.c.  The request entry and the gate
+ * are in ngx_http_snapcache_handler.c.
  */
 
 
@@ -28,35 +31,16 @@ static char *ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_snapcache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_snapcache_sign_key(ngx_conf_t *cf, ngx_command_t *cmd,
+static char *ngx_http_snapcache_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static void ngx_http_snapcache_free_keys(void *data);
-static ngx_int_t ngx_http_snapcache_default_ladder(ngx_conf_t *cf,
-    ngx_http_snapcache_loc_conf_t *conf);
-static char *ngx_http_snapcache_merge_ladder(ngx_conf_t *cf,
-    ngx_http_snapcache_loc_conf_t *conf);
-static ngx_int_t ngx_http_snapcache_variant_id(ngx_conf_t *cf,
-    ngx_http_snapcache_variant_t *v);
-static char *ngx_http_snapcache_merge_admin(ngx_conf_t *cf,
-    ngx_http_snapcache_loc_conf_t *conf);
+static ngx_int_t ngx_http_snapcache_zone_add(ngx_conf_t *cf,
+    ngx_http_snapcache_main_conf_t *smcf, ngx_str_t *name, size_t size);
+static ngx_int_t ngx_http_snapcache_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
 static char *ngx_http_snapcache_origin(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_snapcache_origin_pass_header(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_snapcache_store(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_snapcache_zone(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_snapcache_variant(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_snapcache_admin(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_snapcache_admin_token(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
-static char *ngx_http_snapcache_merge_peer(ngx_conf_t *cf,
-    ngx_http_snapcache_loc_conf_t *conf);
-static char *ngx_http_snapcache_peer(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static char *ngx_http_snapcache_cluster_token(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_snapcache_init_process(ngx_cycle_t *cycle);
@@ -95,6 +79,10 @@ static ngx_conf_num_bounds_t  ngx_http_snapcache_nice_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_http_snapcache_max_pixels_bounds = {
     ngx_conf_check_num_bounds, 1, 0x7fffffff
+};
+
+static ngx_conf_num_bounds_t  ngx_http_snapcache_max_fills_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000000
 };
 
 
@@ -261,27 +249,6 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       offsetof(ngx_http_snapcache_loc_conf_t, adapt_budget),
       &ngx_http_snapcache_budget_msec },
 
-    { ngx_string("snapcache_admin"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_snapcache_admin,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("snapcache_admin_token"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_snapcache_admin_token,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("snapcache_peer"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_snapcache_peer,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
     { ngx_string("snapcache_cluster_token"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_snapcache_cluster_token,
@@ -295,6 +262,13 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_snapcache_main_conf_t, cold_start),
       NULL },
+
+    { ngx_string("snapcache_max_fills"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_snapcache_loc_conf_t, max_fills),
+      &ngx_http_snapcache_max_fills_bounds },
 
       ngx_null_command
 };
@@ -331,24 +305,6 @@ ngx_module_t  ngx_http_snapcache_module = {
 };
 
 
-#define NGX_HTTP_SNAPCACHE_JPEG_WEBP                                          \
-    (SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_JPEG)                              \
-     | SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_WEBP))
-
-
-/* The default ladder: thumb 320/q50, sd 640/q65, hd 1280/q75, full 1920/q85 */
-static ngx_http_snapcache_variant_t  ngx_http_snapcache_default_variants[] = {
-    { ngx_string("thumb"), 320, 50,
-      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0, 0 },
-    { ngx_string("sd"), 640, 65,
-      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0, 0 },
-    { ngx_string("hd"), 1280, 75,
-      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0, 0 },
-    { ngx_string("full"), 1920, 85,
-      NGX_HTTP_SNAPCACHE_JPEG_WEBP, 0, 0 }
-};
-
-
 /* ngx_conf_check_num_bounds() for a time_t, whose size may differ. */
 static char *
 ngx_http_snapcache_check_sec(ngx_conf_t *cf, void *post, void *data)
@@ -374,7 +330,8 @@ ngx_http_snapcache_init(ngx_conf_t *cf)
 
     if (ngx_http_snapcache_redact_init(cf) != NGX_OK
         || ngx_http_snapcache_metrics_init(cf) != NGX_OK
-        || ngx_http_snapcache_origin_init(cf) != NGX_OK)
+        || ngx_http_snapcache_origin_filter_init(cf) != NGX_OK
+        || ngx_http_snapcache_check_origins(cf) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -454,11 +411,9 @@ ngx_http_snapcache_create_loc_conf(ngx_conf_t *cf)
     conf->max_pixels = NGX_CONF_UNSET_UINT;
     conf->lock_timeout = NGX_CONF_UNSET_MSEC;
     conf->fill_timeout = NGX_CONF_UNSET_MSEC;
+    conf->max_fills = NGX_CONF_UNSET_UINT;
     conf->adapt = NGX_CONF_UNSET;
     conf->adapt_budget = NGX_CONF_UNSET_MSEC;
-    conf->admin = NGX_CONF_UNSET;
-    conf->admin_tokens = NGX_CONF_UNSET_PTR;
-    conf->peer = NGX_CONF_UNSET;
     conf->cluster_tokens = NGX_CONF_UNSET_PTR;
 
     return conf;
@@ -476,6 +431,7 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_ptr_value(conf->keys, prev->keys, NULL);
     ngx_conf_merge_sec_value(conf->max_lifetime, prev->max_lifetime, 3600);
+
     /* the uri and whether it is the peers go together */
     if (conf->origin.data == NULL) {
         conf->origin = prev->origin;
@@ -485,6 +441,7 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->origin.data == NULL) {
         ngx_str_set(&conf->origin, "");
     }
+
     ngx_conf_merge_ptr_value(conf->origin_pass_headers,
                              prev->origin_pass_headers, NULL);
     ngx_conf_merge_ptr_value(conf->variants, prev->variants, NULL);
@@ -505,6 +462,7 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                              "default");
     ngx_conf_merge_msec_value(conf->lock_timeout, prev->lock_timeout, 5000);
     ngx_conf_merge_msec_value(conf->fill_timeout, prev->fill_timeout, 10000);
+    ngx_conf_merge_uint_value(conf->max_fills, prev->max_fills, 256);
     ngx_conf_merge_value(conf->adapt, prev->adapt, 1);
     ngx_conf_merge_msec_value(conf->adapt_budget, prev->adapt_budget, 1000);
 
@@ -512,26 +470,11 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    /* not inherited: a nested location is not an admin location */
-    if (conf->admin == NGX_CONF_UNSET) {
-        conf->admin = 0;
-    }
-
-    ngx_conf_merge_ptr_value(conf->admin_tokens, prev->admin_tokens, NULL);
-
     /* the tokens and the one sent are declared together */
     if (conf->cluster_tokens == NGX_CONF_UNSET_PTR) {
         conf->cluster_tokens = prev->cluster_tokens == NGX_CONF_UNSET_PTR
                                ? NULL : prev->cluster_tokens;
         conf->cluster_bearer = prev->cluster_bearer;
-    }
-
-    if (conf->peer == NGX_CONF_UNSET) {
-        conf->peer = 0;
-    }
-
-    if (conf->admin) {
-        return ngx_http_snapcache_merge_admin(cf, conf);
     }
 
     if (conf->ttl_min > conf->ttl_max) {
@@ -541,10 +484,6 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (conf->peer) {
-        return ngx_http_snapcache_merge_peer(cf, conf);
-    }
-
     if (!conf->enable) {
         return NGX_CONF_OK;
     }
@@ -552,8 +491,7 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_snapcache_module);
     smcf->used = 1;
 
-    conf->thread_pool = ngx_thread_pool_add(cf, &conf->thread_pool_name);
-    if (conf->thread_pool == NULL) {
+    if (ngx_http_snapcache_resolve_pool(cf, conf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -564,10 +502,11 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (conf->origin.len == 0 || conf->origin.data[0] != '/') {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"snapcache\" requires \"snapcache_origin\" "
-                           "naming a location that starts with \"/\"");
+    if (ngx_http_snapcache_check_origin_uri(cf, conf, "snapcache",
+                                            "a location that starts with "
+                                            "\"/\"")
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -579,246 +518,79 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (conf->origin.data[conf->origin.len - 1] == '/') {
-        conf->origin.len--;
-    }
-
     return NGX_CONF_OK;
 }
 
 
 /*
- * An admin location needs a token: allow/deny alone is not enough, and
- * a location that answered anyone would purge for anyone.
+ * The thread pool a location's fills or purges run on.  Only locations
+ * that use one add it: nginx starts the threads of every pool it knows.
  */
-static char *
-ngx_http_snapcache_merge_admin(ngx_conf_t *cf,
-    ngx_http_snapcache_loc_conf_t *conf)
+ngx_int_t
+ngx_http_snapcache_resolve_pool(ngx_conf_t *cf,
+    ngx_http_snapcache_loc_conf_t *slcf)
+{
+    if (slcf->thread_pool) {
+        return NGX_OK;
+    }
+
+    slcf->thread_pool = ngx_thread_pool_add(cf, &slcf->thread_pool_name);
+
+    return slcf->thread_pool ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * The location a handler directive stands in, if it is a plain prefix
+ * location (ending in '/' when slash is set): the handlers read their
+ * target from the raw request line after the location's name.  NULL
+ * when it is not.
+ */
+ngx_http_core_loc_conf_t *
+ngx_http_snapcache_prefix_location(ngx_conf_t *cf, ngx_uint_t slash)
 {
     ngx_http_core_loc_conf_t  *clcf;
 
-    if (conf->enable == 1) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"snapcache_admin\" and \"snapcache\" cannot "
-                           "share a location");
-        return NGX_CONF_ERROR;
-    }
-
-    if (conf->admin_tokens == NULL || conf->admin_tokens->nelts == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"snapcache_admin\" requires at least one "
-                           "\"snapcache_admin_token\"");
-        return NGX_CONF_ERROR;
-    }
-
-    /* purges run on the thread pool */
-    conf->thread_pool = ngx_thread_pool_add(cf, &conf->thread_pool_name);
-    if (conf->thread_pool == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    /* a purge body, up to its 64k cap, is read in memory, not to a file */
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-    if (clcf->client_body_buffer_size < 64 * 1024) {
-        clcf->client_body_buffer_size = 64 * 1024;
+    if (clcf->named || clcf->exact_match
+#if (NGX_PCRE)
+        || clcf->regex
+#endif
+        || clcf->name.len == 0
+        || (slash && clcf->name.data[clcf->name.len - 1] != '/'))
+    {
+        return NULL;
     }
 
-    return NGX_CONF_OK;
+    return clcf;
 }
 
 
 /*
- * A peer endpoint answers originals to the cluster's nodes: only to
- * those that present a token, from its store, fetching from its own
- * origin (the camera cloud).  A node that keeps its records across a
- * restart may hold what purges sent while it was down did not remove,
- * and would hand it to every node: nginx -t says so.
+ * An origin for a location kind ("snapcache", "snapcache_peer"): it must
+ * name a location; a trailing '/' is dropped, since the ids follow one.
  */
-static char *
-ngx_http_snapcache_merge_peer(ngx_conf_t *cf,
-    ngx_http_snapcache_loc_conf_t *conf)
+ngx_int_t
+ngx_http_snapcache_check_origin_uri(ngx_conf_t *cf,
+    ngx_http_snapcache_loc_conf_t *slcf, const char *kind,
+    const char *which)
 {
-    ngx_http_snapcache_main_conf_t  *smcf;
-
-    if (conf->enable == 1) {
+    if (slcf->origin.len == 0 || slcf->origin.data[0] != '/') {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"snapcache_peer\" and \"snapcache\" cannot "
-                           "share a location");
-        return NGX_CONF_ERROR;
-    }
-
-    if (conf->cluster_tokens == NULL || conf->cluster_tokens->nelts == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"snapcache_peer\" requires at least one "
-                           "\"snapcache_cluster_token\"");
-        return NGX_CONF_ERROR;
-    }
-
-    if (conf->origin.len == 0 || conf->origin.data[0] != '/') {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"snapcache_peer\" requires \"snapcache_origin\" "
-                           "naming the location of the camera cloud");
-        return NGX_CONF_ERROR;
-    }
-
-    if (conf->origin_peers) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "the origin of \"snapcache_peer\" is the camera "
-                           "cloud, not the peers: \"snapcache_origin %V\" "
-                           "without \"peers\"", &conf->origin);
-        return NGX_CONF_ERROR;
-    }
-
-    if (conf->origin.data[conf->origin.len - 1] == '/') {
-        conf->origin.len--;
-    }
-
-    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_snapcache_module);
-
-    if (smcf->store_path.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"snapcache_peer\" requires \"snapcache_store\": "
-                           "the owner keeps the originals it answers");
-        return NGX_CONF_ERROR;
-    }
-
-    if (!smcf->cold_start) {
-        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "\"snapcache_peer\" without \"snapcache_cold_start "
-                           "on\": after a restart this node serves, to its "
-                           "clients and its peers, records that purges sent "
-                           "while it was down did not remove");
-    }
-
-    smcf->used = 1;
-
-    conf->thread_pool = ngx_thread_pool_add(cf, &conf->thread_pool_name);
-    if (conf->thread_pool == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-/*
- * The ladder is kept smallest first, so that "at or below max" is an
- * index comparison; the default variant resolves to an index once here.
- */
-static char *
-ngx_http_snapcache_merge_ladder(ngx_conf_t *cf,
-    ngx_http_snapcache_loc_conf_t *conf)
-{
-    ngx_uint_t                     i, j;
-    ngx_http_snapcache_variant_t  *v, tmp;
-
-    if (conf->variants == NULL) {
-        if (ngx_http_snapcache_default_ladder(cf, conf) != NGX_OK) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    v = conf->variants->elts;
-
-    for (i = 0; i < conf->variants->nelts; i++) {
-        if (ngx_http_snapcache_variant_id(cf, &v[i]) != NGX_OK) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    for (i = 1; i < conf->variants->nelts; i++) {
-        for (j = i; j > 0 && v[j - 1].width > v[j].width; j--) {
-            tmp = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = tmp;
-        }
-    }
-
-    if (conf->default_variant.len == 0) {
-        /*
-         * The second-largest rung: good on most links, never the largest.
-         * Only the index is set, so that a nested ladder gets its own.
-         */
-        conf->default_index = conf->variants->nelts > 1
-                              ? conf->variants->nelts - 2 : 0;
-        return NGX_CONF_OK;
-    }
-
-    for (i = 0; i < conf->variants->nelts; i++) {
-        if (v[i].name.len == conf->default_variant.len
-            && ngx_strncmp(v[i].name.data, conf->default_variant.data,
-                           v[i].name.len) == 0)
-        {
-            conf->default_index = i;
-            return NGX_CONF_OK;
-        }
-    }
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "\"snapcache_default_variant\" \"%V\" is not in "
-                       "the ladder", &conf->default_variant);
-
-    return NGX_CONF_ERROR;
-}
-
-
-/*
- * A rung's key names it by what it is: width, quality and the version of
- * the transcode pipeline, so that a record made for another rung, by
- * another configuration or an older pipeline, is never read for it.
- */
-static ngx_int_t
-ngx_http_snapcache_variant_id(ngx_conf_t *cf, ngx_http_snapcache_variant_t *v)
-{
-    v->id = snapcache_cache_variant(v->width, v->quality,
-                                    SNAPCACHE_TRANSCODE_PIPELINE);
-    v->weight = snapcache_adapt_weight((uint32_t) v->width,
-                                       (uint32_t) v->quality);
-
-    if (v->id == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "variant \"%V\" cannot be keyed", &v->name);
+                           "\"%s\" requires \"snapcache_origin\" naming %s",
+                           kind, which);
         return NGX_ERROR;
+    }
+
+    if (slcf->origin.data[slcf->origin.len - 1] == '/') {
+        slcf->origin.len--;
     }
 
     return NGX_OK;
 }
 
 
-static ngx_int_t
-ngx_http_snapcache_default_ladder(ngx_conf_t *cf,
-    ngx_http_snapcache_loc_conf_t *conf)
-{
-    ngx_uint_t                     i, n;
-    ngx_http_snapcache_variant_t  *v;
-
-    n = sizeof(ngx_http_snapcache_default_variants)
-        / sizeof(ngx_http_snapcache_variant_t);
-
-    conf->variants = ngx_array_create(cf->pool, n,
-                                      sizeof(ngx_http_snapcache_variant_t));
-    if (conf->variants == NULL) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < n; i++) {
-        v = ngx_array_push(conf->variants);
-        if (v == NULL) {
-            return NGX_ERROR;
-        }
-
-        *v = ngx_http_snapcache_default_variants[i];
-    }
-
-    return NGX_OK;
-}
-
-
-/*
- * The handler reads its ids from the raw request line after the location
- * name, so it only makes sense in a plain prefix location ending in '/'.
- */
 static char *
 ngx_http_snapcache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -830,15 +602,8 @@ ngx_http_snapcache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate";
     }
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (clcf->named || clcf->exact_match
-#if (NGX_PCRE)
-        || clcf->regex
-#endif
-        || clcf->name.len == 0
-        || clcf->name.data[clcf->name.len - 1] != '/')
-    {
+    clcf = ngx_http_snapcache_prefix_location(cf, 1);
+    if (clcf == NULL) {
         return "must be used in a prefix location ending with \"/\", "
                "such as \"location /snap/ { snapcache; }\"";
     }
@@ -848,107 +613,6 @@ ngx_http_snapcache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_snapcache_handler;
 
     return NGX_CONF_OK;
-}
-
-
-/*
- * Key files are read here, in the master at configuration time, so that
- * they can stay readable by root only.
- */
-static char *
-ngx_http_snapcache_sign_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_snapcache_loc_conf_t *slcf = conf;
-
-    int                    world_readable;
-    char                   err[256];
-    ngx_str_t             *value, path;
-    ngx_uint_t             i;
-    ngx_pool_cleanup_t    *cln;
-    snapcache_sign_key_t  *key, *keys;
-
-    value = cf->args->elts;
-
-    if (!snapcache_id_valid((const char *) value[1].data, value[1].len)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid key id \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (slcf->keys == NGX_CONF_UNSET_PTR) {
-        slcf->keys = ngx_array_create(cf->pool, 2,
-                                      sizeof(snapcache_sign_key_t));
-        if (slcf->keys == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        /* the keys and their HMAC states go with the configuration */
-        cln = ngx_pool_cleanup_add(cf->pool, 0);
-        if (cln == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        cln->handler = ngx_http_snapcache_free_keys;
-        cln->data = slcf->keys;
-    }
-
-    keys = slcf->keys->elts;
-
-    for (i = 0; i < slcf->keys->nelts; i++) {
-        if (keys[i].kid_len == value[1].len
-            && ngx_strncmp(keys[i].kid, value[1].data, value[1].len) == 0)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "duplicate key id \"%V\"", &value[1]);
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    path = value[2];
-
-    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    key = ngx_array_push(slcf->keys);
-    if (key == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (snapcache_sign_key_load(key, (const char *) value[1].data,
-                                (const char *) path.data, &world_readable,
-                                err, sizeof(err))
-        != 0)
-    {
-        slcf->keys->nelts--;
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", err);
-        return NGX_CONF_ERROR;
-    }
-
-    if (world_readable) {
-        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "key file \"%V\" is readable by everyone; "
-                           "it should be readable by root and nginx only",
-                           &path);
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-static void
-ngx_http_snapcache_free_keys(void *data)
-{
-    ngx_array_t *keys = data;
-
-    ngx_uint_t             i;
-    snapcache_sign_key_t  *key;
-
-    key = keys->elts;
-
-    for (i = 0; i < keys->nelts; i++) {
-        snapcache_sign_key_free(&key[i]);
-    }
 }
 
 
@@ -1000,6 +664,140 @@ ngx_http_snapcache_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* snapcache_zone <name>:<size> */
+static char *
+ngx_http_snapcache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_snapcache_main_conf_t *smcf = conf;
+
+    u_char     *p;
+    ssize_t     size;
+    ngx_str_t  *value, name, s;
+
+    if (smcf->shm_zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    p = (u_char *) ngx_strchr(value[1].data, ':');
+    if (p == NULL || p == value[1].data) {
+        return "must be \"name:size\"";
+    }
+
+    name.data = value[1].data;
+    name.len = p - value[1].data;
+
+    s.data = p + 1;
+    s.len = value[1].data + value[1].len - s.data;
+
+    size = ngx_parse_size(&s);
+    if (size == NGX_ERROR) {
+        return "has an invalid size";
+    }
+
+    if (ngx_http_snapcache_zone_add(cf, smcf, &name, (size_t) size)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_snapcache_zone_add(ngx_conf_t *cf,
+    ngx_http_snapcache_main_conf_t *smcf, ngx_str_t *name, size_t size)
+{
+    size_t  min;
+
+    min = 8 * ngx_pagesize + sizeof(ngx_http_snapcache_shctx_t);
+
+    if (size < min) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" is too small, at least %uzk is "
+                           "needed", name, min >> 10);
+        return NGX_ERROR;
+    }
+
+    smcf->shm_zone = ngx_shared_memory_add(cf, name, size,
+                                           &ngx_http_snapcache_module);
+    if (smcf->shm_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (smcf->shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate zone \"%V\"", name);
+        return NGX_ERROR;
+    }
+
+    smcf->shm_zone->init = ngx_http_snapcache_init_zone;
+    smcf->shm_zone->data = smcf;
+
+    return NGX_OK;
+}
+
+
+/*
+ * On reload the new cycle keeps the old zone's contents: generations
+ * and in-flight fill locks must survive, or a purge could be forgotten.
+ */
+static ngx_int_t
+ngx_http_snapcache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_snapcache_main_conf_t *osmcf = data;
+
+    ngx_slab_pool_t                 *shpool;
+    ngx_http_snapcache_main_conf_t  *smcf;
+
+    smcf = shm_zone->data;
+
+    if (osmcf) {
+        smcf->sh = osmcf->sh;
+        smcf->shpool = osmcf->shpool;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        smcf->shpool = shpool;
+        smcf->sh = shpool->data;
+        return NGX_OK;
+    }
+
+    smcf->shpool = shpool;
+
+    smcf->sh = ngx_slab_calloc(shpool, sizeof(ngx_http_snapcache_shctx_t));
+    if (smcf->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    shpool->data = smcf->sh;
+
+    /* a reload keeps the zone, a restart makes it: see snapcache_cold_start */
+    smcf->sh->epoch = time(NULL);
+
+    smcf->sh->links = ngx_http_snapcache_links_create(shpool,
+                                                      shm_zone->shm.size,
+                                                      shm_zone->shm.log);
+
+    shpool->log_ctx = ngx_slab_alloc(shpool,
+                                     sizeof(" in snapcache zone \"\"")
+                                     + shm_zone->shm.name.len);
+    if (shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(shpool->log_ctx, " in snapcache zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    return NGX_OK;
 }
 
 
@@ -1120,386 +918,10 @@ ngx_http_snapcache_origin_pass_header(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-/* snapcache_store <path> size=<size> [high=90%] [low=75%] */
-static char *
-ngx_http_snapcache_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_snapcache_main_conf_t *smcf = conf;
-
-    off_t        off;
-    ngx_str_t   *value, s;
-    ngx_int_t    n;
-    ngx_uint_t   i;
-
-    if (smcf->store_path.data) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    smcf->store_path = value[1];
-
-    if (ngx_conf_full_name(cf->cycle, &smcf->store_path, 0) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    smcf->store_high = 90;
-    smcf->store_low = 75;
-
-    for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "size=", 5) == 0) {
-            s.data = value[i].data + 5;
-            s.len = value[i].len - 5;
-
-            /* ngx_parse_offset(), unlike ngx_parse_size(), knows "g" */
-            off = ngx_parse_offset(&s);
-            if (off == NGX_ERROR || off < 1024 * 1024
-                || (uint64_t) off > (uint64_t) NGX_MAX_SIZE_T_VALUE)
-            {
-                goto invalid;
-            }
-
-            smcf->store_size = (size_t) off;
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "high=", 5) == 0
-            || ngx_strncmp(value[i].data, "low=", 4) == 0)
-        {
-            s.data = (u_char *) ngx_strchr(value[i].data, '=') + 1;
-            s.len = value[i].data + value[i].len - s.data;
-
-            if (s.len < 2 || s.data[s.len - 1] != '%') {
-                goto invalid;
-            }
-
-            n = ngx_atoi(s.data, s.len - 1);
-            if (n == NGX_ERROR || n < 1 || n > 99) {
-                goto invalid;
-            }
-
-            if (value[i].data[0] == 'h') {
-                smcf->store_high = n;
-
-            } else {
-                smcf->store_low = n;
-            }
-
-            continue;
-        }
-
-        goto invalid;
-    }
-
-    if (smcf->store_size == NGX_CONF_UNSET_SIZE) {
-        return "needs size=, the LMDB map size, e.g. size=1g";
-    }
-
-    if (smcf->store_low >= smcf->store_high) {
-        return "needs low= below high=";
-    }
-
-    return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\"", &value[i]);
-
-    return NGX_CONF_ERROR;
-}
-
-
-/* snapcache_zone <name>:<size> */
-static char *
-ngx_http_snapcache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_snapcache_main_conf_t *smcf = conf;
-
-    u_char     *p;
-    ssize_t     size;
-    ngx_str_t  *value, name, s;
-
-    if (smcf->shm_zone) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    p = (u_char *) ngx_strchr(value[1].data, ':');
-    if (p == NULL || p == value[1].data) {
-        return "must be \"name:size\"";
-    }
-
-    name.data = value[1].data;
-    name.len = p - value[1].data;
-
-    s.data = p + 1;
-    s.len = value[1].data + value[1].len - s.data;
-
-    size = ngx_parse_size(&s);
-    if (size == NGX_ERROR) {
-        return "has an invalid size";
-    }
-
-    if (ngx_http_snapcache_zone_add(cf, smcf, &name, (size_t) size)
-        != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-static ngx_int_t
-ngx_http_snapcache_parse_formats(ngx_str_t *list, ngx_uint_t *formats)
-{
-    u_char  *p, *end, *comma;
-    size_t   len;
-
-    *formats = 0;
-    p = list->data;
-    end = p + list->len;
-
-    while (p < end) {
-        comma = ngx_strlchr(p, end, ',');
-        len = (comma ? comma : end) - p;
-
-        if (len == 4 && ngx_strncmp(p, "jpeg", 4) == 0) {
-            *formats |= SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_JPEG);
-
-        } else if (len == 4 && ngx_strncmp(p, "webp", 4) == 0) {
-            *formats |= SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_WEBP);
-
-        } else if (len == 4 && ngx_strncmp(p, "avif", 4) == 0) {
-            *formats |= SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_AVIF);
-
-        } else {
-            return NGX_ERROR;
-        }
-
-        p += len + 1;
-    }
-
-    /* JPEG is what every client decodes: it is always available */
-    *formats |= SNAPCACHE_FORMAT_BIT(SNAPCACHE_FORMAT_JPEG);
-
-    return NGX_OK;
-}
-
-
-/* snapcache_variant <name> width=<px> quality=<1-100> [formats=jpeg,webp] */
-static char *
-ngx_http_snapcache_variant(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_snapcache_loc_conf_t *slcf = conf;
-
-    ngx_str_t                     *value, s;
-    ngx_int_t                      n;
-    ngx_uint_t                     i;
-    ngx_http_snapcache_variant_t  *v, *vs;
-
-    value = cf->args->elts;
-
-    if (!snapcache_id_valid((const char *) value[1].data, value[1].len)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid variant name \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (slcf->variants == NGX_CONF_UNSET_PTR) {
-        slcf->variants = ngx_array_create(cf->pool, 4,
-                                          sizeof(ngx_http_snapcache_variant_t));
-        if (slcf->variants == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    vs = slcf->variants->elts;
-
-    for (i = 0; i < slcf->variants->nelts; i++) {
-        if (vs[i].name.len == value[1].len
-            && ngx_strncmp(vs[i].name.data, value[1].data, value[1].len) == 0)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "duplicate variant \"%V\"", &value[1]);
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    if (slcf->variants->nelts >= NGX_HTTP_SNAPCACHE_MAX_RUNGS) {
-        return "is repeated too often: a ladder has at most 16 variants";
-    }
-
-    v = ngx_array_push(slcf->variants);
-    if (v == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    v->name = value[1];
-    v->width = 0;
-    v->quality = 0;
-    v->formats = NGX_HTTP_SNAPCACHE_JPEG_WEBP;
-    v->id = 0;
-
-    for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "width=", 6) == 0) {
-            n = ngx_atoi(value[i].data + 6, value[i].len - 6);
-            if (n == NGX_ERROR || n < 16 || n > 8192) {
-                goto invalid;
-            }
-
-            v->width = n;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "quality=", 8) == 0) {
-            n = ngx_atoi(value[i].data + 8, value[i].len - 8);
-            if (n == NGX_ERROR || n < 1 || n > 100) {
-                goto invalid;
-            }
-
-            v->quality = n;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "formats=", 8) == 0) {
-            s.data = value[i].data + 8;
-            s.len = value[i].len - 8;
-
-            if (ngx_http_snapcache_parse_formats(&s, &v->formats) != NGX_OK) {
-                goto invalid;
-            }
-
-            continue;
-        }
-
-        goto invalid;
-    }
-
-    if (v->width == 0 || v->quality == 0) {
-        return "needs width= and quality=";
-    }
-
-    return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\"", &value[i]);
-
-    return NGX_CONF_ERROR;
-}
-
-
-/* snapcache_admin: the purge, stats and metrics API in this location. */
-static char *
-ngx_http_snapcache_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_snapcache_loc_conf_t *slcf = conf;
-
-    ngx_http_core_loc_conf_t  *clcf;
-
-    if (slcf->admin != NGX_CONF_UNSET) {
-        return "is duplicate";
-    }
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (clcf->named || clcf->exact_match
-#if (NGX_PCRE)
-        || clcf->regex
-#endif
-        || clcf->name.len == 0)
-    {
-        return "must be used in a prefix location, such as "
-               "\"location /snapcache-admin/ { snapcache_admin; }\"";
-    }
-
-    slcf->admin = 1;
-    clcf->handler = ngx_http_snapcache_admin_handler;
-
-    return NGX_CONF_OK;
-}
-
-
-/* snapcache_admin_token <file>: repeatable, for rotation. */
-static char *
-ngx_http_snapcache_admin_token(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_snapcache_loc_conf_t *slcf = conf;
-
-    u_char     *digest;
-    ngx_str_t  *value, path;
-
-    value = cf->args->elts;
-    path = value[1];
-
-    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (slcf->admin_tokens == NGX_CONF_UNSET_PTR) {
-        slcf->admin_tokens = ngx_array_create(cf->pool, 2, 32);
-        if (slcf->admin_tokens == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    digest = ngx_array_push(slcf->admin_tokens);
-    if (digest == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    return ngx_http_snapcache_token_load(cf, &path, "admin", digest, NULL);
-}
-
-
-/*
- * snapcache_peer: the location answers the cluster's nodes with the
- * originals of the accounts this node owns.  Like snapcache, it reads
- * its ids from the raw request line after the location's name.
- */
-static char *
-ngx_http_snapcache_peer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_snapcache_loc_conf_t *slcf = conf;
-
-    ngx_http_core_loc_conf_t  *clcf;
-
-    if (slcf->peer != NGX_CONF_UNSET) {
-        return "is duplicate";
-    }
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (clcf->named || clcf->exact_match
-#if (NGX_PCRE)
-        || clcf->regex
-#endif
-        || clcf->name.len == 0
-        || clcf->name.data[clcf->name.len - 1] != '/')
-    {
-        return "must be used in a prefix location ending with \"/\", "
-               "such as \"location /_peer/ { snapcache_peer; }\"";
-    }
-
-    slcf->peer = 1;
-    slcf->prefix = clcf->name;
-    clcf->handler = ngx_http_snapcache_peer_handler;
-
-    return NGX_CONF_OK;
-}
-
-
 /*
  * snapcache_cluster_token <file>: repeatable, for rotation.  A peer
- * endpoint accepts every one; a snapcache location presents the first
- * one of its level to its origin, the peers.
+ * endpoint accepts every one; a snapcache location whose origin is
+ * marked "peers" presents the first one of its level to it.
  */
 static char *
 ngx_http_snapcache_cluster_token(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -1507,30 +929,12 @@ ngx_http_snapcache_cluster_token(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_snapcache_loc_conf_t *slcf = conf;
 
-    u_char     *digest;
-    ngx_str_t  *value, path;
+    ngx_str_t  *value;
 
     value = cf->args->elts;
-    path = value[1];
-
-    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (slcf->cluster_tokens == NGX_CONF_UNSET_PTR) {
-        slcf->cluster_tokens = ngx_array_create(cf->pool, 2, 32);
-        if (slcf->cluster_tokens == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    digest = ngx_array_push(slcf->cluster_tokens);
-    if (digest == NULL) {
-        return NGX_CONF_ERROR;
-    }
 
     /* only the first is ever sent, so only its bytes are kept */
-    return ngx_http_snapcache_token_load(cf, &path, "cluster", digest,
-                                         slcf->cluster_bearer.len
-                                         ? NULL : &slcf->cluster_bearer);
+    return ngx_http_snapcache_token_load(cf, &value[1], "cluster",
+                                         &slcf->cluster_tokens,
+                                         &slcf->cluster_bearer);
 }

@@ -9,109 +9,16 @@
  * snapcache: the shared-memory zone.  It holds what every worker must
  * agree on: fill locks (so that concurrent misses for one key wait on a
  * single fill), purge generations (so that a fill that started before a
- * purge is thrown away), and the stats counters.
+ * purge is thrown away), and the stats counters.  The zone itself is
+ * made with the configuration (ngx_http_snapcache_module.c).
  */
 
 
 #include "ngx_module/ngx_http_snapcache.h"
 
 
-static ngx_int_t ngx_http_snapcache_init_zone(ngx_shm_zone_t *shm_zone,
-    void *data);
 static ngx_http_snapcache_lock_t *ngx_http_snapcache_lock_find(
     ngx_http_snapcache_shctx_t *sh, uint64_t hash, ngx_uint_t claim);
-
-
-ngx_int_t
-ngx_http_snapcache_zone_add(ngx_conf_t *cf,
-    ngx_http_snapcache_main_conf_t *smcf, ngx_str_t *name, size_t size)
-{
-    size_t  min;
-
-    min = 8 * ngx_pagesize + sizeof(ngx_http_snapcache_shctx_t);
-
-    if (size < min) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "zone \"%V\" is too small, at least %uzk is "
-                           "needed", name, min >> 10);
-        return NGX_ERROR;
-    }
-
-    smcf->shm_zone = ngx_shared_memory_add(cf, name, size,
-                                           &ngx_http_snapcache_module);
-    if (smcf->shm_zone == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (smcf->shm_zone->data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "duplicate zone \"%V\"", name);
-        return NGX_ERROR;
-    }
-
-    smcf->shm_zone->init = ngx_http_snapcache_init_zone;
-    smcf->shm_zone->data = smcf;
-
-    return NGX_OK;
-}
-
-
-/*
- * On reload the new cycle keeps the old zone's contents: generations
- * and in-flight fill locks must survive, or a purge could be forgotten.
- */
-static ngx_int_t
-ngx_http_snapcache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
-{
-    ngx_http_snapcache_main_conf_t *osmcf = data;
-
-    ngx_slab_pool_t                 *shpool;
-    ngx_http_snapcache_main_conf_t  *smcf;
-
-    smcf = shm_zone->data;
-
-    if (osmcf) {
-        smcf->sh = osmcf->sh;
-        smcf->shpool = osmcf->shpool;
-        return NGX_OK;
-    }
-
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (shm_zone->shm.exists) {
-        smcf->shpool = shpool;
-        smcf->sh = shpool->data;
-        return NGX_OK;
-    }
-
-    smcf->shpool = shpool;
-
-    smcf->sh = ngx_slab_calloc(shpool, sizeof(ngx_http_snapcache_shctx_t));
-    if (smcf->sh == NULL) {
-        return NGX_ERROR;
-    }
-
-    shpool->data = smcf->sh;
-
-    /* a reload keeps the zone, a restart makes it: see snapcache_cold_start */
-    smcf->sh->epoch = time(NULL);
-
-    smcf->sh->links = ngx_http_snapcache_links_create(shpool,
-                                                      shm_zone->shm.size,
-                                                      shm_zone->shm.log);
-
-    shpool->log_ctx = ngx_slab_alloc(shpool,
-                                     sizeof(" in snapcache zone \"\"")
-                                     + shm_zone->shm.name.len);
-    if (shpool->log_ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_sprintf(shpool->log_ctx, " in snapcache zone \"%V\"%Z",
-                &shm_zone->shm.name);
-
-    return NGX_OK;
-}
 
 
 /*

@@ -36,6 +36,98 @@ static void ngx_http_snapcache_reader_check(ngx_event_t *ev);
 
 
 
+/* snapcache_store <path> size=<size> [high=90%] [low=75%] */
+char *
+ngx_http_snapcache_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_snapcache_main_conf_t *smcf = conf;
+
+    off_t        off;
+    ngx_str_t   *value, s;
+    ngx_int_t    n;
+    ngx_uint_t   i;
+
+    if (smcf->store_path.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    smcf->store_path = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &smcf->store_path, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    smcf->store_high = 90;
+    smcf->store_low = 75;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "size=", 5) == 0) {
+            s.data = value[i].data + 5;
+            s.len = value[i].len - 5;
+
+            /* ngx_parse_offset(), unlike ngx_parse_size(), knows "g" */
+            off = ngx_parse_offset(&s);
+            if (off == NGX_ERROR || off < 1024 * 1024
+                || (uint64_t) off > (uint64_t) NGX_MAX_SIZE_T_VALUE)
+            {
+                goto invalid;
+            }
+
+            smcf->store_size = (size_t) off;
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "high=", 5) == 0
+            || ngx_strncmp(value[i].data, "low=", 4) == 0)
+        {
+            s.data = (u_char *) ngx_strchr(value[i].data, '=') + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            if (s.len < 2 || s.data[s.len - 1] != '%') {
+                goto invalid;
+            }
+
+            n = ngx_atoi(s.data, s.len - 1);
+            if (n == NGX_ERROR || n < 1 || n > 99) {
+                goto invalid;
+            }
+
+            if (value[i].data[0] == 'h') {
+                smcf->store_high = n;
+
+            } else {
+                smcf->store_low = n;
+            }
+
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (smcf->store_size == NGX_CONF_UNSET_SIZE) {
+        return "needs size=, the LMDB map size, e.g. size=1g";
+    }
+
+    if (smcf->store_low >= smcf->store_high) {
+        return "needs low= below high=";
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+
+    return NGX_CONF_ERROR;
+}
+
+
 /*
  * In the master, as root, while the configuration is read (at every
  * start, reload and "nginx -t"), so that a refusal rejects the

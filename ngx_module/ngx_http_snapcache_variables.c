@@ -7,33 +7,41 @@
 
 /*
  * snapcache: what the logs see.  The $snapcache_* variables for access
- * logs, and the redaction of signatures from the request line.
- *
- * $snapcache_status, $snapcache_variant and $snapcache_account are kept
- * in the indexed variables themselves rather than in the module ctx,
- * because an internal redirect clears every ctx; and subrequests share
- * them, so the origin location's upstream can hash the account.
+ * logs, and the redaction of signatures from the request line.  Each
+ * variable reads what the request wrote into its ctx, when a log or a
+ * header asks for it; the request code never pushes values here.
  */
 
 
 #include "ngx_module/ngx_http_snapcache.h"
+#include "adapt/snapcache_adapt.h"
 
 
-static void ngx_http_snapcache_set_indexed(ngx_http_request_t *r,
-    ngx_int_t index, ngx_str_t *value);
-static ngx_int_t ngx_http_snapcache_unset_variable(ngx_http_request_t *r,
+static ngx_int_t ngx_http_snapcache_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_snapcache_variant_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_snapcache_account_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_snapcache_link_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_snapcache_reason_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_snapcache_stats_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_snapcache_request_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static void ngx_http_snapcache_variable_str(ngx_http_variable_value_t *v,
+    u_char *data, size_t len);
 static ngx_int_t ngx_http_snapcache_redact_phase(ngx_http_request_t *r);
 static ngx_int_t ngx_http_snapcache_redact(ngx_pool_t *pool, ngx_str_t *line,
     ngx_str_t *out);
 static ngx_uint_t ngx_http_snapcache_is_sig(u_char *p, u_char *last);
 
 
+/* indexed as ngx_http_snapcache_status_e; NONE is never shown */
 static ngx_str_t  ngx_http_snapcache_status_names[] = {
+    ngx_null_string,
     ngx_string("HIT"),
     ngx_string("MISS"),
     ngx_string("STALE"),
@@ -61,211 +69,195 @@ static ngx_str_t  ngx_http_snapcache_stat_names[] = {
 };
 
 
-static ngx_str_t  ngx_http_snapcache_status_var =
-    ngx_string("snapcache_status");
-static ngx_str_t  ngx_http_snapcache_variant_var =
-    ngx_string("snapcache_variant");
-static ngx_str_t  ngx_http_snapcache_stats_var = ngx_string("snapcache_stats");
-static ngx_str_t  ngx_http_snapcache_request_var =
-    ngx_string("snapcache_request");
-static ngx_int_t  ngx_http_snapcache_status_index;
-static ngx_int_t  ngx_http_snapcache_variant_index;
+static ngx_http_variable_t  ngx_http_snapcache_vars[] = {
 
-/* the verified account: the cluster's shard key */
-static ngx_str_t  ngx_http_snapcache_account_var =
-    ngx_string("snapcache_account");
-static ngx_int_t  ngx_http_snapcache_account_index;
+    { ngx_string("snapcache_status"), NULL,
+      ngx_http_snapcache_status_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
-/* what adaptation saw and chose: set by the handler, like the above */
-static ngx_str_t  ngx_http_snapcache_link_vars[] = {
-    ngx_string("snapcache_link_kbps"),
-    ngx_string("snapcache_link_rtt"),
-    ngx_string("snapcache_adapt_reason")
+    { ngx_string("snapcache_variant"), NULL,
+      ngx_http_snapcache_variant_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    /* the verified account: the cluster's shard key */
+    { ngx_string("snapcache_account"), NULL,
+      ngx_http_snapcache_account_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("snapcache_link_kbps"), NULL,
+      ngx_http_snapcache_link_variable,
+      offsetof(ngx_http_snapcache_ctx_t, link_kbps),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("snapcache_link_rtt"), NULL,
+      ngx_http_snapcache_link_variable,
+      offsetof(ngx_http_snapcache_ctx_t, link_rtt_ms),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("snapcache_adapt_reason"), NULL,
+      ngx_http_snapcache_reason_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("snapcache_stats"), NULL,
+      ngx_http_snapcache_stats_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("snapcache_request"), NULL,
+      ngx_http_snapcache_request_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
 };
-static ngx_int_t  ngx_http_snapcache_link_index[3];
 
 
 ngx_int_t
 ngx_http_snapcache_add_variables(ngx_conf_t *cf)
 {
-    ngx_uint_t            i;
-    ngx_http_variable_t  *var;
+    ngx_http_variable_t  *var, *v;
 
-    var = ngx_http_add_variable(cf, &ngx_http_snapcache_status_var,
-                                NGX_HTTP_VAR_NOHASH);
-    if (var == NULL) {
-        return NGX_ERROR;
-    }
-
-    var->get_handler = ngx_http_snapcache_unset_variable;
-
-    var = ngx_http_add_variable(cf, &ngx_http_snapcache_variant_var,
-                                NGX_HTTP_VAR_NOHASH);
-    if (var == NULL) {
-        return NGX_ERROR;
-    }
-
-    var->get_handler = ngx_http_snapcache_unset_variable;
-
-    var = ngx_http_add_variable(cf, &ngx_http_snapcache_stats_var,
-                                NGX_HTTP_VAR_NOCACHEABLE);
-    if (var == NULL) {
-        return NGX_ERROR;
-    }
-
-    var->get_handler = ngx_http_snapcache_stats_variable;
-
-    var = ngx_http_add_variable(cf, &ngx_http_snapcache_request_var,
-                                NGX_HTTP_VAR_NOCACHEABLE);
-    if (var == NULL) {
-        return NGX_ERROR;
-    }
-
-    var->get_handler = ngx_http_snapcache_request_variable;
-
-    ngx_http_snapcache_status_index =
-        ngx_http_get_variable_index(cf, &ngx_http_snapcache_status_var);
-    if (ngx_http_snapcache_status_index == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    ngx_http_snapcache_variant_index =
-        ngx_http_get_variable_index(cf, &ngx_http_snapcache_variant_var);
-    if (ngx_http_snapcache_variant_index == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    var = ngx_http_add_variable(cf, &ngx_http_snapcache_account_var,
-                                NGX_HTTP_VAR_NOHASH);
-    if (var == NULL) {
-        return NGX_ERROR;
-    }
-
-    var->get_handler = ngx_http_snapcache_unset_variable;
-
-    ngx_http_snapcache_account_index =
-        ngx_http_get_variable_index(cf, &ngx_http_snapcache_account_var);
-    if (ngx_http_snapcache_account_index == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < 3; i++) {
-        var = ngx_http_add_variable(cf, &ngx_http_snapcache_link_vars[i],
-                                    NGX_HTTP_VAR_NOHASH);
+    for (v = ngx_http_snapcache_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
         if (var == NULL) {
             return NGX_ERROR;
         }
 
-        var->get_handler = ngx_http_snapcache_unset_variable;
-
-        ngx_http_snapcache_link_index[i] =
-            ngx_http_get_variable_index(cf, &ngx_http_snapcache_link_vars[i]);
-        if (ngx_http_snapcache_link_index[i] == NGX_ERROR) {
-            return NGX_ERROR;
-        }
+        var->get_handler = v->get_handler;
+        var->data = v->data;
     }
 
     return NGX_OK;
 }
 
 
-static void
-ngx_http_snapcache_set_indexed(ngx_http_request_t *r, ngx_int_t index,
-    ngx_str_t *value)
-{
-    ngx_http_variable_value_t  *vv;
-
-    vv = &r->variables[index];
-
-    vv->data = value->data;
-    vv->len = value->len;
-    vv->valid = 1;
-    vv->no_cacheable = 0;
-    vv->not_found = 0;
-}
-
-
-void
-ngx_http_snapcache_set_status(ngx_http_request_t *r,
-    ngx_http_snapcache_status_e status)
-{
-    ngx_http_snapcache_set_indexed(r, ngx_http_snapcache_status_index,
-                                   &ngx_http_snapcache_status_names[status]);
-}
-
-
-void
-ngx_http_snapcache_set_variant(ngx_http_request_t *r, ngx_str_t *name)
-{
-    ngx_http_snapcache_set_indexed(r, ngx_http_snapcache_variant_index, name);
-}
-
-
-/*
- * $snapcache_account: set once the signature (or, on a peer endpoint,
- * the peer's token) is checked, never before, so that it only ever
- * holds an account the request was verified for.
- */
-void
-ngx_http_snapcache_set_account(ngx_http_request_t *r,
-    snapcache_str_t *account)
-{
-    ngx_str_t  v;
-
-    v.data = (u_char *) account->data;
-    v.len = account->len;
-
-    ngx_http_snapcache_set_indexed(r, ngx_http_snapcache_account_index, &v);
-}
-
-
-/*
- * $snapcache_link_kbps and $snapcache_link_rtt (0: unknown, left unset)
- * and $snapcache_adapt_reason, a static word.
- */
-void
-ngx_http_snapcache_set_link(ngx_http_request_t *r, ngx_uint_t kbps,
-    ngx_uint_t rtt_ms, const char *reason)
-{
-    u_char     *p;
-    ngx_str_t   v;
-
-    if (kbps) {
-        p = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN);
-        if (p == NULL) {
-            return;
-        }
-
-        v.data = p;
-        v.len = ngx_sprintf(p, "%ui", kbps) - p;
-        ngx_http_snapcache_set_indexed(r, ngx_http_snapcache_link_index[0],
-                                       &v);
-
-        p += v.len;
-        v.data = p;
-        v.len = ngx_sprintf(p, "%ui", rtt_ms) - p;
-        ngx_http_snapcache_set_indexed(r, ngx_http_snapcache_link_index[1],
-                                       &v);
-    }
-
-    v.data = (u_char *) reason;
-    v.len = ngx_strlen(reason);
-    ngx_http_snapcache_set_indexed(r, ngx_http_snapcache_link_index[2], &v);
-}
-
-
 ngx_str_t *
-ngx_http_snapcache_status_name(ngx_http_snapcache_status_e status)
+ngx_http_snapcache_status_name(ngx_uint_t status)
 {
     return &ngx_http_snapcache_status_names[status];
 }
 
 
+static void
+ngx_http_snapcache_variable_str(ngx_http_variable_value_t *v, u_char *data,
+    size_t len)
+{
+    v->data = data;
+    v->len = len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+}
+
+
+/*
+ * The main request's ctx: a subrequest to the origin (whose upstream
+ * may hash $snapcache_account) sees what its parent verified.
+ */
 static ngx_int_t
-ngx_http_snapcache_unset_variable(ngx_http_request_t *r,
+ngx_http_snapcache_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    v->not_found = 1;
+    ngx_str_t                 *name;
+    ngx_http_snapcache_ctx_t  *ctx;
+
+    ctx = ngx_http_snapcache_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->status == NGX_HTTP_SNAPCACHE_NONE) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    name = ngx_http_snapcache_status_name(ctx->status);
+    ngx_http_snapcache_variable_str(v, name->data, name->len);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_snapcache_variant_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_snapcache_ctx_t  *ctx;
+
+    ctx = ngx_http_snapcache_get_ctx(r->main);
+
+    if (ctx == NULL || !ctx->chosen) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_snapcache_variable_str(v, ctx->req.variant->name.data,
+                                    ctx->req.variant->name.len);
+
+    return NGX_OK;
+}
+
+
+/*
+ * $snapcache_account: only once the signature (or, on a peer endpoint,
+ * the peer's token) is checked, never before, so that it only ever
+ * holds an account the request was verified for.
+ */
+static ngx_int_t
+ngx_http_snapcache_account_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_snapcache_ctx_t  *ctx;
+
+    ctx = ngx_http_snapcache_get_ctx(r->main);
+
+    if (ctx == NULL || !ctx->verified) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_snapcache_variable_str(v, (u_char *) ctx->req.url.account.data,
+                                    ctx->req.url.account.len);
+
+    return NGX_OK;
+}
+
+
+/* $snapcache_link_kbps and $snapcache_link_rtt; unset when unknown. */
+static ngx_int_t
+ngx_http_snapcache_link_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                    *p;
+    uint32_t                   n;
+    ngx_http_snapcache_ctx_t  *ctx;
+
+    ctx = ngx_http_snapcache_get_ctx(r->main);
+
+    if (ctx == NULL || !ctx->adapted || ctx->link_kbps == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    n = *(uint32_t *) ((u_char *) ctx + data);
+
+    p = ngx_pnalloc(r->pool, NGX_INT32_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_snapcache_variable_str(v, p, ngx_sprintf(p, "%uD", n) - p);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_snapcache_reason_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    const char                *name;
+    ngx_http_snapcache_ctx_t  *ctx;
+
+    ctx = ngx_http_snapcache_get_ctx(r->main);
+
+    if (ctx == NULL || !ctx->adapted) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    name = snapcache_adapt_reason_name(ctx->adapt_reason);
+    ngx_http_snapcache_variable_str(v, (u_char *) name, ngx_strlen(name));
+
     return NGX_OK;
 }
 

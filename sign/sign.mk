@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # sign/: the signed-URL scheme
-LIB_SRCS   += sign/snapcache_sign.c
-LIB_HDRS   += sign/snapcache_sign.h
-CLI_DEPS   += sign/snapcache_sign.c
+# every C file here; `config` builds the same list for the module
+SIGN_SRCS  := $(wildcard sign/*.c)
+
+LIB_SRCS   += $(SIGN_SRCS)
+LIB_HDRS   += $(wildcard sign/*.h)
+CLI_DEPS   += $(SIGN_SRCS)
 
 UNIT_TESTS += test_sign
-test_sign_DEPS := sign/snapcache_sign.c
+test_sign_DEPS := $(SIGN_SRCS)
 
 FUZZ       += fuzz_url_verify
-fuzz_url_verify_DEPS := sign/snapcache_sign.c
+fuzz_url_verify_DEPS := $(SIGN_SRCS)

@@ -111,12 +111,20 @@ def open_browser(profile, window="1400,1400"):
     return driver
 
 
+# What each tile said of the bytes of an image it showed, whenever a
+# poll saw it: a refresh answered 304 shows "304 not modified" instead.
+BYTES_SEEN = {}
+
+
 def wait_for(driver, deadline, done):
     """Polls quick samples (no pixels) until done(tiles) or the deadline;
     returns the seconds waited, or None."""
     start = time.time()
     while time.time() < start + deadline:
         tiles = {t["id"]: t for t in driver.execute_script(SAMPLE_JS, False)}
+        for i, t in tiles.items():
+            if t["shown"] and re.search(r"\d kB", t["bytes"] or ""):
+                BYTES_SEEN.setdefault(i, t["bytes"])
         if done(tiles):
             return time.time() - start
         time.sleep(0.25)
@@ -168,6 +176,7 @@ def main():
             lambda ts: a.fail_id in ts and ts[a.fail_id]["state"] == "error")
         result["third"] = sample(driver, a.out, "third")
 
+        result["bytes_seen"] = BYTES_SEEN
         driver.save_screenshot(a.screenshot)
         result["screenshot"] = a.screenshot
         result["console"] = [

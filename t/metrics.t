@@ -39,6 +39,7 @@ $t->start(
         . "        location /tiny/ {\n"
         . "            snapcache;\n"
         . "            snapcache_thread_pool tiny;\n"
+        . "            snapcache_max_fills 2;\n"
         . "        }\n"
         . admin_location($file),
 );

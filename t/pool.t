@@ -22,6 +22,7 @@ $t->start(
     main => 'thread_pool tiny threads=1 max_queue=1;',
     http => "    snapcache_store $d/store size=64m;\n",
     server_extra => "        snapcache_thread_pool tiny;\n"
+        . "        snapcache_max_fills 2;\n"
         . "        location /slowfill/ {\n"
         . "            snapcache;\n"
         . "            snapcache_fill_timeout 1ms;\n"
@@ -57,8 +58,9 @@ is($n200 + $n503, scalar @ids, 'every request got 200 or 503 ('
     . join(' ', @st) . ')');
 ok($n503 >= 1, "a full queue answers 503 ($n503 of " . scalar(@ids) . ')');
 ok($n200 >= 1, "and the pool still works ($n200 answered)");
-like($t->error_log, qr/snapcache: thread pool "tiny" queue is full/,
-    'with a log line naming the pool');
+like($t->error_log,
+    qr/snapcache: \d+ fills in flight in this worker, "snapcache_max_fills" is reached/,
+    'with a log line naming the limit');
 
 # the pool's room (1 thread + 1 queued) is known before the origin fetch:
 # a refused fill costs no origin request, and the 503s are counted

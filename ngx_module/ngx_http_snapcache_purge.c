@@ -6,50 +6,36 @@
 
 
 /*
- * snapcache: the admin API.  A location with snapcache_admin answers
- *
- *   POST <location>/purge    {"account": A[, "device": D[, "snapshot": S]]}
- *                            or {"purge": [scope, ...]}, up to 256 scopes
- *   GET  <location>/stats    JSON
- *   GET  <location>/metrics  Prometheus text
- *
- * to callers presenting "Authorization: Bearer <token>", one of the
- * snapcache_admin_token files, compared in constant time.
+ * snapcache: purges.  POST <admin>/purge with a JSON body of one scope
+ * ({"account": A[, "device": D[, "snapshot": S]]}) or up to 256 of them
+ * ({"purge": [scope, ...]}).
  *
  * A purge is final once it answers.  It bumps the purge generation of
  * each scope's account or device in the shared zone first, so that every
  * fill already running in any worker finds out and throws its body away;
- * then it deletes by key prefix on the thread pool, in chunks, and it
- * answers once a sync that began after its deletes has returned: the
- * removal survives a crash of the machine.  Purges whose deletes end
- * while a sync runs share the next one (a group commit), so a sync costs
- * one fdatasync however many purges it makes durable.  A fill's store
- * transaction checks the generations before it commits, and the purge's
- * deletes cannot interleave with it, so nothing a fill from before the
- * purge made stays in the store.
+ * then it deletes by key prefix on the thread pool, in chunks; then it
+ * bumps the generations again, so that nothing read from the store
+ * before its deletes is served; and it answers once a sync that began
+ * after its deletes has returned: the removal survives a crash of the
+ * machine.  Purges whose deletes end while a sync runs share the next
+ * one (a group commit), so a sync costs one fdatasync however many
+ * purges it makes durable.  A fill's store transaction checks the
+ * generations before it commits, and the purge's deletes cannot
+ * interleave with it, so nothing a fill from before the purge made
+ * stays in the store.
  */
 
 
 #include "ngx_module/ngx_http_snapcache.h"
 
 #include <jansson.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 
-#define NGX_HTTP_SNAPCACHE_ADMIN_BODY_MAX  (64 * 1024)
-#define NGX_HTTP_SNAPCACHE_ADMIN_SCOPES    256
+#define NGX_HTTP_SNAPCACHE_PURGE_BODY_MAX  (64 * 1024)
+#define NGX_HTTP_SNAPCACHE_PURGE_SCOPES    256
 
 /* a sync the thread pool had no room for is posted again after this */
 #define NGX_HTTP_SNAPCACHE_SYNC_RETRY      10
-
-
-typedef enum {
-    NGX_HTTP_SNAPCACHE_ADMIN_UNKNOWN = 0,
-    NGX_HTTP_SNAPCACHE_ADMIN_PURGE,
-    NGX_HTTP_SNAPCACHE_ADMIN_STATS,
-    NGX_HTTP_SNAPCACHE_ADMIN_METRICS
-} ngx_http_snapcache_endpoint_e;
 
 
 /* One scope of a purge; the ids are C strings in the purge's pool. */
@@ -101,17 +87,9 @@ typedef struct {
 } ngx_http_snapcache_sync_t;
 
 
-static ngx_uint_t ngx_http_snapcache_admin_endpoint(ngx_http_request_t *r);
-static ngx_int_t ngx_http_snapcache_hex_decode(u_char *dst, u_char *src,
-    size_t len);
-static void ngx_http_snapcache_cleanse(void *data);
-static ngx_int_t ngx_http_snapcache_purge_bump(
-    ngx_http_snapcache_purge_t *t);
-static ngx_int_t ngx_http_snapcache_admin_get(ngx_http_request_t *r,
-    ngx_uint_t endpoint);
-static ngx_int_t ngx_http_snapcache_admin_start_purge(ngx_http_request_t *r);
-static void ngx_http_snapcache_admin_body(ngx_http_request_t *r);
-static ngx_int_t ngx_http_snapcache_admin_read_body(ngx_http_request_t *r,
+static ngx_int_t ngx_http_snapcache_purge_read(ngx_http_request_t *r);
+static void ngx_http_snapcache_purge_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_snapcache_purge_read_body(ngx_http_request_t *r,
     u_char **body, size_t *len);
 static const char *ngx_http_snapcache_parse_purge(
     ngx_http_snapcache_purge_t *p, u_char *body, size_t len);
@@ -119,8 +97,10 @@ static const char *ngx_http_snapcache_parse_scope(
     ngx_http_snapcache_purge_t *p, json_t *obj,
     ngx_http_snapcache_scope_t *scope);
 static char *ngx_http_snapcache_json_id(ngx_pool_t *pool, json_t *v);
-static ngx_int_t ngx_http_snapcache_admin_purge(ngx_http_request_t *r,
+static ngx_int_t ngx_http_snapcache_purge_start(ngx_http_request_t *r,
     ngx_http_snapcache_purge_t *p);
+static ngx_int_t ngx_http_snapcache_purge_bump(
+    ngx_http_snapcache_purge_t *t);
 static void ngx_http_snapcache_purge_handler(void *data, ngx_log_t *log);
 static void ngx_http_snapcache_purge_done(ngx_event_t *ev);
 static void ngx_http_snapcache_purge_cleanup(void *data);
@@ -132,369 +112,36 @@ static void ngx_http_snapcache_purge_finish(ngx_http_snapcache_purge_t *t,
     ngx_log_t *log);
 static ngx_int_t ngx_http_snapcache_purge_answer(ngx_http_request_t *r,
     ngx_http_snapcache_purge_t *p);
-static ngx_int_t ngx_http_snapcache_admin_refuse(ngx_http_request_t *r,
-    ngx_uint_t status, const char *error);
-static ngx_int_t ngx_http_snapcache_admin_send(ngx_http_request_t *r,
-    ngx_uint_t status, const char *type, ngx_chain_t *out, off_t len);
 
 
 static ngx_http_snapcache_sync_t  ngx_http_snapcache_sync;
 
 
-ngx_int_t
-ngx_http_snapcache_admin_handler(ngx_http_request_t *r)
-{
-    ngx_int_t                        rc;
-    ngx_uint_t                       endpoint;
-    ngx_table_elt_t                 *h;
-    ngx_http_snapcache_loc_conf_t   *slcf;
-    ngx_http_snapcache_main_conf_t  *smcf;
-
-    slcf = ngx_http_get_module_loc_conf(r, ngx_http_snapcache_module);
-    smcf = ngx_http_get_module_main_conf(r, ngx_http_snapcache_module);
-
-    endpoint = ngx_http_snapcache_admin_endpoint(r);
-
-    if (ngx_http_snapcache_bearer_auth(r, slcf->admin_tokens, "admin")
-        != NGX_OK)
-    {
-        if (endpoint == NGX_HTTP_SNAPCACHE_ADMIN_PURGE) {
-            ngx_http_snapcache_count_purge(smcf, NGX_HTTP_SNAPCACHE_SCOPE_NONE,
-                                        NGX_HTTP_SNAPCACHE_PURGE_UNAUTHORIZED,
-                                        0);
-        }
-
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "WWW-Authenticate");
-        ngx_str_set(&h->value, "Bearer");
-
-        return ngx_http_snapcache_admin_refuse(r, NGX_HTTP_UNAUTHORIZED,
-                                               "unauthorized");
-    }
-
-    switch (endpoint) {
-
-    case NGX_HTTP_SNAPCACHE_ADMIN_PURGE:
-
-        if (r->method != NGX_HTTP_POST) {
-            break;
-        }
-
-        rc = ngx_http_snapcache_admin_start_purge(r);
-
-        if (rc != NGX_DONE) {
-            ngx_http_snapcache_count_purge(smcf, NGX_HTTP_SNAPCACHE_SCOPE_NONE,
-                                        NGX_HTTP_SNAPCACHE_PURGE_BAD_REQUEST,
-                                        0);
-        }
-
-        return rc;
-
-    case NGX_HTTP_SNAPCACHE_ADMIN_STATS:
-    case NGX_HTTP_SNAPCACHE_ADMIN_METRICS:
-
-        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-            break;
-        }
-
-        return ngx_http_snapcache_admin_get(r, endpoint);
-
-    default:
-        return ngx_http_snapcache_admin_refuse(r, NGX_HTTP_NOT_FOUND,
-                                               "no such admin endpoint");
-    }
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Allow");
-
-    if (endpoint == NGX_HTTP_SNAPCACHE_ADMIN_PURGE) {
-        ngx_str_set(&h->value, "POST");
-
-    } else {
-        ngx_str_set(&h->value, "GET, HEAD");
-    }
-
-    return ngx_http_snapcache_admin_refuse(r, NGX_HTTP_NOT_ALLOWED,
-                                           "method not allowed");
-}
-
-
-/* The path after the location's name, with one '/' between them. */
-static ngx_uint_t
-ngx_http_snapcache_admin_endpoint(ngx_http_request_t *r)
-{
-    u_char                    *p;
-    size_t                     len;
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-    if (r->uri.len < clcf->name.len) {
-        return NGX_HTTP_SNAPCACHE_ADMIN_UNKNOWN;
-    }
-
-    p = r->uri.data + clcf->name.len;
-    len = r->uri.len - clcf->name.len;
-
-    if ((clcf->name.len == 0 || clcf->name.data[clcf->name.len - 1] != '/')
-        && len && *p == '/')
-    {
-        p++;
-        len--;
-    }
-
-    if (len == 5 && ngx_strncmp(p, "purge", 5) == 0) {
-        return NGX_HTTP_SNAPCACHE_ADMIN_PURGE;
-    }
-
-    if (len == 5 && ngx_strncmp(p, "stats", 5) == 0) {
-        return NGX_HTTP_SNAPCACHE_ADMIN_STATS;
-    }
-
-    if (len == 7 && ngx_strncmp(p, "metrics", 7) == 0) {
-        return NGX_HTTP_SNAPCACHE_ADMIN_METRICS;
-    }
-
-    return NGX_HTTP_SNAPCACHE_ADMIN_UNKNOWN;
-}
-
-
 /*
- * "Authorization: Bearer <hex>".  The SHA-256 of what was presented is
- * compared with that of every configured token (digests, 32 bytes
- * each), all of them, with CRYPTO_memcmp: the time taken says nothing
- * about a token's bytes or length, nor which one matched.  The token is
- * never logged.  The admin API and the peer endpoint share it.
+ * POST <admin>/purge, authorized: a JSON body, within a small cap;
+ * anything else is refused unread, and counted.
  */
 ngx_int_t
-ngx_http_snapcache_bearer_auth(ngx_http_request_t *r, ngx_array_t *tokens,
-    const char *role)
+ngx_http_snapcache_purge(ngx_http_request_t *r)
 {
-    u_char           *p, *end, *digests;
-    u_char            token[SNAPCACHE_KEY_MAX], md[32];
-    size_t            len;
-    ngx_int_t         valid;
-    ngx_uint_t        i, match;
-    unsigned int      mdlen;
-    ngx_table_elt_t  *h;
-
-    h = r->headers_in.authorization;
-
-    if (h == NULL || h->value.len < sizeof("Bearer ") - 1
-        || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
-                           sizeof("Bearer ") - 1) != 0)
-    {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "snapcache: %s: refused, no bearer token", role);
-        return NGX_DECLINED;
-    }
-
-    p = h->value.data + sizeof("Bearer ") - 1;
-    end = h->value.data + h->value.len;
-
-    while (p < end && *p == ' ') {
-        p++;
-    }
-
-    while (end > p && end[-1] == ' ') {
-        end--;
-    }
-
-    len = end - p;
-
-    valid = (len >= 2 * SNAPCACHE_KEY_MIN && len <= 2 * SNAPCACHE_KEY_MAX
-             && len % 2 == 0
-             && ngx_http_snapcache_hex_decode(token, p, len) == NGX_OK);
-
-    if (valid) {
-        len /= 2;
-        p = token;
-    }
-
-    match = 0;
-
-    if (EVP_Digest(p, len, md, &mdlen, EVP_sha256(), NULL) != 1) {
-        valid = 0;
-    }
-
-    OPENSSL_cleanse(token, sizeof(token));
-
-    if (tokens) {
-        digests = tokens->elts;
-
-        for (i = 0; i < tokens->nelts; i++) {
-            match |= (CRYPTO_memcmp(md, digests + 32 * i, 32) == 0);
-        }
-    }
-
-    OPENSSL_cleanse(md, sizeof(md));
-
-    if (valid && match) {
-        return NGX_OK;
-    }
-
-    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  "snapcache: %s: refused, wrong bearer token", role);
-
-    return NGX_DECLINED;
-}
-
-
-static ngx_int_t
-ngx_http_snapcache_hex_decode(u_char *dst, u_char *src, size_t len)
-{
-    u_char      c, v;
-    ngx_uint_t  i;
-
-    for (i = 0; i < len; i++) {
-        c = src[i];
-
-        if (c >= '0' && c <= '9') {
-            v = c - '0';
-
-        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
-            v = (c | 0x20) - 'a' + 10;
-
-        } else {
-            return NGX_ERROR;
-        }
-
-        if (i % 2 == 0) {
-            dst[i / 2] = (u_char) (v << 4);
-
-        } else {
-            dst[i / 2] |= v;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-/*
- * snapcache_admin_token and snapcache_cluster_token <file>: read by the
- * master at configuration time, like the signing keys, so that the file
- * can stay 0600 root.  Only the token's SHA-256 is kept, to check
- * callers against; a node that presents a cluster token (bearer !=
- * NULL) also keeps "Bearer <hex>" for its origin requests, wiped when
- * the configuration goes.
- */
-char *
-ngx_http_snapcache_token_load(ngx_conf_t *cf, ngx_str_t *path,
-    const char *role, u_char *digest, ngx_str_t *bearer)
-{
-    u_char                *p;
-    int                    world_readable;
-    char                   err[256];
-    unsigned int           mdlen;
-    ngx_str_t             *keep;
-    ngx_pool_cleanup_t    *cln;
-    snapcache_sign_key_t   key;
-
-    if (snapcache_sign_key_load(&key, role, (const char *) path->data,
-                                &world_readable, err, sizeof(err))
-        != 0)
-    {
-        OPENSSL_cleanse(&key, sizeof(key));
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s token: %s", role, err);
-        return NGX_CONF_ERROR;
-    }
-
-    if (EVP_Digest(key.key, key.key_len, digest, &mdlen, EVP_sha256(), NULL)
-        != 1)
-    {
-        snapcache_sign_key_free(&key);
-        return NGX_CONF_ERROR;
-    }
-
-    if (bearer) {
-        cln = ngx_pool_cleanup_add(cf->pool, sizeof(ngx_str_t));
-        p = ngx_pnalloc(cf->pool, sizeof("Bearer ") - 1 + 2 * key.key_len);
-
-        if (cln == NULL || p == NULL) {
-            snapcache_sign_key_free(&key);
-            return NGX_CONF_ERROR;
-        }
-
-        bearer->data = p;
-        p = ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1);
-        p = ngx_hex_dump(p, key.key, key.key_len);
-        bearer->len = p - bearer->data;
-
-        keep = cln->data;
-        *keep = *bearer;
-        cln->handler = ngx_http_snapcache_cleanse;
-    }
-
-    /* the key's HMAC states derive from it: wiped and freed too */
-    snapcache_sign_key_free(&key);
-
-    if (world_readable) {
-        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "%s token file \"%V\" is readable by everyone; "
-                           "it should be readable by root only", role, path);
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-static void
-ngx_http_snapcache_cleanse(void *data)
-{
-    ngx_str_t *s = data;
-
-    OPENSSL_cleanse(s->data, s->len);
-}
-
-
-static ngx_int_t
-ngx_http_snapcache_admin_get(ngx_http_request_t *r, ngx_uint_t endpoint)
-{
-    off_t                            len;
     ngx_int_t                        rc;
-    ngx_chain_t                     *out;
     ngx_http_snapcache_main_conf_t  *smcf;
 
-    smcf = ngx_http_get_module_main_conf(r, ngx_http_snapcache_module);
+    rc = ngx_http_snapcache_purge_read(r);
 
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
+    if (rc != NGX_DONE) {
+        smcf = ngx_http_get_module_main_conf(r, ngx_http_snapcache_module);
+        ngx_http_snapcache_count_purge(smcf, NGX_HTTP_SNAPCACHE_SCOPE_NONE,
+                                       NGX_HTTP_SNAPCACHE_PURGE_BAD_REQUEST,
+                                       0);
     }
 
-    if (endpoint == NGX_HTTP_SNAPCACHE_ADMIN_METRICS) {
-        if (ngx_http_snapcache_metrics_text(r, smcf, &out, &len) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        return ngx_http_snapcache_admin_send(r, NGX_HTTP_OK,
-                                     "text/plain; version=0.0.4; charset=utf-8",
-                                     out, len);
-    }
-
-    if (ngx_http_snapcache_stats_json(r, smcf, &out, &len) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_snapcache_admin_send(r, NGX_HTTP_OK, "application/json",
-                                         out, len);
+    return rc;
 }
 
 
-/* A JSON body, within a small cap; anything else is refused unread. */
 static ngx_int_t
-ngx_http_snapcache_admin_start_purge(ngx_http_request_t *r)
+ngx_http_snapcache_purge_read(ngx_http_request_t *r)
 {
     u_char     *p, *end;
     ngx_int_t   rc;
@@ -518,16 +165,16 @@ ngx_http_snapcache_admin_start_purge(ngx_http_request_t *r)
         || ngx_strncasecmp(p, (u_char *) "application/json",
                            sizeof("application/json") - 1) != 0)
     {
-        return ngx_http_snapcache_admin_refuse(r, NGX_HTTP_BAD_REQUEST,
-                               "the body must be application/json");
+        return ngx_http_snapcache_reply_json_error(r, NGX_HTTP_BAD_REQUEST,
+                                   "the body must be application/json");
     }
 
-    if (r->headers_in.content_length_n > NGX_HTTP_SNAPCACHE_ADMIN_BODY_MAX) {
-        return ngx_http_snapcache_admin_refuse(r, NGX_HTTP_BAD_REQUEST,
+    if (r->headers_in.content_length_n > NGX_HTTP_SNAPCACHE_PURGE_BODY_MAX) {
+        return ngx_http_snapcache_reply_json_error(r, NGX_HTTP_BAD_REQUEST,
                                "the body is larger than 64k");
     }
 
-    rc = ngx_http_read_client_request_body(r, ngx_http_snapcache_admin_body);
+    rc = ngx_http_read_client_request_body(r, ngx_http_snapcache_purge_body);
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return rc;
@@ -538,7 +185,7 @@ ngx_http_snapcache_admin_start_purge(ngx_http_request_t *r)
 
 
 static void
-ngx_http_snapcache_admin_body(ngx_http_request_t *r)
+ngx_http_snapcache_purge_body(ngx_http_request_t *r)
 {
     u_char                          *body;
     size_t                           len;
@@ -550,7 +197,7 @@ ngx_http_snapcache_admin_body(ngx_http_request_t *r)
 
     smcf = ngx_http_get_module_main_conf(r, ngx_http_snapcache_module);
 
-    if (ngx_http_snapcache_admin_read_body(r, &body, &len) != NGX_OK) {
+    if (ngx_http_snapcache_purge_read_body(r, &body, &len) != NGX_OK) {
         error = "the body is larger than 64k or unreadable";
         goto refused;
     }
@@ -578,7 +225,7 @@ ngx_http_snapcache_admin_body(ngx_http_request_t *r)
         goto refused;
     }
 
-    rc = ngx_http_snapcache_admin_purge(r, p);
+    rc = ngx_http_snapcache_purge_start(r, p);
 
     if (rc != NGX_DONE) {
         ngx_destroy_pool(pool);
@@ -596,13 +243,13 @@ refused:
                                    NGX_HTTP_SNAPCACHE_PURGE_BAD_REQUEST, 0);
 
     ngx_http_finalize_request(r,
-        ngx_http_snapcache_admin_refuse(r, NGX_HTTP_BAD_REQUEST, error));
+        ngx_http_snapcache_reply_json_error(r, NGX_HTTP_BAD_REQUEST, error));
 }
 
 
 /* The whole body in one buffer; a part nginx wrote to a file is read. */
 static ngx_int_t
-ngx_http_snapcache_admin_read_body(ngx_http_request_t *r, u_char **body,
+ngx_http_snapcache_purge_read_body(ngx_http_request_t *r, u_char **body,
     size_t *len)
 {
     u_char       *p;
@@ -624,7 +271,7 @@ ngx_http_snapcache_admin_read_body(ngx_http_request_t *r, u_char **body,
         total += b->in_file ? (size_t) (b->file_last - b->file_pos)
                             : (size_t) (b->last - b->pos);
 
-        if (total > NGX_HTTP_SNAPCACHE_ADMIN_BODY_MAX) {
+        if (total > NGX_HTTP_SNAPCACHE_PURGE_BODY_MAX) {
             return NGX_ERROR;
         }
     }
@@ -710,7 +357,7 @@ ngx_http_snapcache_parse_purge(ngx_http_snapcache_purge_t *p, u_char *body,
     } else if (json_array_size(list) == 0) {
         error = "\"purge\" is an empty list";
 
-    } else if (json_array_size(list) > NGX_HTTP_SNAPCACHE_ADMIN_SCOPES) {
+    } else if (json_array_size(list) > NGX_HTTP_SNAPCACHE_PURGE_SCOPES) {
         error = "more than 256 scopes";
     }
 
@@ -838,7 +485,7 @@ ngx_http_snapcache_json_id(ngx_pool_t *pool, json_t *v)
  * device start again), never a missed purge.
  */
 static ngx_int_t
-ngx_http_snapcache_admin_purge(ngx_http_request_t *r,
+ngx_http_snapcache_purge_start(ngx_http_request_t *r,
     ngx_http_snapcache_purge_t *p)
 {
     ngx_uint_t                       i;
@@ -861,8 +508,9 @@ ngx_http_snapcache_admin_purge(ngx_http_request_t *r,
                                            NGX_HTTP_SNAPCACHE_PURGE_FAILED, 0);
         }
 
-        return ngx_http_snapcache_admin_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                               "the store is not open");
+        return ngx_http_snapcache_reply_json_error(r,
+                                                   NGX_HTTP_SERVICE_UNAVAILABLE,
+                                                   "the store is not open");
     }
 
     task = ngx_thread_task_alloc(p->pool, 0);
@@ -907,8 +555,9 @@ ngx_http_snapcache_admin_purge(ngx_http_request_t *r,
 
         cln->handler = NULL;
 
-        return ngx_http_snapcache_admin_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                               "the thread pool is full");
+        return ngx_http_snapcache_reply_json_error(r,
+                                                   NGX_HTTP_SERVICE_UNAVAILABLE,
+                                                   "the thread pool is full");
     }
 
     cln->handler = ngx_http_snapcache_purge_cleanup;
@@ -1272,90 +921,9 @@ ngx_http_snapcache_purge_answer(ngx_http_request_t *r,
     out->buf = b;
     out->next = NULL;
 
-    return ngx_http_snapcache_admin_send(r, failed
+    return ngx_http_snapcache_reply_send(r, failed
                                             ? NGX_HTTP_INTERNAL_SERVER_ERROR
                                             : NGX_HTTP_OK,
                                          "application/json", out,
                                          b->last - b->pos);
-}
-
-
-/* {"error": "..."}: the reason is ours, never an echo of the input. */
-static ngx_int_t
-ngx_http_snapcache_admin_refuse(ngx_http_request_t *r, ngx_uint_t status,
-    const char *error)
-{
-    u_char       *p;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t  *out;
-
-    if (!r->request_body) {
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-    }
-
-    b = ngx_create_temp_buf(r->pool, 2 * ngx_strlen(error)
-                                     + sizeof("{\"error\":\"\"}\n"));
-    out = ngx_alloc_chain_link(r->pool);
-    if (b == NULL || out == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    p = ngx_cpymem(b->last, "{\"error\":\"", sizeof("{\"error\":\"") - 1);
-
-    for ( /* void */ ; *error; error++) {
-        if (*error == '"' || *error == '\\') {
-            *p++ = '\\';
-        }
-
-        *p++ = *error;
-    }
-
-    b->last = ngx_cpymem(p, "\"}\n", sizeof("\"}\n") - 1);
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out->buf = b;
-    out->next = NULL;
-
-    return ngx_http_snapcache_admin_send(r, status, "application/json", out,
-                                         b->last - b->pos);
-}
-
-
-static ngx_int_t
-ngx_http_snapcache_admin_send(ngx_http_request_t *r, ngx_uint_t status,
-    const char *type, ngx_chain_t *out, off_t len)
-{
-    ngx_int_t         rc;
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Cache-Control");
-    ngx_str_set(&h->value, "no-store");
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = len;
-    r->headers_out.content_type.data = (u_char *) type;
-    r->headers_out.content_type.len = ngx_strlen(type);
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    ngx_http_clear_last_modified(r);
-    ngx_http_clear_accept_ranges(r);
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, out);
 }

@@ -1,0 +1,336 @@
+
+/*
+ * Copyright (C) 2026 The snapcache authors
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+
+
+/*
+ * snapcache: secrets.  Signing keys and bearer tokens are read by the
+ * master at configuration time, so that their files can stay readable
+ * by root only; a bearer token presented by a caller (an admin tool, a
+ * peer node) is checked here, in constant time, for the admin API and
+ * the peer endpoint alike.  Nothing here is ever logged.
+ */
+
+
+#include "ngx_module/ngx_http_snapcache.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+
+static void ngx_http_snapcache_free_keys(void *data);
+static void ngx_http_snapcache_cleanse(void *data);
+static ngx_int_t ngx_http_snapcache_hex_decode(u_char *dst, u_char *src,
+    size_t len);
+
+
+/* snapcache_sign_key <kid> <file> */
+char *
+ngx_http_snapcache_sign_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_snapcache_loc_conf_t *slcf = conf;
+
+    int                    world_readable;
+    char                   err[256];
+    ngx_str_t             *value, path;
+    ngx_uint_t             i;
+    ngx_pool_cleanup_t    *cln;
+    snapcache_sign_key_t  *key, *keys;
+
+    value = cf->args->elts;
+
+    if (!snapcache_id_valid((const char *) value[1].data, value[1].len)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid key id \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (slcf->keys == NGX_CONF_UNSET_PTR) {
+        slcf->keys = ngx_array_create(cf->pool, 2,
+                                      sizeof(snapcache_sign_key_t));
+        if (slcf->keys == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        /* the keys and their HMAC states go with the configuration */
+        cln = ngx_pool_cleanup_add(cf->pool, 0);
+        if (cln == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        cln->handler = ngx_http_snapcache_free_keys;
+        cln->data = slcf->keys;
+    }
+
+    keys = slcf->keys->elts;
+
+    for (i = 0; i < slcf->keys->nelts; i++) {
+        if (keys[i].kid_len == value[1].len
+            && ngx_strncmp(keys[i].kid, value[1].data, value[1].len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate key id \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    path = value[2];
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    key = ngx_array_push(slcf->keys);
+    if (key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (snapcache_sign_key_load(key, (const char *) value[1].data,
+                                (const char *) path.data, &world_readable,
+                                err, sizeof(err))
+        != 0)
+    {
+        slcf->keys->nelts--;
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    if (world_readable) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "key file \"%V\" is readable by everyone; "
+                           "it should be readable by root and nginx only",
+                           &path);
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_snapcache_free_keys(void *data)
+{
+    ngx_array_t *keys = data;
+
+    ngx_uint_t             i;
+    snapcache_sign_key_t  *key;
+
+    key = keys->elts;
+
+    for (i = 0; i < keys->nelts; i++) {
+        snapcache_sign_key_free(&key[i]);
+    }
+}
+
+
+/*
+ * A token file (snapcache_admin_token, snapcache_cluster_token): read
+ * like a signing key.  Only the token's SHA-256 is kept, pushed to
+ * *tokens, to check callers against; a node that presents the cluster
+ * token (bearer != NULL, for the first one) also keeps "Bearer <hex>"
+ * for its origin requests, wiped when the configuration goes.
+ */
+char *
+ngx_http_snapcache_token_load(ngx_conf_t *cf, ngx_str_t *path,
+    const char *role, ngx_array_t **tokens, ngx_str_t *bearer)
+{
+    u_char                *p, *digest;
+    int                    world_readable;
+    char                   err[256];
+    unsigned int           mdlen;
+    ngx_str_t             *keep, full;
+    ngx_pool_cleanup_t    *cln;
+    snapcache_sign_key_t   key;
+
+    full = *path;
+
+    if (ngx_conf_full_name(cf->cycle, &full, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (*tokens == NGX_CONF_UNSET_PTR || *tokens == NULL) {
+        *tokens = ngx_array_create(cf->pool, 2,
+                                   NGX_HTTP_SNAPCACHE_DIGEST_LEN);
+        if (*tokens == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    digest = ngx_array_push(*tokens);
+    if (digest == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (snapcache_sign_key_load(&key, role, (const char *) full.data,
+                                &world_readable, err, sizeof(err))
+        != 0)
+    {
+        OPENSSL_cleanse(&key, sizeof(key));
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s token: %s", role, err);
+        return NGX_CONF_ERROR;
+    }
+
+    if (EVP_Digest(key.key, key.key_len, digest, &mdlen, EVP_sha256(), NULL)
+        != 1)
+    {
+        snapcache_sign_key_free(&key);
+        return NGX_CONF_ERROR;
+    }
+
+    if (bearer && bearer->len == 0) {
+        cln = ngx_pool_cleanup_add(cf->pool, sizeof(ngx_str_t));
+        p = ngx_pnalloc(cf->pool, sizeof("Bearer ") - 1 + 2 * key.key_len);
+
+        if (cln == NULL || p == NULL) {
+            snapcache_sign_key_free(&key);
+            return NGX_CONF_ERROR;
+        }
+
+        bearer->data = p;
+        p = ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1);
+        p = ngx_hex_dump(p, key.key, key.key_len);
+        bearer->len = p - bearer->data;
+
+        keep = cln->data;
+        *keep = *bearer;
+        cln->handler = ngx_http_snapcache_cleanse;
+    }
+
+    /* the key's HMAC states derive from it: wiped and freed too */
+    snapcache_sign_key_free(&key);
+
+    if (world_readable) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "%s token file \"%V\" is readable by everyone; "
+                           "it should be readable by root only", role,
+                           &full);
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_snapcache_cleanse(void *data)
+{
+    ngx_str_t *s = data;
+
+    OPENSSL_cleanse(s->data, s->len);
+}
+
+
+/*
+ * "Authorization: Bearer <hex>".  The SHA-256 of what was presented is
+ * compared with that of every configured token (digests, 32 bytes
+ * each), all of them, with CRYPTO_memcmp: the time taken says nothing
+ * about a token's bytes or length, nor which one matched.  The token is
+ * never logged.
+ */
+ngx_int_t
+ngx_http_snapcache_bearer_auth(ngx_http_request_t *r, ngx_array_t *tokens,
+    const char *role)
+{
+    u_char           *p, *end, *digests;
+    u_char            token[SNAPCACHE_KEY_MAX];
+    u_char            md[NGX_HTTP_SNAPCACHE_DIGEST_LEN];
+    size_t            len;
+    ngx_int_t         valid;
+    ngx_uint_t        i, match;
+    unsigned int      mdlen;
+    ngx_table_elt_t  *h;
+
+    h = r->headers_in.authorization;
+
+    if (h == NULL || h->value.len < sizeof("Bearer ") - 1
+        || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
+                           sizeof("Bearer ") - 1) != 0)
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "snapcache: %s: refused, no bearer token", role);
+        return NGX_DECLINED;
+    }
+
+    p = h->value.data + sizeof("Bearer ") - 1;
+    end = h->value.data + h->value.len;
+
+    while (p < end && *p == ' ') {
+        p++;
+    }
+
+    while (end > p && end[-1] == ' ') {
+        end--;
+    }
+
+    len = end - p;
+
+    valid = (len >= 2 * SNAPCACHE_KEY_MIN && len <= 2 * SNAPCACHE_KEY_MAX
+             && len % 2 == 0
+             && ngx_http_snapcache_hex_decode(token, p, len) == NGX_OK);
+
+    if (valid) {
+        len /= 2;
+        p = token;
+    }
+
+    match = 0;
+
+    if (EVP_Digest(p, len, md, &mdlen, EVP_sha256(), NULL) != 1) {
+        valid = 0;
+    }
+
+    OPENSSL_cleanse(token, sizeof(token));
+
+    if (tokens) {
+        digests = tokens->elts;
+
+        for (i = 0; i < tokens->nelts; i++) {
+            match |= (CRYPTO_memcmp(md,
+                                    digests + NGX_HTTP_SNAPCACHE_DIGEST_LEN * i,
+                                    NGX_HTTP_SNAPCACHE_DIGEST_LEN)
+                      == 0);
+        }
+    }
+
+    OPENSSL_cleanse(md, sizeof(md));
+
+    if (valid && match) {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "snapcache: %s: refused, wrong bearer token", role);
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_snapcache_hex_decode(u_char *dst, u_char *src, size_t len)
+{
+    u_char      c, v;
+    ngx_uint_t  i;
+
+    for (i = 0; i < len; i++) {
+        c = src[i];
+
+        if (c >= '0' && c <= '9') {
+            v = c - '0';
+
+        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
+            v = (c | 0x20) - 'a' + 10;
+
+        } else {
+            return NGX_ERROR;
+        }
+
+        if (i % 2 == 0) {
+            dst[i / 2] = (u_char) (v << 4);
+
+        } else {
+            dst[i / 2] |= v;
+        }
+    }
+
+    return NGX_OK;
+}
