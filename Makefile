@@ -187,10 +187,21 @@ $(B)/bin/%: $$($$*_MAIN) $$(call objs_of,$$($$*_DEPS)) $(LIB_HDRS)
 	@$(CC) $(CFLAGS) $($*_MAIN) -o $@ $(LDFLAGS) \
 	    $(call objs_of,$($*_DEPS)) $(LDLIBS)
 
-$(CLI): $(wildcard tools/*.c tools/*.h) $(call objs_of,$(CLI_DEPS))
+# The version lives in debian/changelog alone; `snapcache --version` and
+# the package say the same.  (The Debian revision, were there one, is
+# not the tool's.)  debian/rules replaces CFLAGS, so it is passed apart.
+SNAPCACHE_VERSION := $(shell sed -n \
+    '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog | sed 's/-[^-]*$$//')
+ifeq ($(SNAPCACHE_VERSION),)
+$(error no version in debian/changelog)
+endif
+CLI_DEFS := -DSNAPCACHE_VERSION='"$(SNAPCACHE_VERSION)"'
+
+$(CLI): $(wildcard tools/*.c tools/*.h) $(call objs_of,$(CLI_DEPS)) \
+        debian/changelog
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	@$(CC) $(CFLAGS) $(wildcard tools/*.c) -o $@ $(LDFLAGS) \
+	@$(CC) $(CFLAGS) $(CLI_DEFS) $(wildcard tools/*.c) -o $@ $(LDFLAGS) \
 	    $(call objs_of,$(CLI_DEPS)) $(LDLIBS)
 
 $(NGX_BUILD)/Makefile: config
