@@ -278,7 +278,8 @@ bench-serve: deps-bench build $(B)/bin/bench_transcode
 
 # ----------------------------------------------------------------- deb
 
-# libnginx-mod-http-snapcache_<version>_<arch>.deb in $(B)/deb, built by
+# libnginx-mod-http-snapcache_<version>_<arch>.deb (the module) and
+# snapcache-tools_<version>_<arch>.deb (the CLI) in $(B)/deb, built by
 # debhelper and dh-sequence-nginx (debian/) from a copy of the files git
 # knows (all but build/ and var/ without git), so that nothing is written
 # into the tree.
