@@ -77,12 +77,55 @@ deps-bench: deps
 clean:
 	rm -rf build
 
+# ----------------------------------------------------------------- deb
+
+# libnginx-mod-http-snapcache_<version>_<arch>.deb (the module) and
+# snapcache-tools_<version>_<arch>.deb (the CLI) in $(B)/deb, built by
+# debhelper and dh-sequence-nginx (debian/) from a copy of the files git
+# knows (all but build/ and var/ without git), so that nothing is written
+# into the tree.  It needs build-essential and the Build-Depends of
+# debian/control only, not `make deps`: what is missing of those is
+# installed first (apt-get build-dep, root).  `make deb-clean-root`
+# proves that on a new Debian 12 root.
+DEB_SRC := $(B)/deb/libnginx-mod-http-snapcache
+.PHONY: deb deb-deps deb-clean-root
+deb-deps:
+	@if ! dpkg-checkbuilddeps >/dev/null 2>&1; then \
+	    echo "deb: installing the Build-Depends"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get build-dep -y -qq \
+	        --no-install-recommends ./ >/dev/null; \
+	fi
+
+deb: deb-deps
+	@rm -rf $(B)/deb && mkdir -p $(DEB_SRC)
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	    git ls-files -z --cached --others --exclude-standard; \
+	else \
+	    find . \( -path ./build -o -path ./var -o -path ./.git \) -prune \
+	        -o -type f -print0; \
+	fi | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(DEB_SRC)
+	@echo "  DEB     $(B)/deb (log: $(B)/deb/build.log)"
+	@cd $(DEB_SRC) && dpkg-buildpackage -b -us -uc > ../build.log 2>&1 \
+	    || { tail -40 ../build.log; exit 1; }
+	@ls $(B)/deb/*.deb
+
+# `make deb` in a new debootstrapped bookworm root that has only
+# build-essential and the Build-Depends (root; slow: not part of `make
+# test`); the packages are copied out to DEB_ROOT/debs-built.
+DEB_ROOT ?= $(CURDIR)-debroot
+deb-clean-root:
+	$(call apt_install,debootstrap)
+	tools/fresh-machine-check --deb $(DEB_ROOT)
+
 ifndef SNAPCACHE_STAGE2
 
 # --------------------------------------------------------- stage one
 
-# Every goal but these three is passed to stage two, after `make deps`.
-STAGE2_GOALS := $(filter-out deps deps-bench clean, \
+# Every goal but these is passed to stage two, after `make deps`; the
+# packages need only their Build-Depends.
+STAGE2_GOALS := $(filter-out deps deps-bench clean deb deb-deps \
+                    deb-clean-root, \
                     $(or $(MAKECMDGOALS),$(.DEFAULT_GOAL)))
 
 ifneq ($(STAGE2_GOALS),)
@@ -276,27 +319,6 @@ bench: deps-bench build $(BENCHES) bench-serve bench-store bench-transcode \
 bench-serve: deps-bench build $(B)/bin/bench_transcode
 	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_serve.sh
 
-# ----------------------------------------------------------------- deb
-
-# libnginx-mod-http-snapcache_<version>_<arch>.deb (the module) and
-# snapcache-tools_<version>_<arch>.deb (the CLI) in $(B)/deb, built by
-# debhelper and dh-sequence-nginx (debian/) from a copy of the files git
-# knows (all but build/ and var/ without git), so that nothing is written
-# into the tree.
-DEB_SRC := $(B)/deb/libnginx-mod-http-snapcache
-.PHONY: deb
-deb:
-	@rm -rf $(B)/deb && mkdir -p $(DEB_SRC)
-	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
-	    git ls-files -z --cached --others --exclude-standard; \
-	else \
-	    find . \( -path ./build -o -path ./var -o -path ./.git \) -prune \
-	        -o -type f -print0; \
-	fi | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(DEB_SRC)
-	@echo "  DEB     $(B)/deb (log: $(B)/deb/build.log)"
-	@cd $(DEB_SRC) && dpkg-buildpackage -b -us -uc > ../build.log 2>&1 \
-	    || { tail -40 ../build.log; exit 1; }
-	@ls $(B)/deb/*.deb
 # time to image on a tbf-shaped link (root: ip netns) for adaptive, fixed
 # hd, fixed full and hint-only, and the adaptation's cost on hits
 bench-weak: deps-bench build
