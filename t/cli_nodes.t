@@ -137,6 +137,7 @@ my $dead = "http://127.0.0.1:$dead_port";
 
 # ------------------------------------------------------------ health
 
+my $n;
 my $h_ok = fake([200, "ok\n"]);
 my $h_store = fake([503, "store\n"]);
 
@@ -176,6 +177,15 @@ is($j->{nodes}[1]{health}, 'store', 'node 2: store');
 is($j->{nodes}[1]{status}, 503, 'node 2: HTTP 503');
 is($j->{nodes}[1]{url}, "$h_store->{url}/health", 'the URL asked');
 
+$n = () = requests($h_store);
+my $h_silent = fake('close', [200, "ok\n"]);
+($rc, $out) = cli(undef, 'health', '--node', $h_store->{url}, '--node',
+    $h_silent->{url}, '--retries', '2');
+is($out, "$h_store->{url} failed: store (HTTP 503)\n$h_silent->{url} ok\n",
+    'health --retries: a node that closed without answering is asked again');
+is(scalar(() = requests($h_silent)), 2, 'twice');
+is(scalar(() = requests($h_store)) - $n, 1, 'but a 503 is its answer, once');
+
 my $h_odd = fake([200, "fine\n"], [404, "nope\n"]);
 ($rc, $out) = cli(undef, 'health', '--node', $h_odd->{url}, '--node',
     $h_odd->{url});
@@ -185,7 +195,6 @@ like($out, qr/failed: HTTP 200 without "ok"\n.*failed: HTTP 404\n/,
 
 # ------------------------------------------------------------ environment
 
-my $before = () = requests($h_store);
 {
     local $ENV{SNAPCACHE_NODES} = "$h_ok->{url}, $h_store->{url}";
     ($rc, $out) = cli(undef, 'health');
@@ -198,7 +207,7 @@ my $before = () = requests($h_store);
     like($out, qr/^\Q$h_store->{url}\E failed: store .*\n\Q$h_ok->{url}\E ok\n/,
         'space-separated too');
 
-    my $n = () = requests($h_store);
+    $n = () = requests($h_store);
     ($rc, $out) = cli(undef, 'health', '--node', $h_ok->{url});
     is($rc, 0, '--node wins over SNAPCACHE_NODES');
     is($out, "$h_ok->{url} ok\n", 'only the node given is asked');
@@ -249,7 +258,7 @@ for my $f ([$p_flaky, 2], [$p_closing, 2], [$p_down, 3]) {
 }
 unlike($out . $err, qr/\Q$tok\E/i, 'the token is not printed');
 
-my $n = () = requests($p_down);
+$n = () = requests($p_down);
 ($rc, $out) = cli(undef, 'purge', '--node', $p_down->{url}, '--token-file',
     $token, '--account', 'acct-1', '--retries', '0');
 is($rc, 1, '--retries 0: exit 1');

@@ -480,7 +480,8 @@ health_answer(admin_node_t *node)
     snprintf(node->error, sizeof(node->error), "HTTP %ld%s", node->status,
              node->status == 200 ? " without \"ok\"" : "");
 
-    return node->status >= 500 ? ANSWER_RETRY : ANSWER_FAIL;
+    /* whatever a node answered is its health: only silence is retried */
+    return ANSWER_FAIL;
 }
 
 
@@ -948,7 +949,7 @@ print_results(const admin_run_t *run, int json)
 
         all = json_pack("{s:b, s:o}", "ok", rc == SNAPCACHE_EXIT_OK,
                         "nodes", list);
-        json_dumpf(all, stdout, JSON_COMPACT);
+        json_dumpf(all, stdout, JSON_COMPACT | JSON_REAL_PRECISION(6));
         putchar('\n');
         json_decref(all);
 
