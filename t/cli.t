@@ -84,7 +84,8 @@ is($out, "snapcache $version\n", "it prints the package's version ($version)");
 is($out, "snapcache $version\n", '-V too');
 ($rc, $out) = cli('stats', '--version');
 is($out, "snapcache $version\n", 'and after a command');
-like(slurp("$root/debian/snapcache.1"), qr/^\.TH SNAPCACHE 1 "[^"]*" "snapcache \Q$version\E"/m,
+like(slurp("$root/debian/snapcache.1"),
+    qr/^\.TH SNAPCACHE 1 "[^"]*" "snapcache \Q$version\E"/m,
     'the man page names the same version');
 
 # ------------------------------------------------------------ usage errors
@@ -121,7 +122,8 @@ usage_error('an option without its value', qr/--node needs a value/,
 usage_error('a stray argument', qr/unexpected argument "extra"/, 'stats',
     '--node', 'http://127.0.0.1:1', 'extra');
 usage_error('inspect without a store', qr/missing argument/, 'inspect');
-usage_error('a bad --timeout', qr/bad --timeout "0"/, { value => 1 }, 'health', '--node',
+usage_error('a bad --timeout', qr/bad --timeout "0"/, { value => 1 },
+    'health', '--node',
     'http://127.0.0.1:1', '--timeout', '0');
 usage_error('a bad --retries', qr/bad --retries "11"/, { value => 1 },
     'purge', '--retries',
@@ -187,7 +189,8 @@ sub url {
 
 # (check, reason pattern, status, body, url, extra args)
 my @cases = (
-    ['ok', qr/^the snapshot acct-1\/cam-1\/s1, kid "k1", expires in (29\d|300) s$/,
+    ['ok',
+        qr/^the snapshot acct-1\/cam-1\/s1, kid "k1", expires in (29\d|300) s$/,
         0, undef, url()],
     ['ok', qr/^the snapshot .* kid "k2"/, 0, undef, url(kid => 'k2')],
     ['ok', qr/^a device grant for acct-1\/cam-1, kid "k1"/, 0, undef,
@@ -210,7 +213,8 @@ my @cases = (
         do { (my $u = url()) =~ s{/s1\?}{/s2?}; $u }],
     ['expired', qr/^exp \d+ was (1[0-2]\d) s ago$/, 403, 'expired',
         url(exp => $now - 100)],
-    ['lifetime', qr/^exp \d+ is \d+ s ahead, beyond the lifetime cap of 3600 s$/,
+    ['lifetime',
+        qr/^exp \d+ is \d+ s ahead, beyond the lifetime cap of 3600 s$/,
         403, 'expired', url(exp => $now + 7200)],
     ['ok', qr/expires in 7\d{3} s/, 0, undef, url(exp => $now + 7200),
         '--max-lifetime', '0'],

@@ -238,11 +238,14 @@ my $p_down = fake([500, '{"error":"store failed"}']);
 is($rc, 1, 'purge, a node that always fails: exit 1');
 @lines = split /\n/, $out;
 is(scalar @lines, 3, 'one line per node') or diag $out . $err;
-like($lines[0], qr/^\Q$p_flaky->{url}\E ok records=3 generation=7 retries=1 time=[\d.]+ms$/,
+like($lines[0],
+    qr/^\Q$p_flaky->{url}\E ok records=3 generation=7 retries=1 time=[\d.]+ms$/,
     'a node that answered 503, then 200: ok after one retry');
-like($lines[1], qr/^\Q$p_closing->{url}\E ok records=3 generation=7 retries=1 time=/,
+like($lines[1],
+    qr/^\Q$p_closing->{url}\E ok records=3 generation=7 retries=1 time=/,
     'a node that closed the connection, then answered: ok after one retry');
-like($lines[2], qr/^\Q$p_down->{url}\E failed: HTTP 500: store failed retries=2 time=/,
+like($lines[2],
+    qr/^\Q$p_down->{url}\E failed: HTTP 500: store failed retries=2 time=/,
     'a node that always answers 500: failed, after 2 retries');
 for my $f ([$p_flaky, 2], [$p_closing, 2], [$p_down, 3]) {
     my @r = requests($f->[0]);
@@ -380,7 +383,8 @@ my $s_flaky = fake('close', [200, '{"counters":{"hits":1}}']);
     $s_flaky->{url}, '--node', $dead, '--token-file', $token);
 is($rc, 1, 'stats with a node down: exit 1');
 @lines = split /\n/, $out;
-like($lines[0], qr/^node\s+hits\s+misses\s+stale\s+errors\s+fills\s+purges\s+records\s+used_bytes$/,
+like($lines[0], qr/^node\s+hits\s+misses\s+stale\s+errors\s+fills\s+purges
+    \s+records\s+used_bytes$/x,
     'a table header');
 like($lines[1], qr/^\Q$s_ok->{url}\E\s+5\s+2\s+1\s+0\s+2\s+4\s+9\s+81920$/,
     'node 1: its counters');

@@ -282,7 +282,9 @@ like($verify, qr/^ok: the snapshot acct-d\/cam-d\/snap-1, kid "k1"/,
 $verify = `/usr/bin/snapcache verify '$other' --key k1='$d/keys/k1.key' 2>&1`;
 like($verify, qr/^signature: .*\(nginx answers 403 signature\)$/,
     'and says why the other is refused');
-my $purged = `/usr/bin/snapcache purge --node http://127.0.0.1:$port --token-file '$token' --account acct-d --device cam-d 2>&1`;
+my $purge_cmd = "/usr/bin/snapcache purge --node http://127.0.0.1:$port "
+    . "--token-file '$token' --account acct-d --device cam-d";
+my $purged = `$purge_cmd 2>&1`;
 is($? >> 8, 0, 'the installed CLI purges through the admin API')
     or diag $purged;
 like($purged, qr{^http://127\.0\.0\.1:$port ok records=[1-9]\d* generation=\d+ },
