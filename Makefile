@@ -52,8 +52,8 @@ TEST_PKGS  += debhelper lintian                    # t/deb.t
 # libFuzzer and AddressSanitizer: `make fuzz`, `make asan`, make test's smoke
 FUZZ_PKGS  := clang libclang-rt-14-dev
 
-# packaging: `make deb`
-DEB_PKGS   := debhelper lintian
+# packaging's checker (`make deb` installs debian/control's Build-Depends)
+DEB_PKGS   := lintian
 
 # what `make bench*` adds: load generators and the anchors it compares to
 BENCH_PKGS :=
@@ -69,7 +69,6 @@ PKGS_asan         := $(PKGS_test)
 PKGS_soak         := $(PKGS_test)
 PKGS_fuzz         := $(BUILD_PKGS) $(FUZZ_PKGS)
 PKGS_fuzz-smoke   := $(PKGS_fuzz)
-PKGS_deb          := $(BUILD_PKGS) $(DEB_PKGS)
 PKGS_bench        := $(PKGS_test) $(BENCH_PKGS)
 PKGS_bench-serve  := $(PKGS_bench)
 PKGS_bench-store  := $(PKGS_bench)
@@ -109,13 +108,56 @@ deps-bench:
 clean:
 	rm -rf build
 
+# ----------------------------------------------------------------- deb
+
+# libnginx-mod-http-snapcache_<version>_<arch>.deb (the module) and
+# snapcache-tools_<version>_<arch>.deb (the CLI) in $(B)/deb, built by
+# debhelper and dh-sequence-nginx (debian/) from a copy of the files git
+# knows (all but build/ and var/ without git), so that nothing is written
+# into the tree.  It needs build-essential and the Build-Depends of
+# debian/control only, not `make deps`: what is missing of those is
+# installed first (apt-get build-dep, root).  `make deb-clean-root`
+# proves that on a new Debian 12 root.
+DEB_SRC := $(B)/deb/libnginx-mod-http-snapcache
+.PHONY: deb deb-deps deb-clean-root
+deb-deps:
+	@if ! dpkg-checkbuilddeps >/dev/null 2>&1; then \
+	    echo "deb: installing the Build-Depends"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get build-dep -y -qq \
+	        --no-install-recommends ./ >/dev/null; \
+	fi
+
+deb: deb-deps
+	@rm -rf $(B)/deb && mkdir -p $(DEB_SRC)
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	    git ls-files -z --cached --others --exclude-standard; \
+	else \
+	    find . \( -path ./build -o -path ./var -o -path ./.git \) -prune \
+	        -o -type f -print0; \
+	fi | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(DEB_SRC)
+	@echo "  DEB     $(B)/deb (log: $(B)/deb/build.log)"
+	@cd $(DEB_SRC) && dpkg-buildpackage -b -us -uc > ../build.log 2>&1 \
+	    || { tail -40 ../build.log; exit 1; }
+	@ls $(B)/deb/*.deb
+
+# `make deb` in a new debootstrapped bookworm root that has only
+# build-essential and the Build-Depends (root; slow: not part of `make
+# test`); the packages are copied out to DEB_ROOT/debs-built.
+DEB_ROOT ?= $(CURDIR)-debroot
+deb-clean-root:
+	$(call apt_install,debootstrap)
+	tools/fresh-machine-check --deb $(DEB_ROOT)
+
 ifndef SNAPCACHE_STAGE2
 
 # --------------------------------------------------------- stage one
 
-# Every goal but these three is passed to stage two, after the packages
-# of every goal given are installed.
-STAGE2_GOALS := $(filter-out deps deps-bench clean, \
+# Every goal but these is passed to stage two, after the packages of
+# every goal given are installed; the Debian packages need only their
+# Build-Depends, which `make deb` installs itself.
+STAGE2_GOALS := $(filter-out deps deps-bench clean deb deb-deps \
+                    deb-clean-root, \
                     $(or $(MAKECMDGOALS),$(.DEFAULT_GOAL)))
 STAGE2_PKGS  := $(sort $(foreach g,$(STAGE2_GOALS), \
                     $(or $(PKGS_$(g)),$(BUILD_PKGS))))
@@ -140,7 +182,7 @@ PKG_MISSING := $(foreach m,$(PKG_MODULES), \
                    $(if $(shell pkg-config --exists $(m) && echo y),,$(m)))
 ifneq ($(strip $(PKG_MISSING)),)
 $(error pkg-config finds no $(strip $(PKG_MISSING)); `make deps` installs \
-        them (Debian packages: see DEB_PKGS))
+        them (Debian packages: see BUILD_PKGS))
 endif
 
 CC     ?= cc
@@ -232,10 +274,21 @@ $(B)/bin/%: $$($$*_MAIN) $$(call objs_of,$$($$*_DEPS))
 -include $(shell find $(B)/obj $(B)/t $(B)/bin $(B)/fuzz -name '*.d' \
              2>/dev/null)
 
-$(CLI): $(wildcard tools/*.c tools/*.h) $(call objs_of,$(CLI_DEPS))
+# The version lives in debian/changelog alone; `snapcache --version` and
+# the package say the same.  (The Debian revision, were there one, is
+# not the tool's.)  debian/rules replaces CFLAGS, so it is passed apart.
+SNAPCACHE_VERSION := $(shell sed -n \
+    '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog | sed 's/-[^-]*$$//')
+ifeq ($(SNAPCACHE_VERSION),)
+$(error no version in debian/changelog)
+endif
+CLI_DEFS := -DSNAPCACHE_VERSION='"$(SNAPCACHE_VERSION)"'
+
+$(CLI): $(wildcard tools/*.c tools/*.h) $(call objs_of,$(CLI_DEPS)) \
+        debian/changelog
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	@$(CC) $(CFLAGS) $(wildcard tools/*.c) -o $@ $(LDFLAGS) \
+	@$(CC) $(CFLAGS) $(CLI_DEFS) $(wildcard tools/*.c) -o $@ $(LDFLAGS) \
 	    $(call objs_of,$(CLI_DEPS)) $(LDLIBS)
 
 # nginx's Makefile lists the module's files: it is made again when a file
@@ -317,26 +370,6 @@ bench: build $(BENCHES) bench-serve bench-store bench-transcode \
 bench-serve: build $(B)/bin/bench_transcode
 	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_serve.sh
 
-# ----------------------------------------------------------------- deb
-
-# libnginx-mod-http-snapcache_<version>_<arch>.deb in $(B)/deb, built by
-# debhelper and dh-sequence-nginx (debian/) from a copy of the files git
-# knows (all but build/ and var/ without git), so that nothing is written
-# into the tree.
-DEB_SRC := $(B)/deb/libnginx-mod-http-snapcache
-.PHONY: deb
-deb:
-	@rm -rf $(B)/deb && mkdir -p $(DEB_SRC)
-	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
-	    git ls-files -z --cached --others --exclude-standard; \
-	else \
-	    find . \( -path ./build -o -path ./var -o -path ./.git \) -prune \
-	        -o -type f -print0; \
-	fi | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(DEB_SRC)
-	@echo "  DEB     $(B)/deb (log: $(B)/deb/build.log)"
-	@cd $(DEB_SRC) && dpkg-buildpackage -b -us -uc > ../build.log 2>&1 \
-	    || { tail -40 ../build.log; exit 1; }
-	@ls $(B)/deb/*.deb
 # time to image on a tbf-shaped link (root: ip netns) for adaptive, fixed
 # hd, fixed full and hint-only, and the adaptation's cost on hits
 bench-weak: build

@@ -1,15 +1,18 @@
 #!/usr/bin/perl
 # SPDX-License-Identifier: BSD-2-Clause
 
-# The Debian package, as an operator gets it: `make deb` builds
-# libnginx-mod-http-snapcache_<version>_<arch>.deb from a copy of the
-# sources (the tree is left as it was), lintian finds no error in it and
-# no warning that docs/packaging.md does not accept, and `dpkg -i`
+# The Debian packages, as an operator gets them: `make deb` builds
+# libnginx-mod-http-snapcache_<version>_<arch>.deb (the module) and
+# snapcache-tools_<version>_<arch>.deb (the CLI) from a copy of the
+# sources (the tree is left as it was), lintian finds no error in them
+# and no warning that docs/packaging.md does not accept, and `dpkg -i`
 # installs the module, its load_module snippet enabled the way Debian's
-# nginx modules are, the snapcache CLI and the docs.  A config that uses
-# the snippet and the directives passes `nginx -t` and serves a URL signed
-# by the installed CLI.  `dpkg --purge` then leaves /etc/nginx and the
-# rest of the system as they were.
+# nginx modules are, the docs and examples, and in the other package the
+# snapcache CLI and its man page.  A config that uses the snippet and the
+# directives passes `nginx -t` and serves a URL signed by the installed
+# CLI, which also verifies it and purges it through the admin API.
+# `dpkg --purge` of both then leaves /etc/nginx and the rest of the
+# system as they were.
 
 use strict;
 use warnings;
@@ -22,6 +25,8 @@ use IO::Socket::INET;
 use Snapcache::Test qw(build_dir reserve_port release_port raw_request);
 
 my $pkg = 'libnginx-mod-http-snapcache';
+my $tools = 'snapcache-tools';
+my @pkgs = ($pkg, $tools);
 my $root = abs_path("$FindBin::Bin/..");
 my $build = build_dir();
 my $snapmark = "$build/bin/snapmark";
@@ -35,9 +40,11 @@ for my $tool (qw(dpkg-buildpackage dh_nginx lintian)) {
         unless grep { -x "$_/$tool" } split /:/, $ENV{PATH};
 }
 plan skip_all => 'snapmark not built' unless -x $snapmark;
-plan skip_all => "$pkg is installed on this machine: this test installs "
-    . 'and purges its own, and leaves an operator\'s installation alone'
-    if installed();
+for my $p (@pkgs) {
+    plan skip_all => "$p is installed on this machine: this test installs "
+        . 'and purges its own, and leaves an operator\'s installation alone'
+        if installed($p);
+}
 
 # ------------------------------------------------------------- the build
 
@@ -54,7 +61,10 @@ chomp $version;
 my $arch = `dpkg --print-architecture`;
 chomp $arch;
 my $deb = "$build/deb/${pkg}_${version}_$arch.deb";
-if (!ok(-s $deb, "named ${pkg}_<version>_<arch>.deb ($version, $arch)")) {
+my $tools_deb = "$build/deb/${tools}_${version}_$arch.deb";
+for my $f ([$pkg, $deb], [$tools, $tools_deb]) {
+    next if ok(-s $f->[1],
+        "named $f->[0]_<version>_<arch>.deb ($version, $arch)");
     diag "no package to test:\n$out";
     done_testing;
     exit;
@@ -68,9 +78,21 @@ SKIP: {
 
 # ------------------------------------------------------------ what it is
 
-my %field = map { $_ => scalar `dpkg-deb -f '$deb' $_` } qw(Depends Package);
+my %field = map { $_ => scalar `dpkg-deb -f '$deb' $_` }
+    qw(Depends Package Recommends Suggests);
 chomp %field;
 is($field{Package}, $pkg, 'the package name');
+like($field{Recommends}, qr/(?:^|, )nginx(?:,|$)/, 'it recommends nginx');
+like($field{Suggests}, qr/(?:^|, )\Q$tools\E(?:,|$)/, "and suggests $tools");
+my %tfield = map { $_ => scalar `dpkg-deb -f '$tools_deb' $_` }
+    qw(Package Depends Description);
+chomp %tfield;
+is($tfield{Package}, $tools, 'the CLI\'s package name');
+unlike($tfield{Depends}, qr/nginx/, 'the CLI needs no nginx');
+for my $c (qw(sign verify inspect purge stats health)) {
+    like($tfield{Description}, qr/^ +\Q$c\E +\S/m,
+        "its description lists the $c command");
+}
 
 my ($abi) = `cat /usr/share/nginx/src/debian/libnginx-mod.abisubstvars`
     =~ /^nginx:abi=(\S+)/m;
@@ -82,16 +104,27 @@ like(`dpkg-query -W -f='\${Provides}' nginx`, qr/\b\Q$abi\E\b/,
 my $contents = `dpkg-deb -c '$deb'`;
 for my $path ('./usr/lib/nginx/modules/ngx_http_snapcache_module.so',
     './usr/share/nginx/modules-available/mod-http-snapcache.conf',
-    './usr/bin/snapcache', "./usr/share/doc/$pkg/README.md.gz",
-    "./usr/share/doc/$pkg/directives.md.gz", "./usr/share/doc/$pkg/copyright",
-    './usr/share/man/man1/snapcache.1.gz')
+    "./usr/share/doc/$pkg/README.md.gz",
+    "./usr/share/doc/$pkg/directives.md.gz",
+    "./usr/share/doc/$pkg/admin.md.gz", "./usr/share/doc/$pkg/cluster.md.gz",
+    "./usr/share/doc/$pkg/copyright",
+    "./usr/share/doc/$pkg/examples/demo.conf",
+    "./usr/share/doc/$pkg/examples/cluster/node.conf")
 {
-    like($contents, qr/ \Q$path\E$/m, "it ships $path");
+    like($contents, qr/ \Q$path\E$/m, "$pkg ships $path");
 }
+unlike($contents, qr{ \./usr/bin/|/man1/}, "$pkg ships no CLI");
+my $tools_contents = `dpkg-deb -c '$tools_deb'`;
+for my $path ('./usr/bin/snapcache', './usr/share/man/man1/snapcache.1.gz',
+    "./usr/share/doc/$tools/copyright")
+{
+    like($tools_contents, qr/ \Q$path\E$/m, "$tools ships $path");
+}
+unlike($tools_contents, qr{/nginx/}, "$tools ships nothing of nginx's");
 
 # lintian: no error; each warning accepted, with its reason, in
 # docs/packaging.md
-my $lintian = `lintian --pedantic '$deb' 2>&1`;
+my $lintian = `lintian --pedantic '$deb' '$tools_deb' 2>&1`;
 my @errors = $lintian =~ /^(E: .*)$/mg;
 ok(!@errors, 'lintian finds no error') or diag join "\n", @errors;
 my $accepted = do {
@@ -115,10 +148,10 @@ END {
     purge() if $installed_here;
 }
 
-my $install = dpkg('-i', $deb);
+my $install = dpkg('-i', $deb, $tools_deb);
 $installed_here = 1;
-is($install->{rc}, 0, 'dpkg -i installs it') or diag $install->{out};
-ok(installed(), 'dpkg says it is installed');
+is($install->{rc}, 0, 'dpkg -i installs both') or diag $install->{out};
+ok(installed($_), "dpkg says $_ is installed") for @pkgs;
 
 my $snippet = '/usr/share/nginx/modules-available/mod-http-snapcache.conf';
 my $enabled = '/etc/nginx/modules-enabled/50-mod-http-snapcache.conf';
@@ -130,12 +163,25 @@ is(readlink($enabled), $snippet,
 ok(-f '/usr/lib/nginx/modules/ngx_http_snapcache_module.so',
     'the module is in /usr/lib/nginx/modules');
 ok(-x '/usr/bin/snapcache', 'the CLI is /usr/bin/snapcache');
+is(`/usr/bin/snapcache --version`, "snapcache $version\n",
+    "snapcache --version says $version");
+SKIP: {
+    skip 'man-db is not installed', 1
+        unless grep { -x "$_/man" } split /:/, $ENV{PATH};
+    like(`man -w snapcache 2>&1`, qr{^/usr/share/man/man1/snapcache\.1\.gz$},
+        'man snapcache finds its page');
+}
 
 # a config that loads the module as nginx.conf does, and uses it
 $d = tempdir(CLEANUP => 1);
 chmod 0755, $d;
 mkdir "$d/$_" for qw(keys origin tmp);
 chmod 0700, "$d/keys";
+system('sh', '-c', "umask 077; head -c 32 /dev/urandom | od -An -tx1 "
+    . "| tr -d ' \\n' > '$d/keys/admin.token'; echo >> '$d/keys/admin.token'")
+    == 0 or die;
+my $token = "$d/keys/admin.token";
+my $tok = slurp($token) =~ s/\s+$//r;
 chmod 0755, "$d/origin";
 system('sh', '-c', "umask 077; head -c 32 /dev/urandom | od -An -tx1 "
     . "| tr -d ' \\n' > '$d/keys/k1.key'; echo >> '$d/keys/k1.key'") == 0
@@ -189,6 +235,13 @@ http {
             internal;
             proxy_pass http://127.0.0.1:$oport/;
         }
+
+        location /snapcache-admin/ {
+            allow 127.0.0.1;
+            deny all;
+            snapcache_admin;
+            snapcache_admin_token $token;
+        }
     }
 
     server {
@@ -223,14 +276,30 @@ is($?, 0, 'with the right owner') or diag $check;
 (my $other = $url) =~ s{/acct-d/}{/acct-e/};
 is(raw_request($port, $other)->{status}, 403,
     'and refuses it for another account');
+my $verify = `/usr/bin/snapcache verify '$url' --key k1='$d/keys/k1.key' 2>&1`;
+like($verify, qr/^ok: the snapshot acct-d\/cam-d\/snap-1, kid "k1"/,
+    'the installed CLI verifies the URL');
+$verify = `/usr/bin/snapcache verify '$other' --key k1='$d/keys/k1.key' 2>&1`;
+like($verify, qr/^signature: .*\(nginx answers 403 signature\)$/,
+    'and says why the other is refused');
+my $purge_cmd = "/usr/bin/snapcache purge --node http://127.0.0.1:$port "
+    . "--token-file '$token' --account acct-d --device cam-d";
+my $purged = `$purge_cmd 2>&1`;
+is($? >> 8, 0, 'the installed CLI purges through the admin API')
+    or diag $purged;
+like($purged, qr{^http://127\.0\.0\.1:$port ok records=[1-9]\d* generation=\d+ },
+    'what the installed module removed');
+unlike($purged, qr/\Q$tok\E/i, 'without printing the token');
+is(raw_request($port, $url)->{headers}{'x-snapcache'}, 'MISS',
+    'the snapshot is filled again after the purge');
 
 stop_nginx($d);
 
 # ----------------------------------------------------------- purged
 
 my $purge = purge();
-is($purge->{rc}, 0, 'dpkg --purge removes it') or diag $purge->{out};
-ok(!installed(), 'dpkg knows it no more');
+is($purge->{rc}, 0, 'dpkg --purge removes both') or diag $purge->{out};
+ok(!installed($_), "dpkg knows $_ no more") for @pkgs;
 is(system_state(), $before, 'and the system is as it was, '
     . '/etc/nginx/modules-enabled included');
 
@@ -239,7 +308,8 @@ done_testing;
 # ----------------------------------------------------------------- helpers
 
 sub installed {
-    my $s = `dpkg-query -W -f='\${db:Status-Abbrev}' $pkg 2>/dev/null`;
+    my ($p) = @_;
+    my $s = `dpkg-query -W -f='\${db:Status-Abbrev}' $p 2>/dev/null`;
     return $s =~ /^.i/;
 }
 
@@ -257,7 +327,7 @@ sub dpkg {
 }
 
 sub purge {
-    my $r = dpkg('--purge', $pkg);
+    my $r = dpkg('--purge', @pkgs);
     $installed_here = 0 if $r->{rc} == 0;
     return $r;
 }
@@ -268,10 +338,10 @@ sub purge {
 sub system_state {
     my @paths = grep { -e || -l } '/etc/nginx', '/usr/lib/nginx',
         '/usr/share/nginx/modules-available', '/usr/share/nginx/modules',
-        "/usr/share/doc/$pkg", '/usr/bin/snapcache',
+        "/usr/share/doc/$pkg", "/usr/share/doc/$tools", '/usr/bin/snapcache',
         '/usr/share/man/man1/snapcache.1.gz';
     my $s = `find @paths -printf '%p %y %l %s %m\\n' 2>&1 | sort`;
-    $s .= `dpkg-query -W -f='\${db:Status-Abbrev}' $pkg 2>&1`;
+    $s .= `dpkg-query -W -f='\${db:Status-Abbrev}\\n' @pkgs 2>&1`;
     return $s;
 }
 

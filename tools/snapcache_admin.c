@@ -6,29 +6,35 @@
 
 
 /*
- * snapcache purge and snapcache stats: the admin API of every node, in
- * parallel (libcurl's multi interface), each request with a timeout.
+ * snapcache purge, stats and health: one request (or, for a purge read
+ * from stdin, one request per 256 scopes) to every node at once, with
+ * libcurl's multi interface, each request with a timeout.
  *
- *   snapcache purge --node URL [--node URL ...] --token-file F
- *                   (--account A [--device D [--snapshot S]] | --stdin)
- *                   [--timeout SECONDS]
- *   snapcache stats --node URL [--node URL ...] --token-file F
- *                   [--timeout SECONDS]
+ * A node that did not answer, or answered 5xx, is asked again after a
+ * short backoff, up to --retries times; purges are idempotent, so a
+ * purge that took effect before its answer was lost is harmless to send
+ * again.  A 4xx is the node's final word (a wrong token stays wrong) and
+ * is not retried; neither is a health location's 503, which is the
+ * answer asked for.
  *
- * URL is a node's admin location, e.g. http://10.0.0.5:8081/snapcache-admin.
- * purge prints one line per node (its result, the records it removed and
- * the time taken) and exits 1 when any node failed; scopes read from
- * stdin, one per line ("A", "A D" or "A D S"), go 256 to a request.
- * stats prints a table of the main counters, one row per node.  The
- * token is read from its file and sent only in the Authorization header;
- * it is never printed.
+ * A node URL is the node's base (http://10.0.1.11:8443), to which purge
+ * and stats add --admin-path, or an admin location itself
+ * (http://10.0.1.11:8443/snapcache-admin); health asks --path on the
+ * node's address whatever path its URL has.
+ *
+ * The admin token is read from its file as the bytes it holds (hex on
+ * one line, checked as the module checks it), sent only in the
+ * Authorization header, wiped from memory when done, never printed.
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -38,100 +44,194 @@
 #include "tools/snapcache_cli.h"
 
 
-#define ADMIN_BATCH       256
-#define ADMIN_RESP_MAX    (1024 * 1024)
-#define ADMIN_USAGE       2
+#define ADMIN_BATCH          256
+#define ADMIN_RESP_MAX       (1024 * 1024)
+#define ADMIN_URL_MAX        1024
+#define ADMIN_PATH           "/snapcache-admin"
+#define HEALTH_PATH          "/health"
+#define BACKOFF_MS           200
+#define BACKOFF_MAX_MS       2000
+
+
+typedef enum {
+    RUN_PURGE,
+    RUN_STATS,
+    RUN_HEALTH
+} run_kind_e;
+
+
+typedef enum {
+    ANSWER_OK,
+    ANSWER_RETRY,                       /* no answer, or 5xx */
+    ANSWER_FAIL
+} answer_e;
 
 
 typedef struct {
-    const char          *url;
-    char                 endpoint[1024];
+    const char          *url;            /* as given */
+    char                 endpoint[ADMIN_URL_MAX];
     CURL                *easy;
     char                *resp;
     size_t               resp_len;
     char                 error[CURL_ERROR_SIZE + 64];
-    size_t               batch;          /* the next body to send */
+    long                 status;         /* of the last answer; 0: none */
+    size_t               batch;          /* the body being sent */
+    int                  tries;          /* of that body */
+    int                  retries;        /* over all its bodies */
+    int                  waiting;        /* for retry_at */
     int                  failed;
     int                  done;
-    struct timespec      start;
+    double               retry_at;
+    double               start;
     double               msec;
     uint64_t             records;
     json_int_t           generation;
+    json_t              *purged;         /* purge: every scope's answer */
     json_t              *stats;          /* stats: the node's answer */
+    char                 health[32];     /* health: "ok" or the reason */
 } admin_node_t;
 
 
 typedef struct {
+    run_kind_e           kind;
     admin_node_t        *nodes;
     size_t               nnodes;
     char               **bodies;         /* purge: one per batch */
     size_t               nbodies;
     struct curl_slist   *headers;
     long                 timeout_ms;
-    int                  purge;
+    int                  retries;
 } admin_run_t;
 
 
-static const char *
-arg_value(int argc, char **argv, int *i)
+static double
+now_ms(void)
 {
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "snapcache: %s needs a value\n", argv[*i]);
-        exit(ADMIN_USAGE);
-    }
+    struct timespec  t;
 
-    return argv[++*i];
+    clock_gettime(CLOCK_MONOTONIC, &t);
+
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
 
-static double
-msec_since(const struct timespec *t)
+static int
+is_hex(const char *p, size_t n)
 {
-    struct timespec  now;
+    while (n--) {
+        if (!((*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a'
+                                           && (*p | 0x20) <= 'f')))
+        {
+            return 0;
+        }
 
-    clock_gettime(CLOCK_MONOTONIC, &now);
+        p++;
+    }
 
-    return (now.tv_sec - t->tv_sec) * 1e3 + (now.tv_nsec - t->tv_nsec) / 1e6;
+    return 1;
 }
 
 
 /*
- * "Authorization: Bearer <hex>" from a token file: read as the signing
- * keys are (a regular file, opened without blocking, hex of at least 32
- * bytes), and wiped from memory once libcurl has its copy.
+ * "Authorization: Bearer <hex>" from the token file: a regular file
+ * (opened without blocking, so that a FIFO cannot hang the tool) holding
+ * hex of 32 to 64 bytes on one line, as the module reads it.
  */
-static struct curl_slist *
-auth_header(const char *path, struct curl_slist *list)
+static int
+auth_header(snapcache_cli_t *cli, struct curl_slist **list)
 {
-    char                   err[256], line[32 + 2 * SNAPCACHE_KEY_MAX];
-    size_t                 i, n;
-    struct curl_slist     *l;
-    snapcache_sign_key_t   key;
+    int                 fd;
+    char                buf[2 * SNAPCACHE_KEY_MAX + 8];
+    char                line[sizeof("Authorization: Bearer ") + sizeof(buf)];
+    size_t              n;
+    ssize_t             got;
+    struct stat         st;
+    const char         *path;
+    struct curl_slist  *l;
 
-    if (snapcache_sign_key_load(&key, "admin", path, NULL, err, sizeof(err))
-        != 0)
+    path = cli->token_file;
+
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd == -1) {
+        snapcache_cli_error(cli, "token file \"%s\": %s", path,
+                            strerror(errno));
+        return -1;
+    }
+
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        snapcache_cli_error(cli, "token file \"%s\" is not a regular file",
+                            path);
+        return -1;
+    }
+
+    n = 0;
+
+    while (n < sizeof(buf)) {
+        got = read(fd, buf + n, sizeof(buf) - n);
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+
+        if (got <= 0) {
+            break;
+        }
+
+        n += (size_t) got;
+    }
+
+    close(fd);
+
+    if (n > 0 && buf[n - 1] == '\n') {
+        n--;
+    }
+
+    if (n > 0 && buf[n - 1] == '\r') {
+        n--;
+    }
+
+    if (n < 2 * SNAPCACHE_KEY_MIN || n > 2 * SNAPCACHE_KEY_MAX || n % 2 != 0
+        || !is_hex(buf, n))
     {
-        fprintf(stderr, "snapcache: --token-file: %s\n", err);
-        return NULL;
+        OPENSSL_cleanse(buf, sizeof(buf));
+        snapcache_cli_error(cli, "token file \"%s\" does not hold hex of %d "
+                            "to %d bytes on one line", path,
+                            SNAPCACHE_KEY_MIN, SNAPCACHE_KEY_MAX);
+        return -1;
     }
 
-    n = (size_t) snprintf(line, sizeof(line), "Authorization: Bearer ");
+    snprintf(line, sizeof(line), "Authorization: Bearer %.*s", (int) n, buf);
+    OPENSSL_cleanse(buf, sizeof(buf));
 
-    for (i = 0; i < key.key_len; i++) {
-        n += (size_t) snprintf(line + n, sizeof(line) - n, "%02x",
-                               key.key[i]);
-    }
-
-    OPENSSL_cleanse(&key, sizeof(key));
-
-    l = curl_slist_append(list, line);
+    l = curl_slist_append(*list, line);
     OPENSSL_cleanse(line, sizeof(line));
 
-    return l;
+    if (l == NULL) {
+        snapcache_cli_error(cli, "out of memory");
+        return -1;
+    }
+
+    *list = l;
+
+    return 0;
 }
 
 
-/* "A", "A D" or "A D S" (or with '/'): one scope, as a JSON object. */
+/* libcurl keeps its copies of the headers: the token's is wiped too. */
+static void
+free_headers(struct curl_slist *list)
+{
+    struct curl_slist  *l;
+
+    for (l = list; l; l = l->next) {
+        OPENSSL_cleanse(l->data, strlen(l->data));
+    }
+
+    curl_slist_free_all(list);
+}
+
+
+/* "A", "A D" or "A D S": one scope, as a JSON object. */
 static json_t *
 scope_json(const char *account, const char *device, const char *snapshot)
 {
@@ -164,13 +264,38 @@ scope_json(const char *account, const char *device, const char *snapshot)
 }
 
 
+static int
+add_body(admin_run_t *run, json_t *body)
+{
+    char  **p, *s;
+
+    s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+
+    if (s == NULL) {
+        return -1;
+    }
+
+    p = realloc(run->bodies, (run->nbodies + 1) * sizeof(char *));
+    if (p == NULL) {
+        free(s);
+        return -1;
+    }
+
+    run->bodies = p;
+    run->bodies[run->nbodies++] = s;
+
+    return 0;
+}
+
+
 /* Scopes from stdin, one a line, in bodies of up to 256 scopes each. */
 static int
-read_batches(admin_run_t *run)
+read_batches(snapcache_cli_t *cli, admin_run_t *run)
 {
     char     line[512], *f[4], *save, *p, *got;
     size_t   lineno, n, nscopes;
-    json_t  *list, *scope, *body;
+    json_t  *list, *scope;
 
     list = NULL;
     nscopes = 0;
@@ -183,8 +308,9 @@ read_batches(admin_run_t *run)
             lineno++;
 
             if (strchr(line, '\n') == NULL && !feof(stdin)) {
-                fprintf(stderr, "snapcache purge: stdin line %zu is too "
-                        "long\n", lineno);
+                snapcache_cli_error(cli, "stdin line %zu is too long",
+                                    lineno);
+                json_decref(list);
                 return -1;
             }
 
@@ -204,9 +330,9 @@ read_batches(admin_run_t *run)
             scope = (n <= 3) ? scope_json(f[0], f[1], f[2]) : NULL;
 
             if (scope == NULL) {
-                fprintf(stderr, "snapcache purge: stdin line %zu is not "
-                        "\"account [device [snapshot]]\" of valid ids\n",
-                        lineno);
+                snapcache_cli_error(cli, "stdin line %zu is not \"account "
+                                    "[device [snapshot]]\" of valid ids",
+                                    lineno);
                 json_decref(list);
                 return -1;
             }
@@ -222,17 +348,12 @@ read_batches(admin_run_t *run)
         if (list != NULL
             && (got == NULL || json_array_size(list) == ADMIN_BATCH))
         {
-            body = json_pack("{s:o}", "purge", list);
-            list = NULL;
-
-            run->bodies = realloc(run->bodies,
-                                  (run->nbodies + 1) * sizeof(char *));
-            if (run->bodies == NULL || body == NULL) {
+            if (add_body(run, json_pack("{s:o}", "purge", list)) != 0) {
+                snapcache_cli_error(cli, "out of memory");
                 return -1;
             }
 
-            run->bodies[run->nbodies++] = json_dumps(body, JSON_COMPACT);
-            json_decref(body);
+            list = NULL;
         }
 
         if (got == NULL) {
@@ -241,7 +362,7 @@ read_batches(admin_run_t *run)
     }
 
     if (nscopes == 0) {
-        fprintf(stderr, "snapcache purge: no scope on stdin\n");
+        snapcache_cli_error(cli, "no scope on stdin");
         return -1;
     }
 
@@ -276,9 +397,9 @@ collect_body(char *data, size_t size, size_t nmemb, void *ctx)
 }
 
 
-/* Sets up the node's next request: the next purge body, or the stats. */
-static int
-node_request(admin_run_t *run, admin_node_t *node)
+/* Sets up and starts the node's request: its next purge body, or a GET. */
+static void
+node_start(admin_run_t *run, CURLM *multi, admin_node_t *node)
 {
     CURL  *e;
 
@@ -288,6 +409,8 @@ node_request(admin_run_t *run, admin_node_t *node)
     node->resp = NULL;
     node->resp_len = 0;
     node->error[0] = '\0';
+    node->status = 0;
+    node->tries++;
 
     curl_easy_reset(e);
     curl_easy_setopt(e, CURLOPT_URL, node->endpoint);
@@ -301,67 +424,77 @@ node_request(admin_run_t *run, admin_node_t *node)
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, node->error);
     curl_easy_setopt(e, CURLOPT_PRIVATE, node);
 
-    if (run->purge) {
+    if (run->kind == RUN_PURGE) {
         curl_easy_setopt(e, CURLOPT_POST, 1L);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, run->bodies[node->batch]);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE,
                          (long) strlen(run->bodies[node->batch]));
     }
 
-    return 0;
+    curl_multi_add_handle(multi, e);
 }
 
 
-/* The node's answer to one request; 0 when it was a success. */
-static int
-node_answer(admin_run_t *run, admin_node_t *node, CURLcode code)
+/* A health location's body: its first word, printable, or "". */
+static void
+health_word(const admin_node_t *node, char *out, size_t size)
 {
-    long          status;
-    json_t       *j, *v;
-    const char   *why;
-    json_error_t  jerr;
+    size_t       n;
+    const char  *p;
 
-    if (code != CURLE_OK) {
-        if (node->error[0] == '\0') {
-            snprintf(node->error, sizeof(node->error), "%s",
-                     curl_easy_strerror(code));
+    p = node->resp ? node->resp : "";
+    n = strcspn(p, " \t\r\n");
+
+    if (n >= size) {
+        n = size - 1;
+    }
+
+    memcpy(out, p, n);
+    out[n] = '\0';
+
+    for (p = out; *p; p++) {
+        if (*p < 0x21 || *p > 0x7e) {
+            out[0] = '\0';
+            return;
         }
+    }
+}
 
-        return -1;
+
+static answer_e
+health_answer(admin_node_t *node)
+{
+    health_word(node, node->health, sizeof(node->health));
+
+    if (node->status == 200 && strcmp(node->health, "ok") == 0) {
+        return ANSWER_OK;
     }
 
-    status = 0;
-    curl_easy_getinfo(node->easy, CURLINFO_RESPONSE_CODE, &status);
-
-    j = node->resp ? json_loads(node->resp, 0, &jerr) : NULL;
-
-    if (status != 200) {
-        v = j ? json_object_get(j, "error") : NULL;
-        why = json_is_string(v) ? json_string_value(v) : "no JSON error";
-        snprintf(node->error, sizeof(node->error), "HTTP %ld: %.200s",
-                 status, why);
-        json_decref(j);
-        return -1;
+    if (node->status == 503 && node->health[0] != '\0') {
+        snprintf(node->error, sizeof(node->error), "%s (HTTP 503)",
+                 node->health);
+        return ANSWER_FAIL;
     }
 
-    if (!json_is_object(j)) {
-        snprintf(node->error, sizeof(node->error), "HTTP 200 without a "
-                 "JSON object");
-        json_decref(j);
-        return -1;
-    }
+    node->health[0] = '\0';
+    snprintf(node->error, sizeof(node->error), "HTTP %ld%s", node->status,
+             node->status == 200 ? " without \"ok\"" : "");
 
-    if (!run->purge) {
-        node->stats = j;
-        return 0;
-    }
+    /* whatever a node answered is its health: only silence is retried */
+    return ANSWER_FAIL;
+}
+
+
+static answer_e
+purge_answer(admin_node_t *node, json_t *j)
+{
+    json_t  *v;
 
     v = json_object_get(j, "records");
     if (!json_is_integer(v)) {
         snprintf(node->error, sizeof(node->error), "HTTP 200 without "
                  "\"records\"");
-        json_decref(j);
-        return -1;
+        return ANSWER_FAIL;
     }
 
     node->records += (uint64_t) json_integer_value(v);
@@ -371,28 +504,172 @@ node_answer(admin_run_t *run, admin_node_t *node, CURLcode code)
         node->generation = json_integer_value(v);
     }
 
-    json_decref(j);
+    v = json_object_get(j, "purged");
+    if (json_is_array(v)) {
+        if (node->purged == NULL) {
+            node->purged = json_array();
+        }
 
-    return 0;
+        json_array_extend(node->purged, v);
+    }
+
+    return ANSWER_OK;
 }
 
 
-/* Every node at once; each sends its batches one after the other. */
+/* The node's answer to one request. */
+static answer_e
+node_answer(admin_run_t *run, admin_node_t *node, CURLcode code)
+{
+    json_t       *j, *v;
+    answer_e      a;
+    const char   *why;
+    json_error_t  jerr;
+
+    if (code != CURLE_OK) {
+        if (node->error[0] == '\0') {
+            snprintf(node->error, sizeof(node->error), "%s",
+                     curl_easy_strerror(code));
+        }
+
+        return ANSWER_RETRY;
+    }
+
+    curl_easy_getinfo(node->easy, CURLINFO_RESPONSE_CODE, &node->status);
+
+    if (run->kind == RUN_HEALTH) {
+        return health_answer(node);
+    }
+
+    j = node->resp ? json_loads(node->resp, 0, &jerr) : NULL;
+
+    if (node->status != 200) {
+        v = json_is_object(j) ? json_object_get(j, "error") : NULL;
+        why = json_is_string(v) ? json_string_value(v) : "no JSON error";
+        snprintf(node->error, sizeof(node->error), "HTTP %ld: %.200s",
+                 node->status, why);
+        json_decref(j);
+
+        return node->status >= 500 ? ANSWER_RETRY : ANSWER_FAIL;
+    }
+
+    if (!json_is_object(j)) {
+        snprintf(node->error, sizeof(node->error), "HTTP 200 without a "
+                 "JSON object");
+        json_decref(j);
+        return ANSWER_FAIL;
+    }
+
+    if (run->kind == RUN_STATS) {
+        json_decref(node->stats);
+        node->stats = j;
+        return ANSWER_OK;
+    }
+
+    a = purge_answer(node, j);
+    json_decref(j);
+
+    return a;
+}
+
+
+static double
+backoff_ms(int tries)
+{
+    double  ms;
+
+    ms = BACKOFF_MS;
+
+    while (--tries > 0 && ms < BACKOFF_MAX_MS) {
+        ms *= 2;
+    }
+
+    return ms < BACKOFF_MAX_MS ? ms : BACKOFF_MAX_MS;
+}
+
+
+/* What one finished transfer means for its node. */
+static void
+node_finished(admin_run_t *run, CURLM *multi, admin_node_t *node,
+    CURLcode code)
+{
+    answer_e  a;
+
+    curl_multi_remove_handle(multi, node->easy);
+
+    a = node_answer(run, node, code);
+
+    if (a == ANSWER_OK) {
+        if (run->kind == RUN_PURGE && ++node->batch < run->nbodies) {
+            node->tries = 0;
+            node_start(run, multi, node);
+            return;
+        }
+
+    } else if (a == ANSWER_RETRY && node->tries <= run->retries) {
+        node->waiting = 1;
+        node->retry_at = now_ms() + backoff_ms(node->tries);
+        return;
+
+    } else {
+        node->failed = 1;
+    }
+
+    node->done = 1;
+    node->msec = now_ms() - node->start;
+}
+
+
+/* Starts the retries that are due; the time to the next one, or -1. */
+static double
+start_retries(admin_run_t *run, CURLM *multi)
+{
+    size_t         i;
+    double         now, next;
+    admin_node_t  *node;
+
+    now = now_ms();
+    next = -1;
+
+    for (i = 0; i < run->nnodes; i++) {
+        node = &run->nodes[i];
+
+        if (!node->waiting) {
+            continue;
+        }
+
+        if (node->retry_at <= now) {
+            node->waiting = 0;
+            node->retries++;
+            node_start(run, multi, node);
+
+        } else if (next < 0 || node->retry_at - now < next) {
+            next = node->retry_at - now;
+        }
+    }
+
+    return next;
+}
+
+
+/* Every node at once; each sends its bodies one after the other. */
 static void
 run_all(admin_run_t *run)
 {
-    int            still, left;
-    size_t         i;
+    int            running, left;
+    size_t         i, active;
+    double         next;
     CURLM         *multi;
     CURLMsg       *msg;
     admin_node_t  *node;
 
     multi = curl_multi_init();
+    active = 0;
 
     for (i = 0; i < run->nnodes; i++) {
         node = &run->nodes[i];
         node->easy = curl_easy_init();
-        clock_gettime(CLOCK_MONOTONIC, &node->start);
+        node->start = now_ms();
 
         if (multi == NULL || node->easy == NULL) {
             snprintf(node->error, sizeof(node->error), "out of memory");
@@ -401,14 +678,12 @@ run_all(admin_run_t *run)
             continue;
         }
 
-        node_request(run, node);
-        curl_multi_add_handle(multi, node->easy);
+        node_start(run, multi, node);
+        active++;
     }
 
-    still = multi ? 1 : 0;
-
-    while (still) {
-        if (curl_multi_perform(multi, &still) != CURLM_OK) {
+    while (active > 0) {
+        if (curl_multi_perform(multi, &running) != CURLM_OK) {
             break;
         }
 
@@ -419,23 +694,23 @@ run_all(admin_run_t *run)
 
             curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
                               (char **) &node);
-            curl_multi_remove_handle(multi, node->easy);
+            node_finished(run, multi, node, msg->data.result);
 
-            if (node_answer(run, node, msg->data.result) != 0) {
-                node->failed = 1;
-
-            } else if (run->purge && ++node->batch < run->nbodies) {
-                node_request(run, node);
-                curl_multi_add_handle(multi, node->easy);
-                still = 1;
-                continue;
+            if (node->done) {
+                active--;
             }
-
-            node->done = 1;
-            node->msec = msec_since(&node->start);
         }
 
-        if (still && curl_multi_poll(multi, NULL, 0, 100, NULL) != CURLM_OK)
+        next = start_retries(run, multi);
+
+        if (active == 0) {
+            break;
+        }
+
+        if (curl_multi_poll(multi, NULL, 0,
+                            next >= 0 && next < 100 ? (int) next + 1 : 100,
+                            NULL)
+            != CURLM_OK)
         {
             break;
         }
@@ -447,14 +722,19 @@ run_all(admin_run_t *run)
         if (!node->done) {
             snprintf(node->error, sizeof(node->error), "not answered");
             node->failed = 1;
-            node->msec = msec_since(&node->start);
+            node->msec = now_ms() - node->start;
         }
 
         if (node->easy) {
+            if (multi) {
+                curl_multi_remove_handle(multi, node->easy);
+            }
+
             curl_easy_cleanup(node->easy);
         }
 
         free(node->resp);
+        node->resp = NULL;
     }
 
     if (multi) {
@@ -463,186 +743,123 @@ run_all(admin_run_t *run)
 }
 
 
-static void
-usage_admin(void)
-{
-    fprintf(stderr,
-        "usage: snapcache purge --node URL [--node URL ...] --token-file F\n"
-        "                       (--account A [--device D [--snapshot S]]"
-        " | --stdin)\n"
-        "                       [--timeout SECONDS]\n"
-        "       snapcache stats --node URL [--node URL ...] --token-file F\n"
-        "                       [--timeout SECONDS]\n");
-}
-
-
-/* The options both commands share, and purge's scope. */
+/*
+ * Each node's endpoint.  Health: --path on the node's scheme and
+ * address.  Admin: the node URL's own path if it has one, else
+ * --admin-path; then "/purge" or "/stats".
+ */
 static int
-parse_args(int argc, char **argv, admin_run_t *run, const char **token,
-    const char **scope, int *from_stdin)
+set_endpoints(snapcache_cli_t *cli, admin_run_t *run)
 {
-    int          i;
-    char        *end;
-    double       secs;
-    const char  *v;
+    int            n;
+    size_t         i, len, host, plen;
+    const char    *v, *path;
+    admin_node_t  *node;
 
-    for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--node") == 0) {
-            v = arg_value(argc, argv, &i);
-            run->nodes = realloc(run->nodes,
-                                 (run->nnodes + 1) * sizeof(admin_node_t));
-            if (run->nodes == NULL) {
-                return -1;
-            }
+    for (i = 0; i < run->nnodes; i++) {
+        node = &run->nodes[i];
+        v = node->url;
 
-            memset(&run->nodes[run->nnodes], 0, sizeof(admin_node_t));
-            run->nodes[run->nnodes++].url = v;
+        if (strncmp(v, "http://", 7) == 0) {
+            host = 7;
 
-        } else if (strcmp(argv[i], "--token-file") == 0) {
-            *token = arg_value(argc, argv, &i);
-
-        } else if (strcmp(argv[i], "--timeout") == 0) {
-            v = arg_value(argc, argv, &i);
-            errno = 0;
-            secs = strtod(v, &end);
-            if (errno || *end || !(secs > 0) || secs > 3600) {
-                fprintf(stderr, "snapcache: bad --timeout \"%s\"\n", v);
-                return -1;
-            }
-
-            run->timeout_ms = (long) (secs * 1000);
-
-        } else if (run->purge && strcmp(argv[i], "--account") == 0) {
-            scope[0] = arg_value(argc, argv, &i);
-
-        } else if (run->purge && strcmp(argv[i], "--device") == 0) {
-            scope[1] = arg_value(argc, argv, &i);
-
-        } else if (run->purge && strcmp(argv[i], "--snapshot") == 0) {
-            scope[2] = arg_value(argc, argv, &i);
-
-        } else if (run->purge && strcmp(argv[i], "--stdin") == 0) {
-            *from_stdin = 1;
+        } else if (strncmp(v, "https://", 8) == 0) {
+            host = 8;
 
         } else {
-            fprintf(stderr, "snapcache %s: unknown option %s\n", argv[0],
-                    argv[i]);
-            return -1;
-        }
-    }
-
-    if (run->nnodes == 0 || *token == NULL) {
-        return -1;
-    }
-
-    for (i = 0; i < (int) run->nnodes; i++) {
-        v = run->nodes[i].url;
-
-        if (strlen(v) + sizeof("/metrics") > sizeof(run->nodes[i].endpoint)
-            || (strncmp(v, "http://", 7) != 0
-                && strncmp(v, "https://", 8) != 0))
-        {
-            fprintf(stderr, "snapcache %s: --node wants an http:// or "
-                    "https:// URL of an admin location\n", argv[0]);
+            snapcache_cli_error(cli, "--node wants an http:// or https:// "
+                                "URL, not \"%s\"", v);
             return -1;
         }
 
-        snprintf(run->nodes[i].endpoint, sizeof(run->nodes[i].endpoint),
-                 "%.*s/%s", (int) (strlen(v) - (v[strlen(v) - 1] == '/')), v,
-                 run->purge ? "purge" : "stats");
+        n = (int) strcspn(v + host, "/?#");
+        host += (size_t) n;
+
+        if (n == 0 || v[host] == '?' || v[host] == '#') {
+            snapcache_cli_error(cli, "--node \"%s\": no host, or a query",
+                                v);
+            return -1;
+        }
+
+        /* the node's base, or its admin location, without trailing '/' */
+        for (len = strlen(v); len > host && v[len - 1] == '/'; len--) {
+            /* void */
+        }
+
+        if (run->kind == RUN_HEALTH) {
+            len = host;
+            path = cli->health_path ? cli->health_path : HEALTH_PATH;
+            plen = strlen(path);
+
+        } else if (len > host) {
+            path = "";
+            plen = 0;
+
+        } else {
+            path = cli->admin_path ? cli->admin_path : ADMIN_PATH;
+            for (plen = strlen(path); plen > 0 && path[plen - 1] == '/';
+                 plen--)
+            {
+                /* void */
+            }
+        }
+
+        n = snprintf(node->endpoint, sizeof(node->endpoint), "%.*s%s%.*s%s",
+                     (int) len, v, plen > 0 && path[0] != '/' ? "/" : "",
+                     (int) plen, path,
+                     run->kind == RUN_PURGE ? "/purge"
+                     : run->kind == RUN_STATS ? "/stats" : "");
+
+        if (n < 0 || (size_t) n >= sizeof(node->endpoint)) {
+            snapcache_cli_error(cli, "--node \"%.64s...\" is too long", v);
+            return -1;
+        }
     }
 
     return 0;
 }
 
 
-static int
-admin_main(int argc, char **argv, int purge)
+/* --------------------------------------------------------------- output */
+
+
+static void
+print_text(const admin_run_t *run, const admin_node_t *n)
 {
-    int           rc, from_stdin;
-    size_t        i;
-    json_t       *scope;
-    const char   *token, *ids[3];
-    admin_run_t   run;
+    if (n->failed) {
+        printf("%s failed: %s", n->url, n->error);
 
-    memset(&run, 0, sizeof(run));
-    run.purge = purge;
-    run.timeout_ms = 10000;
-    token = NULL;
-    ids[0] = ids[1] = ids[2] = NULL;
-    from_stdin = 0;
-
-    if (parse_args(argc, argv, &run, &token, ids, &from_stdin) != 0
-        || (purge && (ids[0] != NULL) == from_stdin))
-    {
-        usage_admin();
-        free(run.nodes);
-        return ADMIN_USAGE;
-    }
-
-    if (purge && from_stdin) {
-        if (read_batches(&run) != 0) {
-            return ADMIN_USAGE;
+        if (run->kind == RUN_PURGE && n->batch > 0) {
+            printf(" done=%zu/%zu records=%llu", n->batch, run->nbodies,
+                   (unsigned long long) n->records);
         }
 
-    } else if (purge) {
-        scope = scope_json(ids[0], ids[1], ids[2]);
-        if (scope == NULL) {
-            fprintf(stderr, "snapcache purge: ids must match "
-                    "[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}, and --snapshot "
-                    "needs --device\n");
-            return ADMIN_USAGE;
+        if (run->kind != RUN_HEALTH) {
+            printf(" retries=%d time=%.1fms", n->retries, n->msec);
         }
 
-        run.bodies = malloc(sizeof(char *));
-        if (run.bodies == NULL) {
-            return 1;
+        putchar('\n');
+        return;
+    }
+
+    switch (run->kind) {
+
+    case RUN_HEALTH:
+        printf("%s ok\n", n->url);
+        break;
+
+    case RUN_PURGE:
+        printf("%s ok records=%llu generation=%lld", n->url,
+               (unsigned long long) n->records, (long long) n->generation);
+
+        if (n->retries > 0) {
+            printf(" retries=%d", n->retries);
         }
 
-        run.bodies[0] = json_dumps(scope, JSON_COMPACT);
-        run.nbodies = 1;
-        json_decref(scope);
-    }
+        printf(" time=%.1fms\n", n->msec);
+        break;
 
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "snapcache: libcurl failed to start\n");
-        return 1;
-    }
-
-    run.headers = auth_header(token, NULL);
-    if (run.headers == NULL) {
-        return ADMIN_USAGE;
-    }
-
-    run.headers = curl_slist_append(run.headers,
-                                    "Content-Type: application/json");
-    run.headers = curl_slist_append(run.headers, "Expect:");
-
-    run_all(&run);
-
-    rc = 0;
-
-    if (!purge) {
-        printf("%-40s %10s %10s %8s %8s %10s %8s %10s %12s\n", "node",
-               "hits", "misses", "stale", "errors", "fills", "purges",
-               "records", "used_bytes");
-    }
-
-    for (i = 0; i < run.nnodes; i++) {
-        admin_node_t  *n = &run.nodes[i];
-
-        if (n->failed) {
-            rc = 1;
-            printf("%s failed: %s time=%.1fms\n", n->url, n->error, n->msec);
-            continue;
-        }
-
-        if (purge) {
-            printf("%s ok records=%llu generation=%lld time=%.1fms\n",
-                   n->url, (unsigned long long) n->records,
-                   (long long) n->generation, n->msec);
-            continue;
-        }
+    case RUN_STATS:
 
 #define STAT(o, k)                                                            \
         (long long) json_integer_value(json_object_get(                       \
@@ -655,12 +872,211 @@ admin_main(int argc, char **argv, int purge)
                STAT("store", "records"), STAT("store", "used_bytes"));
 
 #undef STAT
+        break;
+    }
+}
 
-        json_decref(n->stats);
+
+static json_t *
+node_json(const admin_run_t *run, const admin_node_t *n)
+{
+    json_t  *o;
+
+    o = json_pack("{s:s, s:s, s:b, s:i, s:f}", "node", n->url, "url",
+                  n->endpoint, "ok", !n->failed, "retries", n->retries,
+                  "seconds", n->msec / 1e3);
+    if (o == NULL) {
+        return NULL;
     }
 
-    curl_slist_free_all(run.headers);
-    curl_global_cleanup();
+    json_object_set_new(o, "status", n->status ? json_integer(n->status)
+                                               : json_null());
+
+    if (n->failed) {
+        json_object_set_new(o, "error", json_string(n->error));
+    }
+
+    switch (run->kind) {
+
+    case RUN_HEALTH:
+        json_object_set_new(o, "health", n->health[0]
+                                         ? json_string(n->health)
+                                         : json_null());
+        break;
+
+    case RUN_PURGE:
+        json_object_set_new(o, "records", json_integer((json_int_t)
+                                                       n->records));
+        json_object_set_new(o, "generation", n->batch > 0
+                                             ? json_integer(n->generation)
+                                             : json_null());
+        json_object_set(o, "purged", n->purged ? n->purged : json_null());
+        json_object_set_new(o, "requests", json_pack("{s:I, s:I}", "done",
+                            (json_int_t) n->batch, "of",
+                            (json_int_t) run->nbodies));
+        break;
+
+    case RUN_STATS:
+        json_object_set(o, "stats", n->stats ? n->stats : json_null());
+        break;
+    }
+
+    return o;
+}
+
+
+static int
+print_results(const admin_run_t *run, int json)
+{
+    int            rc;
+    size_t         i;
+    json_t        *all, *list;
+
+    rc = SNAPCACHE_EXIT_OK;
+
+    for (i = 0; i < run->nnodes; i++) {
+        if (run->nodes[i].failed) {
+            rc = SNAPCACHE_EXIT_FAILED;
+        }
+    }
+
+    if (json) {
+        list = json_array();
+
+        for (i = 0; i < run->nnodes; i++) {
+            json_array_append_new(list, node_json(run, &run->nodes[i]));
+        }
+
+        all = json_pack("{s:b, s:o}", "ok", rc == SNAPCACHE_EXIT_OK,
+                        "nodes", list);
+        json_dumpf(all, stdout, JSON_COMPACT | JSON_REAL_PRECISION(6));
+        putchar('\n');
+        json_decref(all);
+
+        return rc;
+    }
+
+    if (run->kind == RUN_STATS) {
+        printf("%-40s %10s %10s %8s %8s %10s %8s %10s %12s\n", "node",
+               "hits", "misses", "stale", "errors", "fills", "purges",
+               "records", "used_bytes");
+    }
+
+    for (i = 0; i < run->nnodes; i++) {
+        print_text(run, &run->nodes[i]);
+    }
+
+    return rc;
+}
+
+
+/* ----------------------------------------------------------------- main */
+
+
+static int
+purge_bodies(snapcache_cli_t *cli, admin_run_t *run)
+{
+    json_t  *scope;
+
+    if ((cli->account != NULL) == (cli->from_stdin != 0)) {
+        snapcache_cli_error(cli, "give a scope (--account A [--device D "
+                            "[--snapshot S]]) or --stdin");
+        return -1;
+    }
+
+    if (cli->from_stdin) {
+        if (cli->device || cli->snapshot) {
+            snapcache_cli_error(cli, "--stdin takes no --device or "
+                                "--snapshot");
+            return -1;
+        }
+
+        return read_batches(cli, run);
+    }
+
+    scope = scope_json(cli->account, cli->device, cli->snapshot);
+    if (scope == NULL) {
+        snapcache_cli_error(cli, "ids must match "
+                            "[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}, and "
+                            "--snapshot needs --device");
+        return -1;
+    }
+
+    if (add_body(run, scope) != 0) {
+        snapcache_cli_error(cli, "out of memory");
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+admin_main(snapcache_cli_t *cli, run_kind_e kind)
+{
+    int           rc, curl;
+    size_t        i;
+    admin_run_t   run;
+
+    memset(&run, 0, sizeof(run));
+    run.kind = kind;
+    run.timeout_ms = cli->timeout_ms;
+    run.retries = cli->retries;
+    curl = 0;
+    rc = SNAPCACHE_EXIT_USAGE;
+
+    run.nnodes = cli->nnodes;
+    run.nodes = calloc(run.nnodes, sizeof(admin_node_t));
+    if (run.nodes == NULL) {
+        goto done;
+    }
+
+    for (i = 0; i < run.nnodes; i++) {
+        run.nodes[i].url = cli->nodes[i];
+    }
+
+    if (set_endpoints(cli, &run) != 0) {
+        goto done;
+    }
+
+    if (kind == RUN_PURGE && purge_bodies(cli, &run) != 0) {
+        goto done;
+    }
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snapcache_cli_error(cli, "libcurl failed to start");
+        rc = SNAPCACHE_EXIT_FAILED;
+        goto done;
+    }
+
+    curl = 1;
+
+    if (kind != RUN_HEALTH) {
+        if (auth_header(cli, &run.headers) != 0) {
+            goto done;
+        }
+
+        run.headers = curl_slist_append(run.headers,
+                                        "Content-Type: application/json");
+        run.headers = curl_slist_append(run.headers, "Expect:");
+    }
+
+    run_all(&run);
+
+    rc = print_results(&run, cli->json);
+
+done:
+
+    free_headers(run.headers);
+
+    if (curl) {
+        curl_global_cleanup();
+    }
+
+    for (i = 0; run.nodes && i < run.nnodes; i++) {
+        json_decref(run.nodes[i].purged);
+        json_decref(run.nodes[i].stats);
+    }
 
     for (i = 0; i < run.nbodies; i++) {
         free(run.bodies[i]);
@@ -674,14 +1090,21 @@ admin_main(int argc, char **argv, int purge)
 
 
 int
-snapcache_cmd_purge(int argc, char **argv)
+snapcache_cmd_purge(snapcache_cli_t *cli)
 {
-    return admin_main(argc, argv, 1);
+    return admin_main(cli, RUN_PURGE);
 }
 
 
 int
-snapcache_cmd_stats(int argc, char **argv)
+snapcache_cmd_stats(snapcache_cli_t *cli)
 {
-    return admin_main(argc, argv, 0);
+    return admin_main(cli, RUN_STATS);
+}
+
+
+int
+snapcache_cmd_health(snapcache_cli_t *cli)
+{
+    return admin_main(cli, RUN_HEALTH);
 }
