@@ -298,7 +298,7 @@ $(shell mkdir -p $(B); echo $(MODULE_SRCS) $(LIB_SRCS) $(LIB_HDRS) \
         | cmp -s - $(NGX_SRCS) || echo $(MODULE_SRCS) $(LIB_SRCS) \
         $(LIB_HDRS) > $(NGX_SRCS))
 
-$(NGX_BUILD)/Makefile: config $(NGX_SRCS)
+$(NGX_BUILD)/Makefile: config $(NGX_SRCS) debian/changelog
 	@echo "  CONFIGURE nginx $(NGX_BUILD)"
 	@rm -rf $(B)/nginx-src && mkdir -p $(B) && cp -r $(NGX_SRC) $(B)/nginx-src
 	@cd $(B)/nginx-src && . ./conf_flags \

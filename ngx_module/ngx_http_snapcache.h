@@ -57,6 +57,14 @@
 #define NGX_HTTP_SNAPCACHE_LABELS      32
 #define NGX_HTTP_SNAPCACHE_BUCKETS     16
 
+/* metrics: distinct kids, HTTP statuses 100 to 599, their classes */
+#define NGX_HTTP_SNAPCACHE_KIDS        32
+#define NGX_HTTP_SNAPCACHE_CODES       500
+#define NGX_HTTP_SNAPCACHE_NCLASSES    5
+
+/* how long a refused fill or a full lock table makes health say so */
+#define NGX_HTTP_SNAPCACHE_HEALTH_WINDOW  5
+
 /* a token's SHA-256, the form every token is kept in */
 #define NGX_HTTP_SNAPCACHE_DIGEST_LEN  32
 
@@ -153,11 +161,25 @@ typedef enum {
 } ngx_http_snapcache_purge_result_e;
 
 
+/*
+ * The histograms: the unlabelled ones in metrics.hists[], then the
+ * bounds of the labelled ones (ngx_http_snapcache_hist_bounds()).
+ */
 typedef enum {
     NGX_HTTP_SNAPCACHE_HIST_FILL = 0,
     NGX_HTTP_SNAPCACHE_HIST_PURGE,
-    NGX_HTTP_SNAPCACHE_NHISTS
+    NGX_HTTP_SNAPCACHE_HIST_ORIGIN,
+    NGX_HTTP_SNAPCACHE_NHISTS,
+    NGX_HTTP_SNAPCACHE_HIST_REQUEST = NGX_HTTP_SNAPCACHE_NHISTS,
+    NGX_HTTP_SNAPCACHE_HIST_TRANSCODE
 } ngx_http_snapcache_hist_e;
+
+
+/*
+ * Why the gate denied a request (403): snapcache_denied_total's reason,
+ * indexed as SNAPCACHE_SIGN_KEY .. SNAPCACHE_SIGN_LIFETIME, less one.
+ */
+#define NGX_HTTP_SNAPCACHE_NDENY  4
 
 
 /* Bucket counts (not cumulative), their count, and the sum in usec. */
@@ -175,9 +197,32 @@ typedef struct {
 } ngx_http_snapcache_label_t;
 
 
+/*
+ * A worker's own numbers, in its slot (ngx_process_slot) of the zone:
+ * claimed with its pid at its start, so that a slot a killed worker
+ * left is taken over, and read only while that pid lives.
+ */
+typedef struct {
+    ngx_atomic_t               pid;
+    ngx_atomic_t               fills;        /* in flight */
+} ngx_http_snapcache_worker_slot_t;
+
+
 /* What /metrics prints, summed over every worker. */
 typedef struct {
     ngx_atomic_t               requests[NGX_HTTP_SNAPCACHE_NSTATUS];
+    ngx_atomic_t               codes[NGX_HTTP_SNAPCACHE_CODES];
+    ngx_http_snapcache_hist_t  request_time[NGX_HTTP_SNAPCACHE_NSTATUS]
+                                   [NGX_HTTP_SNAPCACHE_NCLASSES];
+    ngx_atomic_t               origin_codes[NGX_HTTP_SNAPCACHE_CODES + 1];
+    ngx_atomic_t               origin_unusable;  /* 200s, not originals */
+    ngx_atomic_t               denied[NGX_HTTP_SNAPCACHE_KIDS + 1]
+                                     [NGX_HTTP_SNAPCACHE_NDENY];
+    ngx_atomic_t               verified[NGX_HTTP_SNAPCACHE_KIDS + 1];
+    ngx_http_snapcache_label_t kids[NGX_HTTP_SNAPCACHE_KIDS];
+    ngx_atomic_t               refused_at;   /* a fill or purge, last */
+    ngx_atomic_t               lock_full_at; /* no fill lock to be had */
+    ngx_atomic_t               store_damaged;
     ngx_atomic_t               fills[NGX_HTTP_SNAPCACHE_NFILL_RESULTS];
     ngx_atomic_t               served[NGX_HTTP_SNAPCACHE_LABELS]
                                      [NGX_HTTP_SNAPCACHE_NREASONS];
@@ -191,8 +236,10 @@ typedef struct {
     ngx_atomic_t               purge_generation;
     ngx_atomic_t               pool_rejections;
     ngx_http_snapcache_hist_t  hists[NGX_HTTP_SNAPCACHE_NHISTS];
-    ngx_http_snapcache_hist_t  transcode[NGX_HTTP_SNAPCACHE_LABELS];
+    ngx_http_snapcache_hist_t  transcode[NGX_HTTP_SNAPCACHE_LABELS]
+                                        [SNAPCACHE_FORMAT_NCODES];
     ngx_http_snapcache_label_t labels[NGX_HTTP_SNAPCACHE_LABELS];
+    ngx_http_snapcache_worker_slot_t  workers[NGX_MAX_PROCESSES];
 } ngx_http_snapcache_metrics_t;
 
 
@@ -245,6 +292,9 @@ typedef struct {
     ngx_flag_t                 cold_start;   /* records from before the
                                                 start are not served */
     ngx_uint_t                 fills;        /* this worker's in flight */
+    ngx_array_t               *kids;         /* every location's kids,
+                                                ngx_str_t: the labels of
+                                                snapcache_denied_total */
 } ngx_http_snapcache_main_conf_t;
 
 
@@ -287,6 +337,8 @@ typedef struct {
 
     ngx_flag_t                 adapt;
     ngx_msec_t                 adapt_budget;
+
+    ngx_array_t               *cors_origins;    /* ngx_str_t */
 
     ngx_array_t               *cluster_tokens;  /* SHA-256 digests */
     ngx_str_t                  cluster_bearer;  /* "Bearer <hex>" of the
@@ -381,6 +433,16 @@ typedef struct {
 } ngx_http_snapcache_image_t;
 
 
+/*
+ * What the metrics' renderer is handed by its caller, the admin API:
+ * figures of the rooms above it, which it does not call.
+ */
+typedef struct {
+    ngx_uint_t                       links_used;
+    ngx_uint_t                       links_capacity;
+} ngx_http_snapcache_figures_t;
+
+
 /* How an entry answers with an image: a client's and a peer's differ. */
 typedef ngx_int_t (*ngx_http_snapcache_answer_pt)(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_http_snapcache_image_t *image,
@@ -410,6 +472,10 @@ struct ngx_http_snapcache_ctx_s {
     ngx_uint_t                       adapt_reason;
     uint32_t                         link_kbps;    /* 0: unknown */
     uint32_t                         link_rtt_ms;
+    const char                      *deny_reason;  /* the gate's refusal */
+    uint64_t                         miss_start;   /* usec, monotonic: */
+    uint64_t                         miss_end;     /* the miss's answer */
+    uint64_t                         origin_start; /* this fetch's */
 
     snapcache_record_t               stale;
     ngx_http_snapcache_gen_t         stale_gen;    /* read before it */
@@ -442,6 +508,9 @@ struct ngx_http_snapcache_ctx_s {
 
     unsigned                         verified:1;   /* the signature, or a
                                                       peer's token */
+    unsigned                         parsed:1;     /* req.url is the
+                                                      target, canonical */
+    unsigned                         preflight:1;  /* a CORS preflight */
     unsigned                         chosen:1;     /* req.variant is the
                                                       rung served */
     unsigned                         adapted:1;    /* link_* are set */
@@ -479,6 +548,12 @@ ngx_int_t ngx_http_snapcache_check_origin_uri(ngx_conf_t *cf,
     ngx_http_snapcache_loc_conf_t *slcf, const char *kind,
     const char *which);
 
+/* ngx_http_snapcache_cors.c */
+char *ngx_http_snapcache_cors_origin(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_snapcache_cors(ngx_http_request_t *r,
+    ngx_http_snapcache_ctx_t *ctx);
+
 /* ngx_http_snapcache_ladder.c */
 char *ngx_http_snapcache_variant(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -492,6 +567,8 @@ char *ngx_http_snapcache_token_load(ngx_conf_t *cf, ngx_str_t *path,
     const char *role, ngx_array_t **tokens, ngx_str_t *bearer);
 ngx_int_t ngx_http_snapcache_bearer_auth(ngx_http_request_t *r,
     ngx_array_t *tokens, const char *role);
+ngx_int_t ngx_http_snapcache_note_kids(ngx_conf_t *cf,
+    ngx_http_snapcache_main_conf_t *smcf, ngx_array_t *keys);
 
 /* ngx_http_snapcache_handler.c */
 ngx_int_t ngx_http_snapcache_handler(ngx_http_request_t *r);
@@ -576,6 +653,8 @@ ngx_uint_t ngx_http_snapcache_purged_within(
 time_t ngx_http_snapcache_not_before(ngx_http_snapcache_main_conf_t *smcf);
 void ngx_http_snapcache_stat_add(ngx_http_snapcache_main_conf_t *smcf,
     ngx_uint_t counter, ngx_atomic_int_t n);
+ngx_uint_t ngx_http_snapcache_locks_in_use(
+    ngx_http_snapcache_main_conf_t *smcf);
 
 /* ngx_http_snapcache_link.c */
 ngx_http_snapcache_links_t *ngx_http_snapcache_links_create(
@@ -585,6 +664,8 @@ void ngx_http_snapcache_link_choose(ngx_http_request_t *r,
 void ngx_http_snapcache_link_record(ngx_http_snapcache_main_conf_t *smcf,
     const uint64_t client[2], const uint64_t device[2], uint32_t variant,
     size_t body_len, snapcache_adapt_sample_t *s);
+void ngx_http_snapcache_links_usage(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_uint_t *used, ngx_uint_t *capacity);
 
 /* ngx_http_snapcache_watch.c */
 void ngx_http_snapcache_watch_check(ngx_connection_t *c);
@@ -598,15 +679,28 @@ ngx_int_t ngx_http_snapcache_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_snapcache_redact_init(ngx_conf_t *cf);
 ngx_str_t *ngx_http_snapcache_status_name(ngx_uint_t status);
 
-/* ngx_http_snapcache_metrics.c */
+/* ngx_http_snapcache_metrics.c: counting */
 ngx_int_t ngx_http_snapcache_metrics_init(ngx_conf_t *cf);
 uint64_t ngx_http_snapcache_usec(void);
+const uint64_t *ngx_http_snapcache_hist_bounds(ngx_uint_t hist);
+ngx_uint_t ngx_http_snapcache_fills_in_flight(
+    ngx_http_snapcache_main_conf_t *smcf);
 void ngx_http_snapcache_count_fill(ngx_http_snapcache_main_conf_t *smcf,
     ngx_uint_t result, uint64_t start);
 void ngx_http_snapcache_count_served(ngx_http_snapcache_main_conf_t *smcf,
     ngx_str_t *variant, ngx_uint_t reason);
 void ngx_http_snapcache_count_transcode(ngx_http_snapcache_main_conf_t *smcf,
-    ngx_str_t *variant, uint64_t usec);
+    ngx_str_t *variant, ngx_uint_t format, uint64_t usec);
+void ngx_http_snapcache_count_origin(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_uint_t code, ngx_uint_t usable, uint64_t start);
+void ngx_http_snapcache_count_gate(ngx_http_snapcache_main_conf_t *smcf,
+    snapcache_str_t *kid, int rc);
+void ngx_http_snapcache_fills_change(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_int_t n);
+void ngx_http_snapcache_count_lock_full(
+    ngx_http_snapcache_main_conf_t *smcf);
+void ngx_http_snapcache_metrics_worker(ngx_cycle_t *cycle,
+    ngx_http_snapcache_main_conf_t *smcf, ngx_uint_t start);
 void ngx_http_snapcache_count_bad(ngx_http_snapcache_main_conf_t *smcf,
     ngx_uint_t foreign);
 void ngx_http_snapcache_count_rejected(ngx_http_snapcache_main_conf_t *smcf);
@@ -615,8 +709,11 @@ void ngx_http_snapcache_count_purge(ngx_http_snapcache_main_conf_t *smcf,
     ngx_uint_t scope, ngx_uint_t result, uint64_t records);
 void ngx_http_snapcache_observe_purge(ngx_http_snapcache_main_conf_t *smcf,
     uint64_t usec);
+
+/* ngx_http_snapcache_expose.c: Prometheus text and the stats JSON */
 ngx_int_t ngx_http_snapcache_metrics_text(ngx_http_request_t *r,
-    ngx_http_snapcache_main_conf_t *smcf, ngx_chain_t **out, off_t *len);
+    ngx_http_snapcache_main_conf_t *smcf, ngx_http_snapcache_figures_t *fig,
+    ngx_chain_t **out, off_t *len);
 ngx_int_t ngx_http_snapcache_stats_json(ngx_http_request_t *r,
     ngx_http_snapcache_main_conf_t *smcf, ngx_chain_t **out, off_t *len);
 

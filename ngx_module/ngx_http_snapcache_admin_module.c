@@ -17,6 +17,10 @@
  * snapcache_admin_token files, compared in constant time; on top of
  * that, restrict it with allow and deny.  Purges run on the location's
  * snapcache_thread_pool, a setting of ngx_http_snapcache_module.
+ *
+ * A location with snapcache_health answers a balancer, without a token:
+ * 200 "ok", or 503 and the one word of what stops this node serving
+ * (store, zone, pool).  It tells nothing a client could not see.
  */
 
 
@@ -33,11 +37,17 @@ typedef enum {
 
 typedef struct {
     ngx_flag_t                 enable;
+    ngx_flag_t                 health;
     ngx_array_t               *tokens;       /* SHA-256 digests */
 } ngx_http_snapcache_admin_loc_conf_t;
 
 
 static ngx_int_t ngx_http_snapcache_admin_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_snapcache_health_handler(ngx_http_request_t *r);
+static const char *ngx_http_snapcache_health_reason(
+    ngx_http_snapcache_main_conf_t *smcf);
+static char *ngx_http_snapcache_health(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_uint_t ngx_http_snapcache_admin_endpoint(ngx_http_request_t *r);
 static ngx_int_t ngx_http_snapcache_admin_get(ngx_http_request_t *r,
     ngx_uint_t endpoint);
@@ -57,6 +67,13 @@ static ngx_command_t  ngx_http_snapcache_admin_commands[] = {
     { ngx_string("snapcache_admin"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_snapcache_admin,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("snapcache_health"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_snapcache_health,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -200,6 +217,7 @@ ngx_http_snapcache_admin_get(ngx_http_request_t *r, ngx_uint_t endpoint)
     off_t                            len;
     ngx_int_t                        rc;
     ngx_chain_t                     *out;
+    ngx_http_snapcache_figures_t     fig;
     ngx_http_snapcache_main_conf_t  *smcf;
 
     smcf = ngx_http_get_module_main_conf(r, ngx_http_snapcache_module);
@@ -210,7 +228,13 @@ ngx_http_snapcache_admin_get(ngx_http_request_t *r, ngx_uint_t endpoint)
     }
 
     if (endpoint == NGX_HTTP_SNAPCACHE_ADMIN_METRICS) {
-        if (ngx_http_snapcache_metrics_text(r, smcf, &out, &len) != NGX_OK) {
+        ngx_memzero(&fig, sizeof(ngx_http_snapcache_figures_t));
+        ngx_http_snapcache_links_usage(smcf, &fig.links_used,
+                                       &fig.links_capacity);
+
+        if (ngx_http_snapcache_metrics_text(r, smcf, &fig, &out, &len)
+            != NGX_OK)
+        {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -261,6 +285,7 @@ ngx_http_snapcache_admin_create_loc_conf(ngx_conf_t *cf)
     }
 
     conf->enable = NGX_CONF_UNSET;
+    conf->health = NGX_CONF_UNSET;
     conf->tokens = NGX_CONF_UNSET_PTR;
 
     return conf;
@@ -284,13 +309,26 @@ ngx_http_snapcache_admin_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     ngx_conf_merge_ptr_value(conf->tokens, prev->tokens, NULL);
 
+    slcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_snapcache_module);
+
+    if (conf->health == 1
+        && (conf->enable == 1 || slcf->enable == 1 || slcf->peer_endpoint))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"snapcache_health\" needs a location of its "
+                           "own");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->health != 1) {
+        conf->health = 0;
+    }
+
     /* not inherited: a nested location is not an admin location */
     if (conf->enable != 1) {
         conf->enable = 0;
         return NGX_CONF_OK;
     }
-
-    slcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_snapcache_module);
 
     if (slcf->enable == 1) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -356,4 +394,95 @@ ngx_http_snapcache_admin_token(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     return ngx_http_snapcache_token_load(cf, &value[1], "admin",
                                          &alcf->tokens, NULL);
+}
+
+
+/*
+ * snapcache_health: in any location, "location = /health" for one.  It
+ * needs no token: what it says, a balancer needs, and nothing in it is
+ * secret.
+ */
+static char *
+ngx_http_snapcache_health(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_snapcache_admin_loc_conf_t *alcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (alcf->health != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    alcf->health = 1;
+    clcf->handler = ngx_http_snapcache_health_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_snapcache_health_handler(ngx_http_request_t *r)
+{
+    const char                      *reason;
+    ngx_http_snapcache_main_conf_t  *smcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_snapcache_reply_error(r, NGX_HTTP_NOT_ALLOWED,
+                                              "method");
+    }
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_snapcache_module);
+
+    reason = ngx_http_snapcache_health_reason(smcf);
+
+    if (reason) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "snapcache: health: %s", reason);
+        return ngx_http_snapcache_reply_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                              reason);
+    }
+
+    return ngx_http_snapcache_reply_error(r, NGX_HTTP_OK, "ok");
+}
+
+
+/*
+ * What stops this node serving, the first of: the store is not open in
+ * this worker (its requests answer 503) or LMDB found it damaged (every
+ * fill goes to the origin, uncached); the zone is missing, or its fill
+ * locks were all held lately (misses fill uncoalesced, a fetch each);
+ * fills or purges were refused lately for want of room
+ * (snapcache_max_fills or the thread pool's queue).  NULL: ok.
+ */
+static const char *
+ngx_http_snapcache_health_reason(ngx_http_snapcache_main_conf_t *smcf)
+{
+    time_t                         since;
+    ngx_http_snapcache_metrics_t  *m;
+
+    if (smcf == NULL || smcf->sh == NULL) {
+        return "zone";
+    }
+
+    m = &smcf->sh->metrics;
+
+    if (smcf->store_path.len
+        && (smcf->store == NULL || m->store_damaged))
+    {
+        return "store";
+    }
+
+    since = ngx_time() - NGX_HTTP_SNAPCACHE_HEALTH_WINDOW;
+
+    if (m->lock_full_at && (time_t) m->lock_full_at > since) {
+        return "zone";
+    }
+
+    if (m->refused_at && (time_t) m->refused_at > since) {
+        return "pool";
+    }
+
+    return NULL;
 }

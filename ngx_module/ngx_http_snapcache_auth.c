@@ -334,3 +334,52 @@ ngx_http_snapcache_hex_decode(u_char *dst, u_char *src, size_t len)
 
     return NGX_OK;
 }
+
+
+/*
+ * Every kid some snapcache location verifies with, once: the only kid
+ * labels the metrics show, so that their number is the configuration's.
+ */
+ngx_int_t
+ngx_http_snapcache_note_kids(ngx_conf_t *cf,
+    ngx_http_snapcache_main_conf_t *smcf, ngx_array_t *keys)
+{
+    ngx_str_t             *kid;
+    ngx_uint_t             i, j;
+    snapcache_sign_key_t  *key;
+
+    if (smcf->kids == NULL) {
+        smcf->kids = ngx_array_create(cf->pool, 4, sizeof(ngx_str_t));
+        if (smcf->kids == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    key = keys->elts;
+
+    for (i = 0; i < keys->nelts; i++) {
+        kid = smcf->kids->elts;
+
+        for (j = 0; j < smcf->kids->nelts; j++) {
+            if (kid[j].len == key[i].kid_len
+                && ngx_memcmp(kid[j].data, key[i].kid, kid[j].len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j < smcf->kids->nelts) {
+            continue;
+        }
+
+        kid = ngx_array_push(smcf->kids);
+        if (kid == NULL) {
+            return NGX_ERROR;
+        }
+
+        kid->len = key[i].kid_len;
+        kid->data = (u_char *) key[i].kid;
+    }
+
+    return NGX_OK;
+}

@@ -70,6 +70,8 @@ ngx_http_snapcache_fill(ngx_http_request_t *r, ngx_http_snapcache_ctx_t *ctx)
     ngx_int_t            rc;
     ngx_pool_cleanup_t  *cln;
 
+    ctx->miss_start = ngx_http_snapcache_usec();
+
     ctx->lock_hash = ngx_http_snapcache_hash(ctx->ident.digest,
                                              sizeof(ctx->ident.digest))
                      ^ ctx->lock_salt;
@@ -189,9 +191,8 @@ ngx_http_snapcache_wait_handler(ngx_event_t *ev)
         rc = ngx_http_snapcache_lookup(r, ctx, ctx->variant, ctx->format,
                                        &rec);
 
+        /* a miss in $snapcache_stats already: counted once */
         if (rc == SNAPCACHE_CACHE_HIT) {
-            ngx_http_snapcache_stat_add(ctx->smcf,
-                                        NGX_HTTP_SNAPCACHE_ST_HITS, 1);
             rc = ngx_http_snapcache_answer_record(r, ctx, &rec,
                                                   NGX_HTTP_SNAPCACHE_HIT);
             break;
@@ -233,7 +234,7 @@ ngx_http_snapcache_start_fill(ngx_http_request_t *r,
         }
 
         ctx->counted = 1;
-        ctx->smcf->fills++;
+        ngx_http_snapcache_fills_change(ctx->smcf, 1);
     }
 
     ngx_http_snapcache_gen_read(ctx->smcf, ctx->ident.acct_tag,
@@ -424,7 +425,7 @@ ngx_http_snapcache_uncount(ngx_http_snapcache_ctx_t *ctx)
 {
     if (ctx->counted) {
         ctx->counted = 0;
-        ctx->smcf->fills--;
+        ngx_http_snapcache_fills_change(ctx->smcf, -1);
     }
 }
 
@@ -622,7 +623,7 @@ ngx_http_snapcache_task_done(ngx_event_t *ev)
 
     if (t->counted) {
         t->counted = 0;
-        t->smcf->fills--;
+        ngx_http_snapcache_fills_change(t->smcf, -1);
     }
 
     status = 0;
@@ -731,7 +732,7 @@ ngx_http_snapcache_task_account(ngx_http_snapcache_task_t *t,
         ngx_http_snapcache_stat_add(t->smcf,
                                     NGX_HTTP_SNAPCACHE_ST_TRANSCODES, 1);
         ngx_http_snapcache_count_transcode(t->smcf, &t->variant_name,
-                                           t->transcode_usec);
+                                           t->format, t->transcode_usec);
     }
 
     result = !t->transcoded ? NGX_HTTP_SNAPCACHE_FILL_FAILED

@@ -56,6 +56,12 @@ ngx_http_snapcache_handler(ngx_http_request_t *r)
     ctx->answer = ngx_http_snapcache_answer_client;
     sr = &ctx->req;
 
+    /* snapcache_cors_origin: its headers, or the preflight's answer */
+    rc = ngx_http_snapcache_cors(r, ctx);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "snapcache: method not allowed");
@@ -85,9 +91,14 @@ ngx_http_snapcache_handler(ngx_http_request_t *r)
                                          "malformed");
     }
 
+    /* the kid is known, verified or not ($snapcache_kid) */
+    ctx->parsed = 1;
+
     rc = snapcache_sign_verify(&sr->url, slcf->keys->elts, slcf->keys->nelts,
                                (int64_t) ngx_time(),
                                (int64_t) slcf->max_lifetime);
+
+    ngx_http_snapcache_count_gate(ctx->smcf, &sr->url.kid, rc);
 
     if (rc != SNAPCACHE_SIGN_OK) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -99,6 +110,8 @@ ngx_http_snapcache_handler(ngx_http_request_t *r)
         ngx_http_snapcache_stat_add(ctx->smcf, NGX_HTTP_SNAPCACHE_ST_DENIED,
                                     1);
         ctx->status = NGX_HTTP_SNAPCACHE_DENIED;
+        ctx->deny_reason = (rc == SNAPCACHE_SIGN_LIFETIME)
+                           ? "lifetime" : snapcache_sign_reason(rc);
         return ngx_http_snapcache_reply_error(r, NGX_HTTP_FORBIDDEN,
                                               snapcache_sign_reason(rc));
     }
@@ -411,6 +424,7 @@ ngx_http_snapcache_refuse(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_uint_t status, const char *reason)
 {
     ctx->status = NGX_HTTP_SNAPCACHE_ERROR;
+    ctx->deny_reason = reason;
 
     return ngx_http_snapcache_reply_error(r, status, reason);
 }

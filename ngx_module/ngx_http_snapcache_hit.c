@@ -122,6 +122,7 @@ ngx_http_snapcache_answer_client(ngx_http_request_t *r,
     ngx_table_elt_t  *etag;
 
     ctx->status = status;
+    ctx->miss_end = ctx->miss_start ? ngx_http_snapcache_usec() : 0;
     ngx_http_snapcache_count_served(ctx->smcf, &ctx->req.variant->name,
                                     ctx->adapt_reason);
 

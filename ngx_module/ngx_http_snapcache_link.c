@@ -633,3 +633,42 @@ ngx_http_snapcache_siphash(const uint64_t key[2], const u_char *in,
 
     return v0 ^ v1 ^ v2 ^ v3;
 }
+
+
+/*
+ * The history's occupancy, for the admin API's metrics: records in use
+ * and room.  Records are taken from the free list and never given back;
+ * once it is empty, the least recently used is reused.
+ */
+void
+ngx_http_snapcache_links_usage(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_uint_t *used, ngx_uint_t *capacity)
+{
+    ngx_uint_t                   n;
+    ngx_queue_t                 *q;
+    ngx_http_snapcache_links_t  *links;
+
+    *used = 0;
+    *capacity = 0;
+
+    if (smcf->sh == NULL || smcf->sh->links == NULL) {
+        return;
+    }
+
+    links = smcf->sh->links;
+    n = 0;
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    for (q = ngx_queue_head(&links->free);
+         q != ngx_queue_sentinel(&links->free);
+         q = ngx_queue_next(q))
+    {
+        n++;
+    }
+
+    *capacity = links->capacity;
+    *used = links->capacity - n;
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+}

@@ -6,12 +6,12 @@
 
 
 /*
- * snapcache: metrics.  Counters and fixed-bucket histograms live in the
- * shared zone, so every worker adds to the same numbers and a scrape
- * served by any worker sees them all.  This file records them, counts
- * each request of a snapcache location in the log phase, and renders
- * them as Prometheus text (GET <admin>/metrics) and as JSON
- * (GET <admin>/stats).
+ * snapcache: metrics, counted.  Counters and fixed-bucket histograms
+ * live in the shared zone, so every worker adds to the same numbers and
+ * a scrape served by any worker sees them all; what a worker alone
+ * knows (its fills in flight) sits in its own slot of the zone.  This
+ * file records them and counts each request once, in the log phase,
+ * when its status is final.  ngx_http_snapcache_expose.c renders them.
  */
 
 
@@ -21,59 +21,39 @@
 
 _Static_assert(NGX_HTTP_SNAPCACHE_NREASONS == SNAPCACHE_ADAPT_NREASONS,
                "a served_total counter for each adaptation reason");
-
-
-/* Room a single rendered line may need; a new buffer is started below. */
-#define NGX_HTTP_SNAPCACHE_LINE_MAX   1024
-#define NGX_HTTP_SNAPCACHE_OUT_CHUNK  16384
-
-
-typedef struct {
-    ngx_pool_t    *pool;
-    ngx_chain_t   *first;
-    ngx_chain_t  **last;
-    ngx_buf_t     *b;
-    off_t          len;
-    ngx_uint_t     failed;
-} ngx_http_snapcache_out_t;
-
-
-typedef struct {
-    const char    *name;
-    const char    *help;
-    const uint64_t *bounds;       /* upper bounds in usec, 0-terminated */
-} ngx_http_snapcache_hist_def_t;
+_Static_assert(SNAPCACHE_SIGN_LIFETIME - SNAPCACHE_SIGN_KEY + 1
+               == NGX_HTTP_SNAPCACHE_NDENY,
+               "a denied_total counter for each of the gate's refusals");
 
 
 static ngx_int_t ngx_http_snapcache_log_handler(ngx_http_request_t *r);
+static uint64_t ngx_http_snapcache_request_usec(ngx_http_request_t *r);
 static ngx_int_t ngx_http_snapcache_label(ngx_http_snapcache_main_conf_t *smcf,
-    ngx_str_t *name);
+    ngx_http_snapcache_label_t *l, const u_char *name, size_t len,
+    ngx_uint_t claim);
 static void ngx_http_snapcache_hist_add(ngx_http_snapcache_hist_t *h,
     const uint64_t *bounds, uint64_t usec);
-static void ngx_http_snapcache_out(ngx_http_snapcache_out_t *w,
-    const char *fmt, ...);
-static void ngx_http_snapcache_out_family(ngx_http_snapcache_out_t *w,
-    const char *name, const char *type, const char *help);
-static u_char *ngx_http_snapcache_seconds(u_char *buf, uint64_t usec);
-static void ngx_http_snapcache_out_hist(ngx_http_snapcache_out_t *w,
-    const char *name, const char *labels, ngx_http_snapcache_hist_t *h,
-    const uint64_t *bounds);
-static ngx_int_t ngx_http_snapcache_out_done(ngx_http_snapcache_out_t *w,
-    ngx_chain_t **out, off_t *len);
 
 
 static uint64_t   ngx_http_snapcache_evictions_seen;
 
 
-/* Fills include the origin fetch: 5 ms to 10 s. */
+/* Requests, from their first byte read to their log: 1 ms to 10 s. */
+static const uint64_t  ngx_http_snapcache_request_bounds[] = {
+    1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,
+    2500000, 5000000, 10000000, 0
+};
+
+/* Fills and origin fetches: 5 ms to 10 s. */
 static const uint64_t  ngx_http_snapcache_fill_bounds[] = {
     5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,
     5000000, 10000000, 0
 };
 
+/* Transcodes, AVIF's included: 1 ms to 10 s. */
 static const uint64_t  ngx_http_snapcache_transcode_bounds[] = {
     1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,
-    2500000, 0
+    2500000, 5000000, 10000000, 0
 };
 
 /* A purge answers once its deletes are on disk: 1 ms to 5 s. */
@@ -83,32 +63,13 @@ static const uint64_t  ngx_http_snapcache_purge_bounds[] = {
 };
 
 
-static ngx_http_snapcache_hist_def_t  ngx_http_snapcache_hists[] = {
-    { "snapcache_fill_duration_seconds",
-      "Time from a fill's start (origin fetch or kept original) to its "
-      "answer.",
-      ngx_http_snapcache_fill_bounds },
-    { "snapcache_purge_duration_seconds",
-      "Time from a purge request's generation bump to its durable end.",
-      ngx_http_snapcache_purge_bounds }
-};
-
-
-/* Label values, indexed as the enums in ngx_http_snapcache.h. */
-static const char  *ngx_http_snapcache_status_labels[] = {
-    "none", "hit", "miss", "stale", "bypass", "denied", "error"
-};
-
-static const char  *ngx_http_snapcache_fill_labels[] = {
-    "stored", "uncached", "purged", "failed", "rejected"
-};
-
-static const char  *ngx_http_snapcache_scope_labels[] = {
-    "none", "account", "device", "snapshot"
-};
-
-static const char  *ngx_http_snapcache_purge_labels[] = {
-    "ok", "failed", "bad_request", "unauthorized"
+/* indexed as ngx_http_snapcache_hist_e */
+static const uint64_t  *ngx_http_snapcache_bounds[] = {
+    ngx_http_snapcache_fill_bounds,
+    ngx_http_snapcache_purge_bounds,
+    ngx_http_snapcache_fill_bounds,
+    ngx_http_snapcache_request_bounds,
+    ngx_http_snapcache_transcode_bounds
 };
 
 
@@ -142,18 +103,28 @@ ngx_http_snapcache_usec(void)
 }
 
 
+const uint64_t *
+ngx_http_snapcache_hist_bounds(ngx_uint_t hist)
+{
+    return ngx_http_snapcache_bounds[hist];
+}
+
+
 /*
- * Every request whose ctx says how it ended, and every request of a
+ * Each request whose ctx says how it ended, and each request of a
  * snapcache location that ended before it could (an allocation failed),
- * counts once by that status, with the bytes sent.
+ * counts once, here, by that status: the requests, the bytes sent, the
+ * HTTP status and the time taken.  A CORS preflight counts by its HTTP
+ * status alone: it asked for no image.
  */
 static ngx_int_t
 ngx_http_snapcache_log_handler(ngx_http_request_t *r)
 {
-    ngx_uint_t                       status;
+    ngx_uint_t                       status, code;
     ngx_http_snapcache_ctx_t        *ctx;
     ngx_http_snapcache_loc_conf_t   *slcf;
     ngx_http_snapcache_main_conf_t  *smcf;
+    ngx_http_snapcache_metrics_t    *m;
 
     smcf = ngx_http_get_module_main_conf(r, ngx_http_snapcache_module);
 
@@ -164,7 +135,7 @@ ngx_http_snapcache_log_handler(ngx_http_request_t *r)
     ctx = ngx_http_snapcache_get_ctx(r);
     status = ctx ? ctx->status : NGX_HTTP_SNAPCACHE_NONE;
 
-    if (status == NGX_HTTP_SNAPCACHE_NONE) {
+    if (status == NGX_HTTP_SNAPCACHE_NONE && !(ctx && ctx->preflight)) {
         slcf = ngx_http_get_module_loc_conf(r, ngx_http_snapcache_module);
 
         if (slcf == NULL || !slcf->enable) {
@@ -174,44 +145,81 @@ ngx_http_snapcache_log_handler(ngx_http_request_t *r)
         status = NGX_HTTP_SNAPCACHE_ERROR;
     }
 
-    ngx_atomic_fetch_add(&smcf->sh->metrics.requests[status], 1);
-    ngx_atomic_fetch_add(&smcf->sh->metrics.sent_bytes,
+    m = &smcf->sh->metrics;
+
+    /* as $status says it */
+    code = r->err_status ? r->err_status : r->headers_out.status;
+
+    if (code >= 100 && code < 100 + NGX_HTTP_SNAPCACHE_CODES) {
+        ngx_atomic_fetch_add(&m->codes[code - 100], 1);
+    }
+
+    if (status == NGX_HTTP_SNAPCACHE_NONE) {
+        return NGX_OK;
+    }
+
+    ngx_atomic_fetch_add(&m->requests[status], 1);
+    ngx_atomic_fetch_add(&m->sent_bytes,
                          (ngx_atomic_int_t) r->connection->sent);
+
+    if (code >= 100 && code < 100 + NGX_HTTP_SNAPCACHE_CODES) {
+        ngx_http_snapcache_hist_add(&m->request_time[status][code / 100 - 1],
+                                    ngx_http_snapcache_request_bounds,
+                                    ngx_http_snapcache_request_usec(r));
+    }
 
     return NGX_OK;
 }
 
 
+/* As $request_time measures: from the request's first byte, read. */
+static uint64_t
+ngx_http_snapcache_request_usec(ngx_http_request_t *r)
+{
+    int64_t         usec;
+    struct timeval  tv;
+
+    ngx_gettimeofday(&tv);
+
+    usec = ((int64_t) tv.tv_sec - (int64_t) r->start_sec) * 1000000
+           + (int64_t) tv.tv_usec - (int64_t) r->start_msec * 1000;
+
+    return usec > 0 ? (uint64_t) usec : 0;
+}
+
+
 /*
- * The zone's slot of a variant name, claimed the first time it is seen.
- * Slots are claimed in order and never given back, so a reader scans
- * without the lock; NGX_ERROR when all are taken.
+ * The slot of a label (a variant name, a kid) in one of the zone's
+ * tables, claimed the first time it is seen when claim is set.  Slots
+ * are claimed in order and never given back, so a reader scans without
+ * the lock; NGX_ERROR when it is not there, or all are taken.
  */
 static ngx_int_t
 ngx_http_snapcache_label(ngx_http_snapcache_main_conf_t *smcf,
-    ngx_str_t *name)
+    ngx_http_snapcache_label_t *l, const u_char *name, size_t len,
+    ngx_uint_t claim)
 {
-    ngx_int_t                    rc;
-    ngx_uint_t                   i, len;
-    ngx_http_snapcache_label_t  *l;
+    ngx_int_t   rc;
+    ngx_uint_t  i, n;
 
-    if (name == NULL || name->len == 0 || name->len > SNAPCACHE_ID_MAX) {
+    if (len == 0 || len > SNAPCACHE_ID_MAX) {
         return NGX_ERROR;
     }
 
-    l = smcf->sh->metrics.labels;
-
     for (i = 0; i < NGX_HTTP_SNAPCACHE_LABELS; i++) {
-        len = l[i].len;
+        n = l[i].len;
 
-        if (len == 0) {
+        if (n == 0) {
             break;
         }
 
-        if (len == name->len && ngx_memcmp(l[i].name, name->data, len) == 0)
-        {
+        if (n == len && ngx_memcmp(l[i].name, name, len) == 0) {
             return (ngx_int_t) i;
         }
+    }
+
+    if (!claim) {
+        return NGX_ERROR;
     }
 
     rc = NGX_ERROR;
@@ -219,18 +227,17 @@ ngx_http_snapcache_label(ngx_http_snapcache_main_conf_t *smcf,
     ngx_shmtx_lock(&smcf->shpool->mutex);
 
     for (i = 0; i < NGX_HTTP_SNAPCACHE_LABELS; i++) {
-        len = l[i].len;
+        n = l[i].len;
 
-        if (len == name->len && ngx_memcmp(l[i].name, name->data, len) == 0)
-        {
+        if (n == len && ngx_memcmp(l[i].name, name, len) == 0) {
             rc = (ngx_int_t) i;
             break;
         }
 
-        if (len == 0) {
-            ngx_memcpy(l[i].name, name->data, name->len);
+        if (n == 0) {
+            ngx_memcpy(l[i].name, name, len);
             ngx_memory_barrier();
-            l[i].len = name->len;
+            l[i].len = len;
             rc = (ngx_int_t) i;
             break;
         }
@@ -258,6 +265,122 @@ ngx_http_snapcache_hist_add(ngx_http_snapcache_hist_t *h,
 }
 
 
+/*
+ * A worker's start (start set) or end.  It claims its process slot and
+ * the labels of the kids its configuration has, so that
+ * snapcache_denied_total and snapcache_verified_total show every
+ * configured kid from the first scrape, and only those.  Workers of
+ * the previous configuration may still run beside it after a reload:
+ * they keep their own slots until they exit.
+ */
+void
+ngx_http_snapcache_metrics_worker(ngx_cycle_t *cycle,
+    ngx_http_snapcache_main_conf_t *smcf, ngx_uint_t start)
+{
+    ngx_str_t                         *kid;
+    ngx_uint_t                         i;
+    ngx_http_snapcache_metrics_t      *m;
+    ngx_http_snapcache_worker_slot_t  *w;
+
+    if (smcf->sh == NULL || ngx_process_slot < 0
+        || ngx_process_slot >= NGX_MAX_PROCESSES)
+    {
+        return;
+    }
+
+    m = &smcf->sh->metrics;
+    w = &m->workers[ngx_process_slot];
+
+    if (!start) {
+        if (w->pid == (ngx_atomic_uint_t) ngx_pid) {
+            w->fills = 0;
+            ngx_memory_barrier();
+            w->pid = 0;
+        }
+
+        return;
+    }
+
+    w->pid = 0;
+    ngx_memory_barrier();
+    w->fills = 0;
+    ngx_memory_barrier();
+    w->pid = (ngx_atomic_uint_t) ngx_pid;
+
+    if (smcf->kids == NULL) {
+        return;
+    }
+
+    kid = smcf->kids->elts;
+
+    for (i = 0; i < smcf->kids->nelts; i++) {
+        if (ngx_http_snapcache_label(smcf, m->kids, kid[i].data, kid[i].len,
+                                     1)
+            == NGX_ERROR)
+        {
+            ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                          "snapcache: more than %d kids since the zone "
+                          "was made, \"%V\" is counted without its label",
+                          NGX_HTTP_SNAPCACHE_KIDS, &kid[i]);
+        }
+    }
+}
+
+
+/* This worker's fills in flight moved by n: its own count and its slot. */
+void
+ngx_http_snapcache_fills_change(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_int_t n)
+{
+    ngx_http_snapcache_worker_slot_t  *w;
+
+    smcf->fills += n;
+
+    if (smcf->sh == NULL || ngx_process_slot < 0
+        || ngx_process_slot >= NGX_MAX_PROCESSES)
+    {
+        return;
+    }
+
+    w = &smcf->sh->metrics.workers[ngx_process_slot];
+
+    if (w->pid == (ngx_atomic_uint_t) ngx_pid) {
+        w->fills = smcf->fills;
+    }
+}
+
+
+/*
+ * The node's fills in flight: the slots of the workers that live, those
+ * of the previous configuration that still finish their requests
+ * included.  A killed worker's slot is left out until it is taken again.
+ */
+ngx_uint_t
+ngx_http_snapcache_fills_in_flight(ngx_http_snapcache_main_conf_t *smcf)
+{
+    ngx_pid_t                          pid;
+    ngx_uint_t                         i, n;
+    ngx_http_snapcache_worker_slot_t  *w;
+
+    w = smcf->sh->metrics.workers;
+    n = 0;
+
+    for (i = 0; i < NGX_MAX_PROCESSES; i++) {
+        pid = (ngx_pid_t) w[i].pid;
+
+        if (pid == 0) {
+            continue;
+        }
+
+        if (pid == ngx_pid || kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH) {
+            n += w[i].fills;
+        }
+    }
+
+    return n;
+}
+
+
 /* A fill's end; start is 0 for a fill that was refused before it began. */
 void
 ngx_http_snapcache_count_fill(ngx_http_snapcache_main_conf_t *smcf,
@@ -280,17 +403,98 @@ ngx_http_snapcache_count_fill(ngx_http_snapcache_main_conf_t *smcf,
 }
 
 
+/*
+ * An origin fetch's end: the status the origin location answered
+ * (the proxy's own 502 or 504 when the origin failed), whether it was
+ * a usable original, and the time from its start.
+ */
+void
+ngx_http_snapcache_count_origin(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_uint_t code, ngx_uint_t usable, uint64_t start)
+{
+    uint64_t                       now;
+    ngx_http_snapcache_metrics_t  *m;
+
+    if (smcf->sh == NULL) {
+        return;
+    }
+
+    m = &smcf->sh->metrics;
+
+    if (code >= 100 && code < 100 + NGX_HTTP_SNAPCACHE_CODES) {
+        ngx_atomic_fetch_add(&m->origin_codes[code - 100 + 1], 1);
+
+    } else {
+        ngx_atomic_fetch_add(&m->origin_codes[0], 1);
+    }
+
+    if (code == NGX_HTTP_OK && !usable) {
+        ngx_atomic_fetch_add(&m->origin_unusable, 1);
+    }
+
+    if (start) {
+        now = ngx_http_snapcache_usec();
+        ngx_http_snapcache_hist_add(&m->hists[NGX_HTTP_SNAPCACHE_HIST_ORIGIN],
+                                    ngx_http_snapcache_fill_bounds,
+                                    now > start ? now - start : 0);
+    }
+}
+
+
+/*
+ * The gate's verdict on a URL that parsed: verified, or denied, by the
+ * kid it named.  A kid no location configures (a denial for "key") is
+ * counted without one, so the labels are the configuration's.
+ */
+void
+ngx_http_snapcache_count_gate(ngx_http_snapcache_main_conf_t *smcf,
+    snapcache_str_t *kid, int rc)
+{
+    ngx_int_t                      i;
+    ngx_http_snapcache_metrics_t  *m;
+
+    if (smcf->sh == NULL || rc < SNAPCACHE_SIGN_OK
+        || rc > SNAPCACHE_SIGN_LIFETIME)
+    {
+        return;
+    }
+
+    m = &smcf->sh->metrics;
+
+    i = NGX_ERROR;
+
+    if (rc != SNAPCACHE_SIGN_KEY) {
+        i = ngx_http_snapcache_label(smcf, m->kids, (const u_char *) kid->data,
+                                     kid->len, 0);
+    }
+
+    if (i == NGX_ERROR) {
+        i = NGX_HTTP_SNAPCACHE_KIDS;
+    }
+
+    if (rc == SNAPCACHE_SIGN_OK) {
+        ngx_atomic_fetch_add(&m->verified[i], 1);
+
+    } else {
+        ngx_atomic_fetch_add(&m->denied[i][rc - SNAPCACHE_SIGN_KEY], 1);
+    }
+}
+
+
 void
 ngx_http_snapcache_count_served(ngx_http_snapcache_main_conf_t *smcf,
     ngx_str_t *variant, ngx_uint_t reason)
 {
     ngx_int_t  i;
 
-    if (smcf->sh == NULL || reason >= NGX_HTTP_SNAPCACHE_NREASONS) {
+    if (smcf->sh == NULL || reason >= NGX_HTTP_SNAPCACHE_NREASONS
+        || variant == NULL)
+    {
         return;
     }
 
-    i = ngx_http_snapcache_label(smcf, variant);
+    i = ngx_http_snapcache_label(smcf, smcf->sh->metrics.labels,
+                                 variant->data, variant->len, 1);
     if (i == NGX_ERROR) {
         return;
     }
@@ -299,22 +503,26 @@ ngx_http_snapcache_count_served(ngx_http_snapcache_main_conf_t *smcf,
 }
 
 
+/* A fill's transcode: the rung asked for, in its format, and those below. */
 void
 ngx_http_snapcache_count_transcode(ngx_http_snapcache_main_conf_t *smcf,
-    ngx_str_t *variant, uint64_t usec)
+    ngx_str_t *variant, ngx_uint_t format, uint64_t usec)
 {
     ngx_int_t  i;
 
-    if (smcf->sh == NULL) {
+    if (smcf->sh == NULL || variant == NULL
+        || format >= SNAPCACHE_FORMAT_NCODES)
+    {
         return;
     }
 
-    i = ngx_http_snapcache_label(smcf, variant);
+    i = ngx_http_snapcache_label(smcf, smcf->sh->metrics.labels,
+                                 variant->data, variant->len, 1);
     if (i == NGX_ERROR) {
         return;
     }
 
-    ngx_http_snapcache_hist_add(&smcf->sh->metrics.transcode[i],
+    ngx_http_snapcache_hist_add(&smcf->sh->metrics.transcode[i][format],
                                 ngx_http_snapcache_transcode_bounds, usec);
 }
 
@@ -330,11 +538,23 @@ ngx_http_snapcache_count_bad(ngx_http_snapcache_main_conf_t *smcf,
 }
 
 
+/* A fill or a purge the thread pool or snapcache_max_fills refused. */
 void
 ngx_http_snapcache_count_rejected(ngx_http_snapcache_main_conf_t *smcf)
 {
     if (smcf->sh) {
         ngx_atomic_fetch_add(&smcf->sh->metrics.pool_rejections, 1);
+        smcf->sh->metrics.refused_at = (ngx_atomic_uint_t) ngx_time();
+    }
+}
+
+
+/* Every fill lock was held by a live fill: this one runs uncoordinated. */
+void
+ngx_http_snapcache_count_lock_full(ngx_http_snapcache_main_conf_t *smcf)
+{
+    if (smcf->sh) {
+        smcf->sh->metrics.lock_full_at = (ngx_atomic_uint_t) ngx_time();
     }
 }
 
@@ -392,408 +612,4 @@ ngx_http_snapcache_observe_purge(ngx_http_snapcache_main_conf_t *smcf,
             &smcf->sh->metrics.hists[NGX_HTTP_SNAPCACHE_HIST_PURGE],
             ngx_http_snapcache_purge_bounds, usec);
     }
-}
-
-
-/* Appends one formatted piece; a new buffer when the room runs short. */
-static void
-ngx_http_snapcache_out(ngx_http_snapcache_out_t *w, const char *fmt, ...)
-{
-    u_char       *p;
-    va_list       args;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    if (w->failed) {
-        return;
-    }
-
-    if (w->b == NULL || w->b->end - w->b->last < NGX_HTTP_SNAPCACHE_LINE_MAX)
-    {
-        b = ngx_create_temp_buf(w->pool, NGX_HTTP_SNAPCACHE_OUT_CHUNK);
-        cl = ngx_alloc_chain_link(w->pool);
-
-        if (b == NULL || cl == NULL) {
-            w->failed = 1;
-            return;
-        }
-
-        cl->buf = b;
-        cl->next = NULL;
-        *w->last = cl;
-        w->last = &cl->next;
-        w->b = b;
-    }
-
-    va_start(args, fmt);
-    p = ngx_vslprintf(w->b->last, w->b->end, fmt, args);
-    va_end(args);
-
-    w->len += p - w->b->last;
-    w->b->last = p;
-}
-
-
-static void
-ngx_http_snapcache_out_family(ngx_http_snapcache_out_t *w, const char *name,
-    const char *type, const char *help)
-{
-    ngx_http_snapcache_out(w, "# HELP %s %s\n# TYPE %s %s\n",
-                           name, help, name, type);
-}
-
-
-/* usec as seconds without trailing zeros, "0.0025" or "10", in buf. */
-static u_char *
-ngx_http_snapcache_seconds(u_char *buf, uint64_t usec)
-{
-    u_char  *p;
-
-    p = ngx_sprintf(buf, "%uL.%06uL", usec / 1000000, usec % 1000000);
-
-    while (p[-1] == '0') {
-        p--;
-    }
-
-    if (p[-1] == '.') {
-        p--;
-    }
-
-    *p = '\0';
-
-    return buf;
-}
-
-
-/* Cumulative buckets; _count is their total, so the two always agree. */
-static void
-ngx_http_snapcache_out_hist(ngx_http_snapcache_out_t *w, const char *name,
-    const char *labels, ngx_http_snapcache_hist_t *h, const uint64_t *bounds)
-{
-    u_char      le[NGX_INT64_LEN + 8];
-    uint64_t    total, sum;
-    ngx_uint_t  i;
-
-    total = 0;
-
-    for (i = 0; bounds[i]; i++) {
-        total += h->buckets[i];
-        ngx_http_snapcache_out(w, "%s_bucket{%s%sle=\"%s\"} %uL\n",
-                               name, labels, labels[0] ? "," : "",
-                               ngx_http_snapcache_seconds(le, bounds[i]),
-                               total);
-    }
-
-    total += h->buckets[i];
-    sum = h->sum_usec;
-
-    ngx_http_snapcache_out(w, "%s_bucket{%s%sle=\"+Inf\"} %uL\n",
-                           name, labels, labels[0] ? "," : "", total);
-
-    if (labels[0]) {
-        ngx_http_snapcache_out(w, "%s_sum{%s} %uL.%06uL\n"
-                               "%s_count{%s} %uL\n",
-                               name, labels, sum / 1000000, sum % 1000000,
-                               name, labels, total);
-    } else {
-        ngx_http_snapcache_out(w, "%s_sum %uL.%06uL\n%s_count %uL\n",
-                               name, sum / 1000000, sum % 1000000,
-                               name, total);
-    }
-}
-
-
-static ngx_int_t
-ngx_http_snapcache_out_done(ngx_http_snapcache_out_t *w, ngx_chain_t **out,
-    off_t *len)
-{
-    if (w->failed || w->first == NULL) {
-        return NGX_ERROR;
-    }
-
-    w->b->last_buf = 1;
-    w->b->last_in_chain = 1;
-
-    *out = w->first;
-    *len = w->len;
-
-    return NGX_OK;
-}
-
-
-/* The Prometheus text exposition format, version 0.0.4. */
-ngx_int_t
-ngx_http_snapcache_metrics_text(ngx_http_request_t *r,
-    ngx_http_snapcache_main_conf_t *smcf, ngx_chain_t **out, off_t *len)
-{
-    u_char                        labels[128];
-    ngx_uint_t                    i, j, n;
-    ngx_atomic_t                 *stats;
-    ngx_http_snapcache_out_t      w;
-    snapcache_cache_stats_t       st;
-    ngx_http_snapcache_label_t   *l;
-    ngx_http_snapcache_metrics_t *m;
-
-    ngx_memzero(&w, sizeof(ngx_http_snapcache_out_t));
-    w.pool = r->pool;
-    w.last = &w.first;
-
-    m = &smcf->sh->metrics;
-    stats = smcf->sh->stats;
-    l = m->labels;
-
-    ngx_http_snapcache_count_store(smcf);
-
-    ngx_http_snapcache_out_family(&w, "snapcache_requests_total", "counter",
-        "Requests answered by snapcache locations, by cache status.");
-
-    for (i = NGX_HTTP_SNAPCACHE_HIT; i <= NGX_HTTP_SNAPCACHE_ERROR; i++) {
-        ngx_http_snapcache_out(&w, "snapcache_requests_total{status=\"%s\"} "
-                               "%uA\n", ngx_http_snapcache_status_labels[i],
-                               m->requests[i]);
-    }
-
-    ngx_http_snapcache_out_family(&w, "snapcache_sent_bytes_total", "counter",
-        "Bytes sent, headers and body, in answer to those requests.");
-    ngx_http_snapcache_out(&w, "snapcache_sent_bytes_total %uA\n",
-                           m->sent_bytes);
-
-    ngx_http_snapcache_out_family(&w, "snapcache_fills_total", "counter",
-        "Fills by how they ended: stored, served uncached, thrown away "
-        "for a purge, failed, or refused by a full thread pool.");
-
-    for (i = 0; i < NGX_HTTP_SNAPCACHE_NFILL_RESULTS; i++) {
-        ngx_http_snapcache_out(&w, "snapcache_fills_total{result=\"%s\"} "
-                               "%uA\n", ngx_http_snapcache_fill_labels[i],
-                               m->fills[i]);
-    }
-
-    for (i = 0; i < NGX_HTTP_SNAPCACHE_NHISTS; i++) {
-        ngx_http_snapcache_out_family(&w, ngx_http_snapcache_hists[i].name,
-                                      "histogram",
-                                      ngx_http_snapcache_hists[i].help);
-        ngx_http_snapcache_out_hist(&w, ngx_http_snapcache_hists[i].name, "",
-                                    &m->hists[i],
-                                    ngx_http_snapcache_hists[i].bounds);
-    }
-
-    ngx_http_snapcache_out_family(&w, "snapcache_transcode_duration_seconds",
-        "histogram", "Time libvips took to make one variant, on the thread "
-        "pool.");
-
-    for (i = 0; i < NGX_HTTP_SNAPCACHE_LABELS && l[i].len; i++) {
-        ngx_sprintf(labels, "variant=\"%*s\"%Z", (size_t) l[i].len,
-                    l[i].name);
-        ngx_http_snapcache_out_hist(&w,
-                                    "snapcache_transcode_duration_seconds",
-                                    (char *) labels, &m->transcode[i],
-                                    ngx_http_snapcache_transcode_bounds);
-    }
-
-    ngx_http_snapcache_out_family(&w, "snapcache_served_total", "counter",
-        "Images served (hit, miss or stale), by variant and by why that "
-        "variant was chosen.");
-
-    for (i = 0; i < NGX_HTTP_SNAPCACHE_LABELS && l[i].len; i++) {
-        for (j = 0; j < NGX_HTTP_SNAPCACHE_NREASONS; j++) {
-            ngx_http_snapcache_out(&w, "snapcache_served_total{variant="
-                                   "\"%*s\",reason=\"%s\"} %uA\n",
-                                   (size_t) l[i].len, l[i].name,
-                                   snapcache_adapt_reason_name(j),
-                                   m->served[i][j]);
-        }
-    }
-
-    ngx_http_snapcache_out_family(&w, "snapcache_purge_requests_total",
-        "counter", "Purge scopes by kind and result; refused requests "
-        "count once with scope \"none\".");
-
-    for (i = 0; i < NGX_HTTP_SNAPCACHE_NSCOPES; i++) {
-        for (j = 0; j < NGX_HTTP_SNAPCACHE_NPURGE_RESULTS; j++) {
-            ngx_http_snapcache_out(&w, "snapcache_purge_requests_total{scope="
-                                   "\"%s\",result=\"%s\"} %uA\n",
-                                   ngx_http_snapcache_scope_labels[i],
-                                   ngx_http_snapcache_purge_labels[j],
-                                   m->purge_requests[i][j]);
-        }
-    }
-
-    ngx_http_snapcache_out_family(&w, "snapcache_purged_records_total",
-        "counter", "Records purges removed from the store.");
-    ngx_http_snapcache_out(&w, "snapcache_purged_records_total %uA\n",
-                           m->purged_records);
-
-    ngx_http_snapcache_out_family(&w, "snapcache_purge_generation", "gauge",
-        "Purges this node has begun since its zone was created.");
-    ngx_http_snapcache_out(&w, "snapcache_purge_generation %uA\n",
-                           m->purge_generation);
-
-    ngx_http_snapcache_out_family(&w, "snapcache_evictions_total", "counter",
-        "Records evicted to keep the store under its high watermark.");
-    ngx_http_snapcache_out(&w, "snapcache_evictions_total %uA\n",
-                           m->evictions);
-
-    ngx_http_snapcache_out_family(&w, "snapcache_bad_records_deleted_total",
-        "counter", "Reads that found a record of another owner (foreign) "
-        "or a damaged one (corrupt); the fill that follows replaces it.");
-    ngx_http_snapcache_out(&w, "snapcache_bad_records_deleted_total"
-                           "{kind=\"foreign\"} %uA\n"
-                           "snapcache_bad_records_deleted_total"
-                           "{kind=\"corrupt\"} %uA\n",
-                           m->bad_foreign, m->bad_corrupt);
-
-    ngx_http_snapcache_out_family(&w, "snapcache_thread_pool_rejections_total",
-        "counter", "Fills and purges refused because the thread pool was "
-        "full.");
-    ngx_http_snapcache_out(&w, "snapcache_thread_pool_rejections_total %uA\n",
-                           m->pool_rejections);
-
-    ngx_http_snapcache_out_family(&w, "snapcache_origin_fetches_total",
-        "counter", "Requests made to the origin location.");
-    ngx_http_snapcache_out(&w, "snapcache_origin_fetches_total %uA\n",
-                           stats[NGX_HTTP_SNAPCACHE_ST_ORIGIN_FETCHES]);
-
-    ngx_http_snapcache_out_family(&w, "snapcache_coalesced_total", "counter",
-        "Misses that waited on another request's fill.");
-    ngx_http_snapcache_out(&w, "snapcache_coalesced_total %uA\n",
-                           stats[NGX_HTTP_SNAPCACHE_ST_COALESCED]);
-
-    ngx_http_snapcache_out_family(&w, "snapcache_lock_timeouts_total",
-        "counter", "Waiters that gave up on a fill and filled uncached.");
-    ngx_http_snapcache_out(&w, "snapcache_lock_timeouts_total %uA\n",
-                           stats[NGX_HTTP_SNAPCACHE_ST_LOCK_TIMEOUTS]);
-
-    if (smcf->store
-        && snapcache_cache_stats(smcf->store, &st) == SNAPCACHE_CACHE_OK)
-    {
-        n = st.page_size;
-
-        ngx_http_snapcache_out_family(&w, "snapcache_store_records", "gauge",
-            "Records in the store.");
-        ngx_http_snapcache_out(&w, "snapcache_store_records %uL\n",
-                               st.entries);
-
-        ngx_http_snapcache_out_family(&w, "snapcache_store_used_bytes",
-            "gauge", "Bytes of the store in use.");
-        ngx_http_snapcache_out(&w, "snapcache_store_used_bytes %uL\n",
-                               st.used_pages * n);
-
-        ngx_http_snapcache_out_family(&w, "snapcache_store_size_bytes",
-            "gauge", "The store's configured size.");
-        ngx_http_snapcache_out(&w, "snapcache_store_size_bytes %uL\n",
-                               st.total_pages * n);
-    }
-
-    return ngx_http_snapcache_out_done(&w, out, len);
-}
-
-
-/*
- * The zone's counters ($snapcache_stats, read through the variable so
- * that a counter added there appears here too), fills, purges and the
- * store's use.
- */
-ngx_int_t
-ngx_http_snapcache_stats_json(ngx_http_request_t *r,
-    ngx_http_snapcache_main_conf_t *smcf, ngx_chain_t **out, off_t *len)
-{
-    u_char                        *p, *end, *eq, *sp;
-    ngx_str_t                      name = ngx_string("snapcache_stats");
-    ngx_uint_t                     i, key, first;
-    ngx_http_snapcache_out_t       w;
-    snapcache_cache_stats_t        st;
-    ngx_http_variable_value_t     *vv;
-    ngx_http_snapcache_metrics_t  *m;
-
-    ngx_memzero(&w, sizeof(ngx_http_snapcache_out_t));
-    w.pool = r->pool;
-    w.last = &w.first;
-
-    m = &smcf->sh->metrics;
-
-    ngx_http_snapcache_count_store(smcf);
-
-    ngx_http_snapcache_out(&w, "{\"counters\":{");
-
-    key = ngx_hash_key(name.data, name.len);
-    vv = ngx_http_get_variable(r, &name, key);
-
-    if (vv && !vv->not_found) {
-        p = vv->data;
-        end = p + vv->len;
-        first = 1;
-
-        while (p < end) {
-            sp = ngx_strlchr(p, end, ' ');
-            sp = sp ? sp : end;
-            eq = ngx_strlchr(p, sp, '=');
-
-            if (eq) {
-                ngx_http_snapcache_out(&w, "%s\"%*s\":%*s", first ? "" : ",",
-                                       (size_t) (eq - p), p,
-                                       (size_t) (sp - eq - 1), eq + 1);
-                first = 0;
-            }
-
-            p = sp + 1;
-        }
-    }
-
-    ngx_http_snapcache_out(&w, "},\"fills\":{");
-
-    for (i = 0; i < NGX_HTTP_SNAPCACHE_NFILL_RESULTS; i++) {
-        ngx_http_snapcache_out(&w, "%s\"%s\":%uA", i ? "," : "",
-                               ngx_http_snapcache_fill_labels[i],
-                               m->fills[i]);
-    }
-
-    ngx_http_snapcache_out(&w, "},\"purge\":{\"ok\":%uA,\"failed\":%uA,"
-                           "\"refused\":%uA,\"records\":%uA,"
-                           "\"generation\":%uA}",
-                           m->purge_requests[NGX_HTTP_SNAPCACHE_SCOPE_ACCOUNT]
-                                            [NGX_HTTP_SNAPCACHE_PURGE_OK]
-                           + m->purge_requests[NGX_HTTP_SNAPCACHE_SCOPE_DEVICE]
-                                              [NGX_HTTP_SNAPCACHE_PURGE_OK]
-                           + m->purge_requests
-                                 [NGX_HTTP_SNAPCACHE_SCOPE_SNAPSHOT]
-                                 [NGX_HTTP_SNAPCACHE_PURGE_OK],
-                           m->purge_requests[NGX_HTTP_SNAPCACHE_SCOPE_ACCOUNT]
-                                            [NGX_HTTP_SNAPCACHE_PURGE_FAILED]
-                           + m->purge_requests[NGX_HTTP_SNAPCACHE_SCOPE_DEVICE]
-                                              [NGX_HTTP_SNAPCACHE_PURGE_FAILED]
-                           + m->purge_requests
-                                 [NGX_HTTP_SNAPCACHE_SCOPE_SNAPSHOT]
-                                 [NGX_HTTP_SNAPCACHE_PURGE_FAILED],
-                           m->purge_requests[NGX_HTTP_SNAPCACHE_SCOPE_NONE]
-                                 [NGX_HTTP_SNAPCACHE_PURGE_BAD_REQUEST]
-                           + m->purge_requests[NGX_HTTP_SNAPCACHE_SCOPE_NONE]
-                                 [NGX_HTTP_SNAPCACHE_PURGE_UNAUTHORIZED],
-                           m->purged_records, m->purge_generation);
-
-    ngx_http_snapcache_out(&w, ",\"requests\":{");
-
-    for (i = NGX_HTTP_SNAPCACHE_HIT; i <= NGX_HTTP_SNAPCACHE_ERROR; i++) {
-        ngx_http_snapcache_out(&w, "%s\"%s\":%uA",
-                               i > NGX_HTTP_SNAPCACHE_HIT ? "," : "",
-                               ngx_http_snapcache_status_labels[i],
-                               m->requests[i]);
-    }
-
-    ngx_http_snapcache_out(&w, "},\"sent_bytes\":%uA,\"evictions\":%uA,"
-                           "\"thread_pool_rejections\":%uA",
-                           m->sent_bytes, m->evictions, m->pool_rejections);
-
-    if (smcf->store
-        && snapcache_cache_stats(smcf->store, &st) == SNAPCACHE_CACHE_OK)
-    {
-        ngx_http_snapcache_out(&w, ",\"store\":{\"open\":true,"
-                               "\"records\":%uL,\"used_bytes\":%uL,"
-                               "\"size_bytes\":%uL}}\n",
-                               st.entries, st.used_pages * st.page_size,
-                               st.total_pages * st.page_size);
-    } else {
-        ngx_http_snapcache_out(&w, ",\"store\":{\"open\":false}}\n");
-    }
-
-    return ngx_http_snapcache_out_done(&w, out, len);
 }

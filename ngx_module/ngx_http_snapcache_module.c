@@ -249,6 +249,13 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       offsetof(ngx_http_snapcache_loc_conf_t, adapt_budget),
       &ngx_http_snapcache_budget_msec },
 
+    { ngx_string("snapcache_cors_origin"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_snapcache_cors_origin,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("snapcache_cluster_token"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_snapcache_cluster_token,
@@ -354,7 +361,13 @@ ngx_http_snapcache_init_process(ngx_cycle_t *cycle)
 
     smcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_snapcache_module);
-    if (smcf == NULL || !smcf->used || smcf->store_path.len == 0) {
+    if (smcf == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_snapcache_metrics_worker(cycle, smcf, 1);
+
+    if (!smcf->used || smcf->store_path.len == 0) {
         return NGX_OK;
     }
 
@@ -373,6 +386,7 @@ ngx_http_snapcache_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_http_snapcache_metrics_worker(cycle, smcf, 0);
     ngx_http_snapcache_close_store(smcf);
 }
 
@@ -414,6 +428,7 @@ ngx_http_snapcache_create_loc_conf(ngx_conf_t *cf)
     conf->max_fills = NGX_CONF_UNSET_UINT;
     conf->adapt = NGX_CONF_UNSET;
     conf->adapt_budget = NGX_CONF_UNSET_MSEC;
+    conf->cors_origins = NGX_CONF_UNSET_PTR;
     conf->cluster_tokens = NGX_CONF_UNSET_PTR;
 
     return conf;
@@ -465,6 +480,7 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->max_fills, prev->max_fills, 256);
     ngx_conf_merge_value(conf->adapt, prev->adapt, 1);
     ngx_conf_merge_msec_value(conf->adapt_budget, prev->adapt_budget, 1000);
+    ngx_conf_merge_ptr_value(conf->cors_origins, prev->cors_origins, NULL);
 
     if (ngx_http_snapcache_merge_ladder(cf, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
@@ -499,6 +515,10 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"snapcache\" requires at least one "
                            "\"snapcache_sign_key\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_snapcache_note_kids(cf, smcf, conf->keys) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 

@@ -145,6 +145,7 @@ ngx_http_snapcache_fetch_origin(ngx_http_request_t *r,
     ctx->fetched = fetched;
     ctx->origin_len = 0;
     ctx->origin_status = 0;
+    ctx->origin_start = ngx_http_snapcache_usec();
 
     ngx_http_snapcache_stat_add(ctx->smcf,
                                 NGX_HTTP_SNAPCACHE_ST_ORIGIN_FETCHES, 1);
@@ -401,6 +402,9 @@ ngx_http_snapcache_origin_resume(ngx_http_request_t *r)
     r->write_event_handler = ngx_http_request_empty_handler;
 
     status = ngx_http_snapcache_check_origin(r, ctx);
+
+    ngx_http_snapcache_count_origin(ctx->smcf, ctx->origin_status,
+                                    status == NGX_HTTP_OK, ctx->origin_start);
 
     if (status == NGX_HTTP_OK) {
         ctx->origin_expires = ngx_time()

@@ -106,6 +106,7 @@ ngx_http_snapcache_lock_acquire(ngx_http_snapcache_main_conf_t *smcf,
 
     if (lk == NULL) {
         rc = NGX_DECLINED;
+        ngx_http_snapcache_count_lock_full(smcf);
 
     } else if (lk->state == NGX_HTTP_SNAPCACHE_LOCK_FILLING
                && ngx_http_snapcache_lock_live(lk))
@@ -312,4 +313,31 @@ ngx_http_snapcache_stat_add(ngx_http_snapcache_main_conf_t *smcf,
     if (smcf->sh && counter < NGX_HTTP_SNAPCACHE_NSTATS) {
         ngx_atomic_fetch_add(&smcf->sh->stats[counter], n);
     }
+}
+
+
+/* Fill locks a live fill holds now: the lock table's occupancy. */
+ngx_uint_t
+ngx_http_snapcache_locks_in_use(ngx_http_snapcache_main_conf_t *smcf)
+{
+    ngx_uint_t                  i, n;
+    ngx_http_snapcache_lock_t  *lk;
+
+    n = 0;
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    for (i = 0; i < NGX_HTTP_SNAPCACHE_LOCKS; i++) {
+        lk = &smcf->sh->locks[i];
+
+        if (lk->hash && lk->state == NGX_HTTP_SNAPCACHE_LOCK_FILLING
+            && ngx_http_snapcache_lock_live(lk))
+        {
+            n++;
+        }
+    }
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+
+    return n;
 }

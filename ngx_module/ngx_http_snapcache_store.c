@@ -674,6 +674,11 @@ ngx_http_snapcache_store_damaged(ngx_http_snapcache_main_conf_t *smcf,
 {
     static ngx_uint_t  logged;
 
+    if (smcf->sh) {
+        /* for snapcache_health, in every worker: the file is the same */
+        smcf->sh->metrics.store_damaged = 1;
+    }
+
     if (logged) {
         return;
     }

@@ -27,6 +27,12 @@ static ngx_int_t ngx_http_snapcache_link_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_snapcache_reason_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_snapcache_kid_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_snapcache_deny_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_snapcache_fill_ms_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_snapcache_stats_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_snapcache_request_variable(ngx_http_request_t *r,
@@ -93,6 +99,16 @@ static ngx_http_variable_t  ngx_http_snapcache_vars[] = {
 
     { ngx_string("snapcache_adapt_reason"), NULL,
       ngx_http_snapcache_reason_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    /* the URL's kid once it parsed, verified or not: it is no secret */
+    { ngx_string("snapcache_kid"), NULL,
+      ngx_http_snapcache_kid_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("snapcache_deny_reason"), NULL,
+      ngx_http_snapcache_deny_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("snapcache_fill_ms"), NULL,
+      ngx_http_snapcache_fill_ms_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("snapcache_stats"), NULL,
       ngx_http_snapcache_stats_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
@@ -257,6 +273,91 @@ ngx_http_snapcache_reason_variable(ngx_http_request_t *r,
 
     name = snapcache_adapt_reason_name(ctx->adapt_reason);
     ngx_http_snapcache_variable_str(v, (u_char *) name, ngx_strlen(name));
+
+    return NGX_OK;
+}
+
+
+/*
+ * $snapcache_kid: the kid a URL in canonical form names, whether or not
+ * it verified, so that a log shows which key a refused URL claimed (a
+ * retired one, say).  A kid is a key's name, not its bytes; the
+ * parser has held it to the id grammar.
+ */
+static ngx_int_t
+ngx_http_snapcache_kid_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_snapcache_ctx_t  *ctx;
+
+    ctx = ngx_http_snapcache_get_ctx(r->main);
+
+    if (ctx == NULL || !ctx->parsed || ctx->req.url.kid.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_snapcache_variable_str(v, (u_char *) ctx->req.url.kid.data,
+                                    ctx->req.url.kid.len);
+
+    return NGX_OK;
+}
+
+
+/* $snapcache_deny_reason: why the gate refused: the body's one word. */
+static ngx_int_t
+ngx_http_snapcache_deny_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_snapcache_ctx_t  *ctx;
+
+    ctx = ngx_http_snapcache_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->deny_reason == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_snapcache_variable_str(v, (u_char *) ctx->deny_reason,
+                                    ngx_strlen(ctx->deny_reason));
+
+    return NGX_OK;
+}
+
+
+/*
+ * $snapcache_fill_ms: how long a miss took, from its lookup to its
+ * answer (its own fill, or the wait on another request's), in
+ * milliseconds to the microsecond; for an answer that is not an image,
+ * to the log phase.  Unset for a hit and for a refusal.
+ */
+static ngx_int_t
+ngx_http_snapcache_fill_ms_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                    *p;
+    uint64_t                   end, usec;
+    ngx_http_snapcache_ctx_t  *ctx;
+
+    ctx = ngx_http_snapcache_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->miss_start == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    end = ctx->miss_end ? ctx->miss_end : ngx_http_snapcache_usec();
+    usec = end > ctx->miss_start ? end - ctx->miss_start : 0;
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 5);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_snapcache_variable_str(v, p,
+                                    ngx_sprintf(p, "%uL.%03uL", usec / 1000,
+                                                usec % 1000)
+                                    - p);
 
     return NGX_OK;
 }
