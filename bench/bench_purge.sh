@@ -262,6 +262,6 @@ awk -v d="$D_MS" -v s="$S_RPS" -v b="$B_RPS" -v h="$H_RATIO" 'BEGIN {
     printf "   snapshot purges, 1 per request:  %8.0f /s   ratio to 1000/s   %.2fx\n", s, s / 1000;
     printf "   snapshot purges, 256 per request:%8.0f /s   ratio to 1000/s   %.2fx\n", b, b / 1000;
     printf "   hit p99 during purges / idle (median of the pairs):          %.2fx\n", h }'
-echo "   purges in all: $(metric snapcache_purge_generation)," \
+echo "   purges in all: $(metric snapcache_purges_begun_total)," \
      "records removed: $(metric snapcache_purged_records_total)," \
      "errors in the log: $(grep -c '\[error\]\|\[crit\]\|\[alert\]' "$W/logs/error.log" || true)"
