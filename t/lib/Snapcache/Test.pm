@@ -294,7 +294,7 @@ error_log $d/logs/error.log info;
 pid $d/nginx.pid;
 $main
 events {
-    worker_connections 1024;
+    worker_connections @{[ $o{worker_connections} // 1024 ]};
 }
 
 http {
