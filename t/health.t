@@ -164,6 +164,7 @@ my $holder = fork // die;
 if (!$holder) {
     close $origin;
     my $port = $z->port;
+    no warnings 'exec';
     exec { 'sh' } 'sh', '-c', 'ulimit -n 4096 2>/dev/null; exec "$0" -e "$1" "$2" '
         . '"$3" "$4"', $^X, <<'EOF', $port, "$zd/urls", "$zd/held";
 use IO::Socket::INET;
