@@ -253,17 +253,33 @@ typedef struct {
 } ngx_http_snapcache_lock_t;
 
 
+/*
+ * The purge generations, and when each bucket was last purged.  They
+ * live in the store's ledger file, which every nginx on that store
+ * maps, the old and the new master of a binary upgrade alike; in the
+ * zone only without a store.
+ */
 typedef struct {
     ngx_atomic_t               gen_all;
+    ngx_atomic_t               purged_all;   /* when a purge last bumped */
     ngx_atomic_t               gens[NGX_HTTP_SNAPCACHE_GENS];
+    ngx_atomic_t               purged[NGX_HTTP_SNAPCACHE_GENS];
+} ngx_http_snapcache_gens_t;
+
+
+typedef struct {
+    ngx_http_snapcache_gens_t  gens;
     ngx_atomic_t               stats[NGX_HTTP_SNAPCACHE_NSTATS];
     uint64_t                   next_fill_id;
     ngx_http_snapcache_lock_t  locks[NGX_HTTP_SNAPCACHE_LOCKS];
     ngx_http_snapcache_links_t *links;       /* per-client link history */
     ngx_http_snapcache_metrics_t  metrics;
     time_t                     epoch;        /* when the zone was made */
-    ngx_atomic_t               purged_all;   /* when a purge last bumped */
-    ngx_atomic_t               purged[NGX_HTTP_SNAPCACHE_GENS];
+    ngx_pid_t                  upgraded_from;  /* a binary upgrade's old
+                                                  master, or 0 */
+    ngx_atomic_t               not_before;   /* snapcache_cold_start's
+                                                time, once a worker has
+                                                decided it */
 } ngx_http_snapcache_shctx_t;
 
 
@@ -292,6 +308,9 @@ typedef struct {
     ngx_flag_t                 cold_start;   /* records from before the
                                                 start are not served */
     ngx_uint_t                 fills;        /* this worker's in flight */
+    ngx_http_snapcache_gens_t *gens;         /* the ledger's, or the
+                                                zone's */
+    void                      *ledger;       /* this worker's mapping */
     ngx_array_t               *kids;         /* every location's kids,
                                                 ngx_str_t: the labels of
                                                 snapcache_denied_total */
@@ -651,6 +670,9 @@ ngx_uint_t ngx_http_snapcache_purged_within(
     ngx_http_snapcache_main_conf_t *smcf, const u_char *acct_tag,
     const u_char *dev_tag, time_t seconds);
 time_t ngx_http_snapcache_not_before(ngx_http_snapcache_main_conf_t *smcf);
+ngx_int_t ngx_http_snapcache_ledger_attach(
+    ngx_http_snapcache_main_conf_t *smcf, ngx_log_t *log, u_char *dir);
+void ngx_http_snapcache_ledger_detach(ngx_http_snapcache_main_conf_t *smcf);
 void ngx_http_snapcache_stat_add(ngx_http_snapcache_main_conf_t *smcf,
     ngx_uint_t counter, ngx_atomic_int_t n);
 ngx_uint_t ngx_http_snapcache_locks_in_use(

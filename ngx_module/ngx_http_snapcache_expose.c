@@ -308,6 +308,13 @@ ngx_http_snapcache_metrics_text(ngx_http_request_t *r,
     ngx_http_snapcache_out(&w, "snapcache_zone_start_time_seconds %T\n",
                            smcf->sh->epoch);
 
+    ngx_http_snapcache_out_family(&w, "snapcache_cold_start_time_seconds",
+        "gauge", "With snapcache_cold_start on, records stored at or "
+        "before this time are not read (the start of nginx, or of the "
+        "master a binary upgrade came from); 0 when off.");
+    ngx_http_snapcache_out(&w, "snapcache_cold_start_time_seconds %T\n",
+                           ngx_http_snapcache_not_before(smcf));
+
     ngx_http_snapcache_text_requests(&w, m);
     ngx_http_snapcache_text_gate(&w, m);
     ngx_http_snapcache_text_fills(&w, smcf);

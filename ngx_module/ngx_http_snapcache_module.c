@@ -800,8 +800,12 @@ ngx_http_snapcache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     shpool->data = smcf->sh;
 
-    /* a reload keeps the zone, a restart makes it: see snapcache_cold_start */
+    /*
+     * A reload keeps the zone, a restart makes it: see snapcache_cold_start.
+     * A binary upgrade makes one too, beside the old master's.
+     */
     smcf->sh->epoch = time(NULL);
+    smcf->sh->upgraded_from = ngx_inherited ? ngx_parent : 0;
 
     smcf->sh->links = ngx_http_snapcache_links_create(shpool,
                                                       shm_zone->shm.size,

@@ -14,11 +14,46 @@
  */
 
 
+#include <sys/file.h>
+#include <sys/mman.h>
+
 #include "ngx_module/ngx_http_snapcache.h"
 
 
 static ngx_http_snapcache_lock_t *ngx_http_snapcache_lock_find(
     ngx_http_snapcache_shctx_t *sh, uint64_t hash, ngx_uint_t claim);
+
+
+/*
+ * The ledger: a file in the store directory that holds the purge
+ * generations, mapped shared by every worker of every nginx that opens
+ * the store.  A binary upgrade (USR2) starts a master with a zone of its
+ * own while the old one still serves; through the ledger a purge that
+ * either takes moves the generations both see, as the store they share
+ * has the deletes.  It also says which master ran the store last and
+ * since when, so that the new master of an upgrade need not start cold.
+ */
+#define NGX_HTTP_SNAPCACHE_LEDGER        "purge-generations"
+#define NGX_HTTP_SNAPCACHE_LEDGER_MAGIC  0x31736e6567706e73ULL  /* snpgens1 */
+
+typedef struct {
+    uint64_t                   magic;
+    uint64_t                   size;
+    ngx_atomic_t               epoch;        /* not_before of the run */
+    ngx_atomic_t               master;       /* that run's master pid */
+    ngx_http_snapcache_gens_t  gens;
+} ngx_http_snapcache_ledger_t;
+
+
+static void ngx_http_snapcache_ledger_epoch(
+    ngx_http_snapcache_main_conf_t *smcf, ngx_http_snapcache_ledger_t *l);
+
+
+static ngx_inline ngx_http_snapcache_gens_t *
+ngx_http_snapcache_gens(ngx_http_snapcache_main_conf_t *smcf)
+{
+    return smcf->gens ? smcf->gens : &smcf->sh->gens;
+}
 
 
 /*
@@ -218,13 +253,13 @@ ngx_http_snapcache_gen_read(ngx_http_snapcache_main_conf_t *smcf,
     const u_char *acct_tag, const u_char *dev_tag,
     ngx_http_snapcache_gen_t *gen)
 {
-    ngx_http_snapcache_shctx_t  *sh;
+    ngx_http_snapcache_gens_t  *g;
 
-    sh = smcf->sh;
+    g = ngx_http_snapcache_gens(smcf);
 
-    gen->all = sh->gen_all;
-    gen->account = sh->gens[ngx_http_snapcache_gen_slot(acct_tag)];
-    gen->device = sh->gens[ngx_http_snapcache_gen_slot(dev_tag)];
+    gen->all = g->gen_all;
+    gen->account = g->gens[ngx_http_snapcache_gen_slot(acct_tag)];
+    gen->device = g->gens[ngx_http_snapcache_gen_slot(dev_tag)];
     ngx_memory_barrier();
 }
 
@@ -251,20 +286,20 @@ void
 ngx_http_snapcache_gen_bump(ngx_http_snapcache_main_conf_t *smcf,
     const u_char *acct_tag, const u_char *dev_tag)
 {
-    ngx_uint_t                   slot;
-    ngx_http_snapcache_shctx_t  *sh;
+    ngx_uint_t                  slot;
+    ngx_http_snapcache_gens_t  *g;
 
-    sh = smcf->sh;
+    g = ngx_http_snapcache_gens(smcf);
 
     /* the clock, not nginx's cached time, which may lag behind it */
     if (acct_tag == NULL) {
-        sh->purged_all = (ngx_atomic_uint_t) time(NULL);
-        ngx_atomic_fetch_add(&sh->gen_all, 1);
+        g->purged_all = (ngx_atomic_uint_t) time(NULL);
+        ngx_atomic_fetch_add(&g->gen_all, 1);
 
     } else {
         slot = ngx_http_snapcache_gen_slot(dev_tag ? dev_tag : acct_tag);
-        sh->purged[slot] = (ngx_atomic_uint_t) time(NULL);
-        ngx_atomic_fetch_add(&sh->gens[slot], 1);
+        g->purged[slot] = (ngx_atomic_uint_t) time(NULL);
+        ngx_atomic_fetch_add(&g->gens[slot], 1);
     }
 
     ngx_memory_barrier();
@@ -274,12 +309,21 @@ ngx_http_snapcache_gen_bump(ngx_http_snapcache_main_conf_t *smcf,
 /*
  * With snapcache_cold_start, a record stored in the second nginx started
  * or before is not to be read: purges sent while it was down never
- * reached it.
+ * reached it.  After a binary upgrade it is the old master's time, for
+ * nginx was never down (ngx_http_snapcache_ledger_attach()).
  */
 time_t
 ngx_http_snapcache_not_before(ngx_http_snapcache_main_conf_t *smcf)
 {
-    return smcf->cold_start ? smcf->sh->epoch : 0;
+    time_t  t;
+
+    if (!smcf->cold_start) {
+        return 0;
+    }
+
+    t = (time_t) smcf->sh->not_before;
+
+    return t ? t : smcf->sh->epoch;
 }
 
 
@@ -292,16 +336,16 @@ ngx_uint_t
 ngx_http_snapcache_purged_within(ngx_http_snapcache_main_conf_t *smcf,
     const u_char *acct_tag, const u_char *dev_tag, time_t seconds)
 {
-    time_t                       since;
-    ngx_http_snapcache_shctx_t  *sh;
+    time_t                      since;
+    ngx_http_snapcache_gens_t  *g;
 
-    sh = smcf->sh;
+    g = ngx_http_snapcache_gens(smcf);
     since = ngx_time() - seconds;
 
-    return (time_t) sh->purged_all >= since
-           || (time_t) sh->purged[ngx_http_snapcache_gen_slot(acct_tag)]
+    return (time_t) g->purged_all >= since
+           || (time_t) g->purged[ngx_http_snapcache_gen_slot(acct_tag)]
               >= since
-           || (time_t) sh->purged[ngx_http_snapcache_gen_slot(dev_tag)]
+           || (time_t) g->purged[ngx_http_snapcache_gen_slot(dev_tag)]
               >= since;
 }
 
@@ -340,4 +384,129 @@ ngx_http_snapcache_locks_in_use(ngx_http_snapcache_main_conf_t *smcf)
     ngx_shmtx_unlock(&smcf->shpool->mutex);
 
     return n;
+}
+
+
+/*
+ * Maps the ledger of the store in dir, creating it the first time, as
+ * the worker user (the directory is that user's, like LMDB's files).
+ * It is the first worker of a master to map it that decides since when
+ * records are read: since the old master's time when this master is a
+ * binary upgrade of the one that ran the store (nginx was never down,
+ * and every purge since went through the ledger and the shared store),
+ * since this zone's start otherwise.
+ */
+ngx_int_t
+ngx_http_snapcache_ledger_attach(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_log_t *log, u_char *dir)
+{
+    int                           fd;
+    u_char                        path[NGX_MAX_PATH];
+    struct stat                   st;
+    ngx_http_snapcache_ledger_t  *l;
+
+    if (ngx_snprintf(path, NGX_MAX_PATH - 1, "%s/%s%Z", dir,
+                     NGX_HTTP_SNAPCACHE_LEDGER)
+        == path + NGX_MAX_PATH - 1)
+    {
+        return NGX_ERROR;
+    }
+
+    fd = open((char *) path, O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC, 0600);
+    if (fd == -1) {
+        ngx_log_error(NGX_LOG_EMERG, log, ngx_errno,
+                      "snapcache: cannot open the ledger \"%s\"", path);
+        return NGX_ERROR;
+    }
+
+    if (flock(fd, LOCK_EX) == -1 || fstat(fd, &st) == -1
+        || !S_ISREG(st.st_mode) || st.st_nlink != 1
+        || st.st_uid != geteuid())
+    {
+        ngx_log_error(NGX_LOG_EMERG, log, ngx_errno,
+                      "snapcache: the ledger \"%s\" is not a regular file "
+                      "of the worker user, or cannot be locked", path);
+        close(fd);
+        return NGX_ERROR;
+    }
+
+    if ((size_t) st.st_size != sizeof(ngx_http_snapcache_ledger_t)
+        && (ftruncate(fd, 0) == -1
+            || ftruncate(fd, sizeof(ngx_http_snapcache_ledger_t)) == -1))
+    {
+        ngx_log_error(NGX_LOG_EMERG, log, ngx_errno,
+                      "snapcache: cannot size the ledger \"%s\"", path);
+        close(fd);
+        return NGX_ERROR;
+    }
+
+    l = mmap(NULL, sizeof(ngx_http_snapcache_ledger_t),
+             PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0);
+
+    if (l == MAP_FAILED) {
+        ngx_log_error(NGX_LOG_EMERG, log, ngx_errno,
+                      "snapcache: cannot map the ledger \"%s\"", path);
+        close(fd);
+        return NGX_ERROR;
+    }
+
+    if (l->magic != NGX_HTTP_SNAPCACHE_LEDGER_MAGIC
+        || l->size != sizeof(ngx_http_snapcache_ledger_t))
+    {
+        /* new, or of another layout: generations start over with it */
+        ngx_memzero(l, sizeof(ngx_http_snapcache_ledger_t));
+        l->size = sizeof(ngx_http_snapcache_ledger_t);
+        l->magic = NGX_HTTP_SNAPCACHE_LEDGER_MAGIC;
+    }
+
+    ngx_http_snapcache_ledger_epoch(smcf, l);
+
+    (void) flock(fd, LOCK_UN);
+    close(fd);
+
+    smcf->ledger = l;
+    smcf->gens = &l->gens;
+
+    return NGX_OK;
+}
+
+
+/* Under the ledger's lock. */
+static void
+ngx_http_snapcache_ledger_epoch(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_http_snapcache_ledger_t *l)
+{
+    time_t                       epoch;
+    ngx_pid_t                    master;
+    ngx_http_snapcache_shctx_t  *sh;
+
+    sh = smcf->sh;
+    master = getppid();
+
+    if (sh->not_before == 0) {
+        epoch = sh->epoch;
+
+        if (sh->upgraded_from && l->master == (ngx_atomic_uint_t)
+                                               sh->upgraded_from
+            && l->epoch && (time_t) l->epoch <= sh->epoch)
+        {
+            epoch = (time_t) l->epoch;
+        }
+
+        sh->not_before = (ngx_atomic_uint_t) epoch;
+    }
+
+    l->epoch = sh->not_before;
+    l->master = (ngx_atomic_uint_t) master;
+}
+
+
+void
+ngx_http_snapcache_ledger_detach(ngx_http_snapcache_main_conf_t *smcf)
+{
+    if (smcf->ledger) {
+        smcf->gens = NULL;
+        munmap(smcf->ledger, sizeof(ngx_http_snapcache_ledger_t));
+        smcf->ledger = NULL;
+    }
 }

@@ -581,6 +581,16 @@ ngx_http_snapcache_try_open(ngx_http_snapcache_main_conf_t *smcf,
     rc = snapcache_cache_open(&conf, (snapcache_cache_t **) &smcf->store,
                               err, sizeof(err));
 
+    /* no purge may reach this worker's fills but through the ledger */
+    if (rc == SNAPCACHE_CACHE_OK
+        && ngx_http_snapcache_ledger_attach(smcf, log, path) != NGX_OK)
+    {
+        snapcache_cache_close(smcf->store);
+        ngx_cpystrn((u_char *) err, (u_char *) "the purge ledger cannot be "
+                    "used", sizeof(err));
+        rc = SNAPCACHE_CACHE_ERROR;
+    }
+
     if (rc == SNAPCACHE_CACHE_OK) {
         if (smcf->open_failures) {
             ngx_log_error(NGX_LOG_NOTICE, log, 0,
@@ -621,6 +631,8 @@ ngx_http_snapcache_close_store(ngx_http_snapcache_main_conf_t *smcf)
         snapcache_cache_close(smcf->store);
         smcf->store = NULL;
     }
+
+    ngx_http_snapcache_ledger_detach(smcf);
 }
 
 
