@@ -46,13 +46,14 @@ enum {
     OPT_PATH,
     OPT_TIMEOUT,
     OPT_RETRIES,
-    OPT_STDIN
+    OPT_STDIN,
+    OPT_CACERT
 };
 
 #define OPT(o)  (1u << ((o) - OPT_JSON))
 
 #define OPTS_NODES  (OPT(OPT_NODE) | OPT(OPT_TIMEOUT) | OPT(OPT_RETRIES)     \
-                     | OPT(OPT_JSON))
+                     | OPT(OPT_JSON) | OPT(OPT_CACERT))
 #define OPTS_ADMIN  (OPTS_NODES | OPT(OPT_TOKEN_FILE) | OPT(OPT_ADMIN_PATH))
 
 
@@ -79,6 +80,7 @@ static const struct option  cli_options[] = {
     { "timeout",      required_argument, NULL, OPT_TIMEOUT },
     { "retries",      required_argument, NULL, OPT_RETRIES },
     { "stdin",        no_argument,       NULL, OPT_STDIN },
+    { "cacert",       required_argument, NULL, OPT_CACERT },
     { NULL, 0, NULL, 0 }
 };
 
@@ -100,7 +102,10 @@ typedef struct {
     "  --node URL         a node; repeat for every node (default: the\n"    \
     "                     list in SNAPCACHE_NODES, comma- or space-\n"     \
     "                     separated; flags win over it)\n"                 \
-    "  --timeout SECONDS  for each request (default 10)\n"
+    "  --timeout SECONDS  for each request (default 10)\n"                  \
+    "  --cacert FILE      trust the CAs in FILE (PEM) for https:// nodes,\n"\
+    "                     instead of the system's (default:\n"           \
+    "                     SNAPCACHE_CACERT)\n"
 
 #define USAGE_ADMIN                                                          \
     USAGE_NODES                                                              \
@@ -183,6 +188,7 @@ static const cli_command_t  cli_commands[] = {
       "                       (--account A [--device D [--snapshot S]]"
       " | --stdin)\n"
       "                       [--timeout SECONDS] [--retries N] [--json]\n"
+      "                       [--cacert FILE]\n"
       "\n"
       "Sends the purge to every node at once and prints one line per node:\n"
       "what it removed and its generation, or its error.\n"
@@ -200,6 +206,7 @@ static const cli_command_t  cli_commands[] = {
     { "stats", "print every node's counters",
       "usage: snapcache stats [--node URL ...] [--token-file FILE]\n"
       "                       [--timeout SECONDS] [--retries N] [--json]\n"
+      "                       [--cacert FILE]\n"
       "\n"
       "A table of each node's hits, misses, stale answers, errors, fills,\n"
       "purges, records and bytes in use.\n"
@@ -213,6 +220,7 @@ static const cli_command_t  cli_commands[] = {
     { "health", "ask every node's health location",
       "usage: snapcache health [--node URL ...] [--path PATH]\n"
       "                        [--timeout SECONDS] [--retries N] [--json]\n"
+      "                        [--cacert FILE]\n"
       "\n"
       "GETs PATH on every node's address (a node URL's own path is\n"
       "replaced) and prints \"ok\" or the reason per node: the one word\n"
@@ -428,6 +436,7 @@ option_value(snapcache_cli_t *cli, int opt, char *v)
     case OPT_TOKEN_FILE:  cli->token_file = v;   break;
     case OPT_ADMIN_PATH:  cli->admin_path = v;   break;
     case OPT_PATH:        cli->health_path = v;  break;
+    case OPT_CACERT:      cli->cacert = v;       break;
     case OPT_JSON:        cli->json = 1;         break;
     case OPT_STDIN:       cli->from_stdin = 1;   break;
 

@@ -100,6 +100,7 @@ typedef struct {
     size_t               nbodies;
     struct curl_slist   *headers;
     long                 timeout_ms;
+    const char          *cacert;         /* CAs for https:// nodes */
     int                  retries;
 } admin_run_t;
 
@@ -418,6 +419,12 @@ node_start(admin_run_t *run, CURLM *multi, admin_node_t *node)
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, run->headers);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, run->timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, run->timeout_ms);
+
+    if (run->cacert) {
+        curl_easy_setopt(e, CURLOPT_CAINFO, run->cacert);
+        curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+    }
+
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, node);
@@ -1022,6 +1029,11 @@ admin_main(snapcache_cli_t *cli, run_kind_e kind)
     run.kind = kind;
     run.timeout_ms = cli->timeout_ms;
     run.retries = cli->retries;
+    run.cacert = cli->cacert ? cli->cacert : getenv("SNAPCACHE_CACERT");
+
+    if (run.cacert && run.cacert[0] == '\0') {
+        run.cacert = NULL;
+    }
     curl = 0;
     rc = SNAPCACHE_EXIT_USAGE;
 

@@ -71,6 +71,7 @@ typedef struct {
     const char   *admin_path;
     const char   *health_path;
     long          timeout_ms;
+    const char   *cacert;              /* else SNAPCACHE_CACERT */
     int           retries;
     int           retries_set;
 } snapcache_cli_t;
