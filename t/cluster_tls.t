@@ -245,9 +245,10 @@ for my $bad (['n2-rogue', qr/upstream SSL certificate verify error/,
     # node 0 forgets that node 1 failed: a reload starts its upstream anew
     my %old = map { $_ => 1 } $c->node(0)->worker_pids;
     $c->node(0)->reload;
+    # (until its old worker, which remembers, is gone)
     my $end = time + 10;
-    sleep 0.05 while time < $end && !grep { !$old{$_}
-        && Snapcache::Test::_is_worker($_) } $c->node(0)->worker_pids;
+    sleep 0.05 while time < $end && (grep { $old{$_} }
+        $c->node(0)->worker_pids or !$c->node(0)->worker_pids);
     my $before = () = $c->node(1)->access_log =~ /_peer/g;
     my $snap = "s-$cert";
     $r = $c->get(0, account => $remote, device => 'cam-1', snapshot => $snap,
