@@ -109,7 +109,9 @@ for my $path ('./usr/lib/nginx/modules/ngx_http_snapcache_module.so',
     "./usr/share/doc/$pkg/admin.md.gz", "./usr/share/doc/$pkg/cluster.md.gz",
     "./usr/share/doc/$pkg/copyright",
     "./usr/share/doc/$pkg/examples/demo.conf",
-    "./usr/share/doc/$pkg/examples/cluster/node.conf")
+    "./usr/share/doc/$pkg/examples/cluster/node.conf",
+    "./usr/share/doc/$pkg/examples/grafana/snapcache.json",
+    "./usr/share/doc/$pkg/examples/prometheus/alerts.yml")
 {
     like($contents, qr/ \Q$path\E$/m, "$pkg ships $path");
 }
