@@ -22,9 +22,10 @@
  *   serving  _link.c (the rung) -> _hit.c (a lookup) -> _fill.c (a miss)
  *            -> _origin.c (the origin subrequest), _task.c (the thread
  *            pool's work); _purge.c for the admin API
- *   below    _reply.c (responses), _watch.c (delivery), _shm.c (the
- *            zone), _metrics.c (counting), _variables.c (what logs
- *            read), _store.c
+ *   below    _reply.c (responses), _cors.c (CORS headers), _watch.c
+ *            (delivery), _shm.c (the zone, the purge ledger), _metrics.c
+ *            (counting), _expose.c (showing it), _variables.c (what
+ *            logs read), _store.c
  *
  * Request code writes its ctx; the variables' get handlers read it.
  */

@@ -141,7 +141,9 @@ static const char  *ngx_http_snapcache_purge_labels[] = {
     "ok", "failed", "bad_request", "unauthorized"
 };
 
-/* SNAPCACHE_SIGN_KEY .. SNAPCACHE_SIGN_LIFETIME */
+/* SNAPCACHE_SIGN_KEY .. SNAPCACHE_SIGN_LIFETIME; a "key" names no kid */
+#define NGX_HTTP_SNAPCACHE_DENY_KEY  (SNAPCACHE_SIGN_KEY - SNAPCACHE_SIGN_KEY)
+
 static const char  *ngx_http_snapcache_deny_labels[] = {
     "key", "signature", "expired", "lifetime"
 };
@@ -446,7 +448,7 @@ ngx_http_snapcache_text_gate(ngx_http_snapcache_out_t *w,
 
     for (j = 0; j < NGX_HTTP_SNAPCACHE_NDENY; j++) {
         for (i = 0; i < n; i++) {
-            if (j == SNAPCACHE_SIGN_KEY - SNAPCACHE_SIGN_KEY) {
+            if (j == NGX_HTTP_SNAPCACHE_DENY_KEY) {
                 continue;
             }
 
@@ -457,7 +459,7 @@ ngx_http_snapcache_text_gate(ngx_http_snapcache_out_t *w,
                                    m->denied[i][j]);
         }
 
-        if (j == SNAPCACHE_SIGN_KEY - SNAPCACHE_SIGN_KEY
+        if (j == NGX_HTTP_SNAPCACHE_DENY_KEY
             || m->denied[NGX_HTTP_SNAPCACHE_KIDS][j])
         {
             ngx_http_snapcache_out(w, "snapcache_denied_total{reason=\"%s\","
