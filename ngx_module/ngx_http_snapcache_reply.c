@@ -20,26 +20,6 @@
 static void ngx_http_snapcache_body_free(void *data);
 
 
-ngx_table_elt_t *
-ngx_http_snapcache_add_header(ngx_http_request_t *r, const char *key,
-    ngx_str_t *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NULL;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value = *value;
-
-    return h;
-}
-
-
 /*
  * The headers every image answer has: 200, its type and length, and
  * Cache-Control private with its remaining lifetime (0 for a stale
