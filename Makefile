@@ -135,6 +135,7 @@ EXTRA_BINS  :=
 CLI_DEPS    :=
 
 include sign/sign.mk
+-include hmac/hmac.mk
 -include format/format.mk
 -include cache/cache.mk
 -include transcode/transcode.mk

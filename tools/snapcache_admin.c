@@ -106,20 +106,18 @@ auth_header(const char *path, struct curl_slist *list)
     char                   err[256], line[32 + 2 * SNAPCACHE_KEY_MAX];
     size_t                 i, n;
     struct curl_slist     *l;
-    snapcache_sign_key_t   key;
+    snapcache_secret_t     key;
 
-    if (snapcache_sign_key_load(&key, "admin", path, NULL, err, sizeof(err))
-        != 0)
-    {
+    if (snapcache_secret_load(&key, path, NULL, err, sizeof(err)) != 0) {
         fprintf(stderr, "snapcache: --token-file: %s\n", err);
         return NULL;
     }
 
     n = (size_t) snprintf(line, sizeof(line), "Authorization: Bearer ");
 
-    for (i = 0; i < key.key_len; i++) {
+    for (i = 0; i < key.len; i++) {
         n += (size_t) snprintf(line + n, sizeof(line) - n, "%02x",
-                               key.key[i]);
+                               key.data[i]);
     }
 
     OPENSSL_cleanse(&key, sizeof(key));
