@@ -147,6 +147,12 @@ BENCHES    += $(B)/bin/bench_purge
 bench_purge_MAIN := bench/bench_purge.c
 bench_purge_DEPS := $(CACHE_SRCS)
 
+# the crypto of a hit (a signature, the store's tags) against the former
+# hand-rolled HMAC, and one HMAC each way EVP_MAC offers
+BENCHES    += $(B)/bin/bench_crypto
+bench_crypto_MAIN := bench/bench_crypto.c
+bench_crypto_DEPS := sign/snapcache_sign.c $(CACHE_SRCS)
+
 objs_of    = $(patsubst %.c,$(B)/obj/%.o,$(1))
 UNIT_BINS := $(UNIT_TESTS:%=$(B)/t/unit/%)
 CLI       := $(B)/snapcache
@@ -257,9 +263,9 @@ fuzz-smoke:
 
 # --------------------------------------------------------------- bench
 
-.PHONY: bench bench-serve bench-weak bench-purge
+.PHONY: bench bench-serve bench-weak bench-purge bench-crypto
 bench: deps-bench build $(BENCHES) bench-serve bench-store bench-transcode \
-       bench-weak bench-purge
+       bench-weak bench-purge bench-crypto
 
 # hits against static nginx and secure_link+proxy_cache+image_filter,
 # misses against image_filter and in-process libvips, worker RSS
@@ -290,6 +296,10 @@ deb:
 # hd, fixed full and hint-only, and the adaptation's cost on hits
 bench-weak: deps-bench build
 	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_weak.sh
+
+# the crypto of a hit, in ns, against the former HMAC in the same run
+bench-crypto: deps build $(B)/bin/bench_crypto
+	$(B)/bin/bench_crypto $(BENCH_CRYPTO_ITERATIONS)
 
 # purging one device's 10k records, snapshot purges per second, and hit
 # p99 idle against hit p99 while purges run
