@@ -429,6 +429,7 @@ ngx_int_t ngx_http_snapcache_send_body(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, u_char *body, size_t len,
     ngx_uint_t format, time_t expires, uint32_t etag_sum,
     ngx_http_snapcache_status_e status);
+void ngx_http_snapcache_free_bodies(void);
 ngx_uint_t ngx_http_snapcache_format(ngx_http_request_t *r,
     ngx_http_snapcache_variant_t *variant);
 
