@@ -183,6 +183,7 @@ read_batches(admin_run_t *run)
             if (strchr(line, '\n') == NULL && !feof(stdin)) {
                 fprintf(stderr, "snapcache purge: stdin line %zu is too "
                         "long\n", lineno);
+                json_decref(list);
                 return -1;
             }
 
@@ -578,9 +579,12 @@ admin_main(int argc, char **argv, int purge)
         return ADMIN_USAGE;
     }
 
+    /* every way out frees what was made, so that a run is leak-clean */
+    rc = ADMIN_USAGE;
+
     if (purge && from_stdin) {
         if (read_batches(&run) != 0) {
-            return ADMIN_USAGE;
+            goto done;
         }
 
     } else if (purge) {
@@ -589,12 +593,14 @@ admin_main(int argc, char **argv, int purge)
             fprintf(stderr, "snapcache purge: ids must match "
                     "[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}, and --snapshot "
                     "needs --device\n");
-            return ADMIN_USAGE;
+            goto done;
         }
 
         run.bodies = malloc(sizeof(char *));
         if (run.bodies == NULL) {
-            return 1;
+            json_decref(scope);
+            rc = 1;
+            goto done;
         }
 
         run.bodies[0] = json_dumps(scope, JSON_COMPACT);
@@ -604,12 +610,13 @@ admin_main(int argc, char **argv, int purge)
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "snapcache: libcurl failed to start\n");
-        return 1;
+        rc = 1;
+        goto done;
     }
 
     run.headers = auth_header(token, NULL);
     if (run.headers == NULL) {
-        return ADMIN_USAGE;
+        goto curl_done;
     }
 
     run.headers = curl_slist_append(run.headers,
@@ -658,7 +665,12 @@ admin_main(int argc, char **argv, int purge)
     }
 
     curl_slist_free_all(run.headers);
+
+curl_done:
+
     curl_global_cleanup();
+
+done:
 
     for (i = 0; i < run.nbodies; i++) {
         free(run.bodies[i]);
