@@ -14,98 +14,29 @@
 
 #include <string.h>
 
-/* SHA256_CTX is a plain struct: copied by assignment, no allocation */
-#define OPENSSL_API_COMPAT  10101
-
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
 
 #include "cache/snapcache_cache_int.h"
+#include "hmac/snapcache_hmac.h"
 
 
-#define HMAC_BLOCK  64
-
-
-/* The HMAC pads of the secret, absorbed once into two SHA-256 states. */
+/* The secret keys an HMAC context once; the MACs never re-key. */
 int
 snapcache_keys_prepare(snapcache_cache_t *cache, const unsigned char *secret,
     size_t len)
 {
-    int            rc;
-    size_t         i;
-    unsigned char  ipad[HMAC_BLOCK], opad[HMAC_BLOCK];
+    cache->hmac = snapcache_hmac_new(secret, len);
 
-    if (len > HMAC_BLOCK) {
-        return -1;
-    }
-
-    cache->hmac_inner = OPENSSL_malloc(sizeof(SHA256_CTX));
-    cache->hmac_outer = OPENSSL_malloc(sizeof(SHA256_CTX));
-
-    if (cache->hmac_inner == NULL || cache->hmac_outer == NULL) {
-        return -1;
-    }
-
-    memset(ipad, 0x36, sizeof(ipad));
-    memset(opad, 0x5c, sizeof(opad));
-
-    for (i = 0; i < len; i++) {
-        ipad[i] ^= secret[i];
-        opad[i] ^= secret[i];
-    }
-
-    rc = SHA256_Init(cache->hmac_inner) == 1
-         && SHA256_Update(cache->hmac_inner, ipad, sizeof(ipad)) == 1
-         && SHA256_Init(cache->hmac_outer) == 1
-         && SHA256_Update(cache->hmac_outer, opad, sizeof(opad)) == 1;
-
-    OPENSSL_cleanse(ipad, sizeof(ipad));
-    OPENSSL_cleanse(opad, sizeof(opad));
-
-    return rc ? 0 : -1;
+    return cache->hmac ? 0 : -1;
 }
 
 
-/* The states derive from the secret: wiped as they go. */
+/* The contexts derive from the secret: wiped as they go. */
 void
 snapcache_keys_free(snapcache_cache_t *cache)
 {
-    OPENSSL_clear_free(cache->hmac_inner, sizeof(SHA256_CTX));
-    OPENSSL_clear_free(cache->hmac_outer, sizeof(SHA256_CTX));
-    cache->hmac_inner = NULL;
-    cache->hmac_outer = NULL;
-}
-
-
-/*
- * HMAC-SHA256 from the prepared pad states: two struct copies instead of
- * re-keying per call.  The templates are only read, so threads may call
- * this at once.
- */
-static int
-hmac(snapcache_cache_t *cache, const unsigned char *msg, size_t len,
-    unsigned char out[32])
-{
-    int            rc;
-    SHA256_CTX     c;
-    unsigned char  inner[32];
-
-    c = *(const SHA256_CTX *) cache->hmac_inner;
-    rc = SHA256_Update(&c, msg, len) == 1 && SHA256_Final(inner, &c) == 1;
-
-    c = *(const SHA256_CTX *) cache->hmac_outer;
-    rc = rc && SHA256_Update(&c, inner, sizeof(inner)) == 1
-         && SHA256_Final(out, &c) == 1;
-
-    OPENSSL_cleanse(&c, sizeof(c));
-    OPENSSL_cleanse(inner, sizeof(inner));
-
-    if (!rc) {
-        OPENSSL_cleanse(out, 32);
-        return -1;
-    }
-
-    return 0;
+    snapcache_hmac_free(cache->hmac);
+    cache->hmac = NULL;
 }
 
 
@@ -150,7 +81,7 @@ tag_of(snapcache_cache_t *cache, char domain, const char **ids,
         len += lens[i];
     }
 
-    return hmac(cache, msg, len, out);
+    return snapcache_hmac(cache->hmac, msg, len, out);
 }
 
 

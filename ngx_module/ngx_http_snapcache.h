@@ -591,6 +591,7 @@ ngx_int_t ngx_http_snapcache_answer_record(ngx_http_request_t *r,
 ngx_int_t ngx_http_snapcache_answer_client(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_http_snapcache_image_t *image,
     ngx_http_snapcache_status_e status);
+void ngx_http_snapcache_free_bodies(void);
 ngx_uint_t ngx_http_snapcache_format(ngx_http_request_t *r,
     ngx_http_snapcache_variant_t *variant);
 

@@ -369,3 +369,28 @@ ngx_http_snapcache_body_free(void *data)
     ngx_http_snapcache_bodies_n[b->cls]++;
     ngx_http_snapcache_bodies_kept += size;
 }
+
+
+/*
+ * The kept bodies, at a worker's exit: nginx unloads the module as it
+ * exits, and the lists' heads with it, so that they would be lost, not
+ * kept.
+ */
+void
+ngx_http_snapcache_free_bodies(void)
+{
+    ngx_uint_t                  cls;
+    ngx_http_snapcache_body_t  *b;
+
+    for (cls = 0; cls < NGX_HTTP_SNAPCACHE_BODY_CLASSES; cls++) {
+        while (ngx_http_snapcache_bodies[cls]) {
+            b = ngx_http_snapcache_bodies[cls];
+            ngx_http_snapcache_bodies[cls] = b->next;
+            ngx_free(b);
+        }
+
+        ngx_http_snapcache_bodies_n[cls] = 0;
+    }
+
+    ngx_http_snapcache_bodies_kept = 0;
+}

@@ -35,6 +35,7 @@
 #include <lmdb.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <pthread.h>
 
 #include "cache/snapcache_cache.h"
 #include "t/unit/tap.h"
@@ -3167,6 +3168,102 @@ test_tags_reference(void)
 }
 
 
+#define TAG_OWNERS   32
+#define TAG_THREADS  12
+
+
+typedef struct {
+    snapcache_cache_t        *cache;
+    const snapcache_ident_t  *want;
+    int                       bad;
+} tag_job_t;
+
+
+static void
+tag_owner(int i, char *acct, char *dev, char *snap)
+{
+    sprintf(acct, "acct-%d", i % 5);
+    sprintf(dev, "cam-%d", i);
+    sprintf(snap, "snap-%d", i * 3);
+}
+
+
+static void *
+tag_worker(void *arg)
+{
+    tag_job_t          *job = arg;
+    int                 i, o;
+    char                acct[32], dev[32], snap[32];
+    snapcache_ident_t   id;
+
+    for (i = 0; i < 5000; i++) {
+        o = i % TAG_OWNERS;
+        tag_owner(o, acct, dev, snap);
+
+        if (snapcache_cache_ident(job->cache, acct, strlen(acct), dev,
+                                  strlen(dev), snap, strlen(snap), &id)
+            != SNAPCACHE_CACHE_OK
+            || memcmp(id.prefix, job->want[o].prefix, id.prefix_len) != 0
+            || memcmp(id.digest, job->want[o].digest, SNAPCACHE_DIGEST_LEN)
+               != 0)
+        {
+            job->bad++;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The store's tags are computed by the event loop and the thread pool at
+ * once, with one store secret: more threads than its HMAC keeps contexts
+ * for each get the tags one thread alone gets.
+ */
+static void
+test_tags_threads(void)
+{
+    int                 i, bad;
+    char                acct[32], dev[32], snap[32];
+    pthread_t           th[TAG_THREADS];
+    tag_job_t           job[TAG_THREADS];
+    snapcache_ident_t   want[TAG_OWNERS];
+    snapcache_cache_t  *cache;
+
+    store_new(8 * MB);
+    cache = store_open();
+    if (cache == NULL) {
+        ok(0, "open a store for the threaded tags");
+        return;
+    }
+
+    for (i = 0; i < TAG_OWNERS; i++) {
+        tag_owner(i, acct, dev, snap);
+        snapcache_cache_ident(cache, acct, strlen(acct), dev, strlen(dev),
+                              snap, strlen(snap), &want[i]);
+    }
+
+    for (i = 0; i < TAG_THREADS; i++) {
+        job[i].cache = cache;
+        job[i].want = want;
+        job[i].bad = 0;
+        pthread_create(&th[i], NULL, tag_worker, &job[i]);
+    }
+
+    bad = 0;
+
+    for (i = 0; i < TAG_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        bad += job[i].bad;
+    }
+
+    ok(bad == 0, "%d threads x 5000 identities with one store secret: all "
+       "as one thread computes them (%d differ)", TAG_THREADS, bad);
+
+    snapcache_cache_close(cache);
+}
+
+
 int
 main(void)
 {
@@ -3181,6 +3278,7 @@ main(void)
     test_checksum_sizes();
     test_fresh();
     test_tags_reference();
+    test_tags_threads();
     test_keys();
     test_variants();
     test_foreign_and_corrupt();
