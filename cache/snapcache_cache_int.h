@@ -73,6 +73,9 @@ struct snapcache_cache_s {
     /* HMAC-SHA256 keyed once with the store secret: a snapcache_hmac_t,
        which the event loop and the thread pool MAC with at once */
     void           *hmac;
+
+    /* this opening's own number, which the identity memo belongs to */
+    uint64_t        serial;
 };
 
 
