@@ -46,6 +46,20 @@ BENCH_PKGS += wrk hyperfine                      # load and timing
 BENCH_PKGS += libnginx-mod-http-image-filter     # the image_filter anchor
 BENCH_PKGS += lomiri-wallpapers-20.04           # more real photographs
 
+# what `make nginx-tests` adds: the dynamic modules Debian's nginx -V
+# names, which nginx-tests' Test::Nginx loads into every test, and the
+# Perl modules, backends and tools its tests use (ffmpeg is left out:
+# the four mp4 tests that need it skip)
+NGINX_TESTS_PKGS :=
+NGINX_TESTS_PKGS += libnginx-mod-http-geoip libnginx-mod-http-image-filter
+NGINX_TESTS_PKGS += libnginx-mod-http-perl libnginx-mod-http-xslt-filter
+NGINX_TESTS_PKGS += libnginx-mod-mail libnginx-mod-stream
+NGINX_TESTS_PKGS += libnginx-mod-stream-geoip
+NGINX_TESTS_PKGS += libio-socket-ssl-perl libnet-ssleay-perl libcryptx-perl
+NGINX_TESTS_PKGS += libfcgi-perl libscgi-perl libprotocol-websocket-perl
+NGINX_TESTS_PKGS += libcache-memcached-perl libcache-memcached-fast-perl
+NGINX_TESTS_PKGS += libgd-perl memcached uwsgi uwsgi-plugin-python3 openssl
+
 # The pkg-config names of the libraries the C code links, read in stage
 # two only.  `config` probes the same libraries for the nginx module.
 PKG_MODULES :=
@@ -67,12 +81,15 @@ define apt_install
 	fi
 endef
 
-.PHONY: deps deps-bench clean
+.PHONY: deps deps-bench deps-nginx-tests clean
 deps:
 	$(call apt_install,$(DEB_PKGS))
 
 deps-bench: deps
 	$(call apt_install,$(BENCH_PKGS))
+
+deps-nginx-tests: deps
+	$(call apt_install,$(NGINX_TESTS_PKGS))
 
 clean:
 	rm -rf build
@@ -81,8 +98,8 @@ ifndef SNAPCACHE_STAGE2
 
 # --------------------------------------------------------- stage one
 
-# Every goal but these three is passed to stage two, after `make deps`.
-STAGE2_GOALS := $(filter-out deps deps-bench clean, \
+# Every goal but these is passed to stage two, after `make deps`.
+STAGE2_GOALS := $(filter-out deps deps-bench deps-nginx-tests clean, \
                     $(or $(MAKECMDGOALS),$(.DEFAULT_GOAL)))
 
 ifneq ($(STAGE2_GOALS),)
@@ -92,7 +109,7 @@ $(STAGE2_GOALS): stage2
 
 # after the other goals given too, so that `make -j2 clean test` cleans
 # before it builds
-stage2: deps $(filter clean deps-bench,$(MAKECMDGOALS))
+stage2: deps $(filter clean deps-bench deps-nginx-tests,$(MAKECMDGOALS))
 	@$(MAKE) --no-print-directory SNAPCACHE_STAGE2=1 $(STAGE2_GOALS)
 endif
 
@@ -314,5 +331,21 @@ run-cluster: deps build
 .PHONY: soak
 soak: deps build
 	$(TEST_ENV) perl t/soak/soak $(SOAK_ARGS)
+
+# ------------------------------------------------------- nginx-tests
+
+# nginx's own suite, run against Debian's nginx stock, with the module
+# loaded, and with the module in use against a control without it
+# (tools/nginx-tests); exits non-zero when the module breaks a test.
+# Not part of `make test`: the suite is a checkout outside this tree.
+ifneq ($(filter nginx-tests,$(MAKECMDGOALS)),)
+ifeq ($(NGINX_TESTS),)
+$(error usage: make nginx-tests NGINX_TESTS=<a checkout of nginx-tests>)
+endif
+endif
+.PHONY: nginx-tests
+nginx-tests: deps-nginx-tests module
+	NGINX_TESTS_JOBS=$(or $(NGINX_TESTS_JOBS),2) ./tools/nginx-tests \
+	    $(abspath $(NGINX_TESTS)) $(MODULE) $(ABS_B)/nginx-tests
 
 endif # stage two
