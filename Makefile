@@ -47,14 +47,14 @@ BENCH_PKGS += libnginx-mod-http-image-filter     # the image_filter anchor
 BENCH_PKGS += lomiri-wallpapers-20.04           # more real photographs
 
 # what `make nginx-tests` adds: the dynamic modules Debian's nginx -V
-# names, which nginx-tests' Test::Nginx loads into every test, and the
-# Perl modules, backends and tools its tests use (ffmpeg is left out:
-# the four mp4 tests that need it skip)
+# names, which nginx-tests' Test::Nginx loads into every test, njs for
+# its js tests, and the Perl modules, backends and tools its tests use
+# (ffmpeg is left out: the four mp4 tests that need it skip)
 NGINX_TESTS_PKGS :=
 NGINX_TESTS_PKGS += libnginx-mod-http-geoip libnginx-mod-http-image-filter
 NGINX_TESTS_PKGS += libnginx-mod-http-perl libnginx-mod-http-xslt-filter
 NGINX_TESTS_PKGS += libnginx-mod-mail libnginx-mod-stream
-NGINX_TESTS_PKGS += libnginx-mod-stream-geoip
+NGINX_TESTS_PKGS += libnginx-mod-stream-geoip libnginx-mod-http-js
 NGINX_TESTS_PKGS += libio-socket-ssl-perl libnet-ssleay-perl libcryptx-perl
 NGINX_TESTS_PKGS += libfcgi-perl libscgi-perl libprotocol-websocket-perl
 NGINX_TESTS_PKGS += libcache-memcached-perl libcache-memcached-fast-perl
@@ -344,8 +344,9 @@ $(error usage: make nginx-tests NGINX_TESTS=<a checkout of nginx-tests>)
 endif
 endif
 .PHONY: nginx-tests
-nginx-tests: deps-nginx-tests module
-	NGINX_TESTS_JOBS=$(or $(NGINX_TESTS_JOBS),2) ./tools/nginx-tests \
+nginx-tests: deps-nginx-tests module cli
+	NGINX_TESTS_JOBS=$(or $(NGINX_TESTS_JOBS),2) SNAPCACHE_CLI=$(CLI) \
+	    ./tools/nginx-tests \
 	    $(abspath $(NGINX_TESTS)) $(MODULE) $(ABS_B)/nginx-tests
 
 endif # stage two
