@@ -345,8 +345,8 @@ endif
 endif
 .PHONY: nginx-tests
 nginx-tests: deps-nginx-tests module cli
-	NGINX_TESTS_JOBS=$(or $(NGINX_TESTS_JOBS),2) SNAPCACHE_CLI=$(CLI) \
-	    ./tools/nginx-tests \
+	NGINX_TESTS_JOBS=$(or $(NGINX_TESTS_JOBS),2) \
+	SNAPCACHE_CLI=$(abspath $(CLI)) ./tools/nginx-tests \
 	    $(abspath $(NGINX_TESTS)) $(MODULE) $(ABS_B)/nginx-tests
 
 endif # stage two
