@@ -76,6 +76,21 @@ PKGS_bench-transcode := $(PKGS_bench)
 PKGS_bench-weak   := $(PKGS_bench)
 PKGS_bench-purge  := $(PKGS_bench)
 PKGS_bench-crypto := $(BUILD_PKGS)
+PKGS_nginx-tests := $(BUILD_PKGS) $(NGINX_TESTS_PKGS)
+
+# what `make nginx-tests` adds: the dynamic modules Debian's nginx -V
+# names, which nginx-tests' Test::Nginx loads into every test, njs for
+# its js tests, and the Perl modules, backends and tools its tests use
+# (ffmpeg is left out: the four mp4 tests that need it skip)
+NGINX_TESTS_PKGS :=
+NGINX_TESTS_PKGS += libnginx-mod-http-geoip libnginx-mod-http-image-filter
+NGINX_TESTS_PKGS += libnginx-mod-http-perl libnginx-mod-http-xslt-filter
+NGINX_TESTS_PKGS += libnginx-mod-mail libnginx-mod-stream
+NGINX_TESTS_PKGS += libnginx-mod-stream-geoip libnginx-mod-http-js
+NGINX_TESTS_PKGS += libio-socket-ssl-perl libnet-ssleay-perl libcryptx-perl
+NGINX_TESTS_PKGS += libfcgi-perl libscgi-perl libprotocol-websocket-perl
+NGINX_TESTS_PKGS += libcache-memcached-perl libcache-memcached-fast-perl
+NGINX_TESTS_PKGS += libgd-perl memcached uwsgi uwsgi-plugin-python3 openssl
 
 # The pkg-config names of the libraries the C code links, read in stage
 # two only.  `config` probes the same libraries for the nginx module.
@@ -421,5 +436,22 @@ run-cluster: build
 .PHONY: soak
 soak: build
 	$(TEST_ENV) perl t/soak/soak $(SOAK_ARGS)
+
+# ------------------------------------------------------- nginx-tests
+
+# nginx's own suite, run against Debian's nginx stock, with the module
+# loaded, and with the module in use against a control without it
+# (tools/nginx-tests); exits non-zero when the module breaks a test.
+# Not part of `make test`: the suite is a checkout outside this tree.
+ifneq ($(filter nginx-tests,$(MAKECMDGOALS)),)
+ifeq ($(NGINX_TESTS),)
+$(error usage: make nginx-tests NGINX_TESTS=<a checkout of nginx-tests>)
+endif
+endif
+.PHONY: nginx-tests
+nginx-tests: module cli
+	NGINX_TESTS_JOBS=$(or $(NGINX_TESTS_JOBS),2) \
+	SNAPCACHE_CLI=$(abspath $(CLI)) ./tools/nginx-tests \
+	    $(abspath $(NGINX_TESTS)) $(MODULE) $(ABS_B)/nginx-tests
 
 endif # stage two
