@@ -302,8 +302,8 @@ sub kill_worker {
     $t->wait_respawn($victim);
 }
 
-# The window is the same as for a kill: a reload is to drop nothing, and
-# the next fault waits until the new workers serve.
+# Its window, as a kill's, is the moment of the signal (a reload is to
+# drop nothing); the next fault waits until the new workers serve.
 sub reload_node {
     my ($self) = @_;
     my @up = $self->up_nodes or return;
