@@ -75,6 +75,22 @@ PKGS_bench-store  := $(PKGS_bench)
 PKGS_bench-transcode := $(PKGS_bench)
 PKGS_bench-weak   := $(PKGS_bench)
 PKGS_bench-purge  := $(PKGS_bench)
+PKGS_bench-crypto := $(BUILD_PKGS)
+PKGS_nginx-tests := $(BUILD_PKGS) $(NGINX_TESTS_PKGS)
+
+# what `make nginx-tests` adds: the dynamic modules Debian's nginx -V
+# names, which nginx-tests' Test::Nginx loads into every test, njs for
+# its js tests, and the Perl modules, backends and tools its tests use
+# (ffmpeg is left out: the four mp4 tests that need it skip)
+NGINX_TESTS_PKGS :=
+NGINX_TESTS_PKGS += libnginx-mod-http-geoip libnginx-mod-http-image-filter
+NGINX_TESTS_PKGS += libnginx-mod-http-perl libnginx-mod-http-xslt-filter
+NGINX_TESTS_PKGS += libnginx-mod-mail libnginx-mod-stream
+NGINX_TESTS_PKGS += libnginx-mod-stream-geoip libnginx-mod-http-js
+NGINX_TESTS_PKGS += libio-socket-ssl-perl libnet-ssleay-perl libcryptx-perl
+NGINX_TESTS_PKGS += libfcgi-perl libscgi-perl libprotocol-websocket-perl
+NGINX_TESTS_PKGS += libcache-memcached-perl libcache-memcached-fast-perl
+NGINX_TESTS_PKGS += libgd-perl memcached uwsgi uwsgi-plugin-python3 openssl
 
 # The pkg-config names of the libraries the C code links, read in stage
 # two only.  `config` probes the same libraries for the nginx module.
@@ -213,6 +229,7 @@ EXTRA_BINS  :=
 CLI_DEPS    :=
 
 include sign/sign.mk
+-include hmac/hmac.mk
 -include format/format.mk
 -include cache/cache.mk
 -include transcode/transcode.mk
@@ -223,6 +240,12 @@ include sign/sign.mk
 BENCHES    += $(B)/bin/bench_purge
 bench_purge_MAIN := bench/bench_purge.c
 bench_purge_DEPS := $(CACHE_SRCS)
+
+# the crypto of a hit (a signature, the store's tags) against the former
+# hand-rolled HMAC, and one HMAC each way EVP_MAC offers
+BENCHES    += $(B)/bin/bench_crypto
+bench_crypto_MAIN := bench/bench_crypto.c
+bench_crypto_DEPS := $(SIGN_SRCS) $(CACHE_SRCS)
 
 objs_of    = $(patsubst %.c,$(B)/obj/%.o,$(1))
 UNIT_BINS := $(UNIT_TESTS:%=$(B)/t/unit/%)
@@ -314,8 +337,18 @@ $(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS) $(LIB_SRCS) $(LIB_HDRS)
 
 TEST_ENV := SNAPCACHE_BUILD=$(ABS_B) SNAPCACHE_SAN=$(SAN) \
             SNAPCACHE_FUZZ_SEEDS=$(ABS_B)/fuzz/seeds-fuzz_transcode
+# A leak fails the run in every process: unit tests, the CLI, the test
+# helpers and nginx, less what t/lsan.supp names (nginx's own arrays that
+# it never frees).  intercept_tls_get_addr=0: GCC 12's LeakSanitizer
+# misreads glibc 2.36's dynamic TLS (a dlopen'd library's, in a thread)
+# when it tracks it, and its tracer dies of SIGSEGV in every worker with a
+# thread pool; untracked, those blocks are still found through each
+# thread's TLS.
+ASAN_TEST_OPTIONS := detect_leaks=1:abort_on_error=1:intercept_tls_get_addr=0
+LSAN_TEST_OPTIONS := suppressions=$(CURDIR)/t/lsan.supp:print_suppressions=0
 ifeq ($(SAN),address)
-TEST_ENV += ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+TEST_ENV += ASAN_OPTIONS=$(ASAN_TEST_OPTIONS) \
+            LSAN_OPTIONS=$(LSAN_TEST_OPTIONS) \
             SNAPCACHE_PRELOAD=$(shell $(CC) -print-file-name=libasan.so)
 endif
 
@@ -361,9 +394,9 @@ fuzz-smoke:
 
 # --------------------------------------------------------------- bench
 
-.PHONY: bench bench-serve bench-weak bench-purge
+.PHONY: bench bench-serve bench-weak bench-purge bench-crypto
 bench: build $(BENCHES) bench-serve bench-store bench-transcode \
-       bench-weak bench-purge
+       bench-weak bench-purge bench-crypto
 
 # hits against static nginx and secure_link+proxy_cache+image_filter,
 # misses against image_filter and in-process libvips, worker RSS
@@ -374,6 +407,10 @@ bench-serve: build $(B)/bin/bench_transcode
 # hd, fixed full and hint-only, and the adaptation's cost on hits
 bench-weak: build
 	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_weak.sh
+
+# the crypto of a hit, in ns, against the former HMAC in the same run
+bench-crypto: build $(B)/bin/bench_crypto
+	$(B)/bin/bench_crypto $(BENCH_CRYPTO_ITERATIONS)
 
 # purging one device's 10k records, snapshot purges per second, and hit
 # p99 idle against hit p99 while purges run
@@ -399,5 +436,22 @@ run-cluster: build
 .PHONY: soak
 soak: build
 	$(TEST_ENV) perl t/soak/soak $(SOAK_ARGS)
+
+# ------------------------------------------------------- nginx-tests
+
+# nginx's own suite, run against Debian's nginx stock, with the module
+# loaded, and with the module in use against a control without it
+# (tools/nginx-tests); exits non-zero when the module breaks a test.
+# Not part of `make test`: the suite is a checkout outside this tree.
+ifneq ($(filter nginx-tests,$(MAKECMDGOALS)),)
+ifeq ($(NGINX_TESTS),)
+$(error usage: make nginx-tests NGINX_TESTS=<a checkout of nginx-tests>)
+endif
+endif
+.PHONY: nginx-tests
+nginx-tests: module cli
+	NGINX_TESTS_JOBS=$(or $(NGINX_TESTS_JOBS),2) \
+	SNAPCACHE_CLI=$(abspath $(CLI)) ./tools/nginx-tests \
+	    $(abspath $(NGINX_TESTS)) $(MODULE) $(ABS_B)/nginx-tests
 
 endif # stage two

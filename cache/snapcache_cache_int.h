@@ -70,9 +70,12 @@ struct snapcache_cache_s {
        one writer at a time, LMDB's lock sees to that */
     MDB_txn        *put_txn;
 
-    /* HMAC-SHA256 under the store secret, pads absorbed once */
-    void           *hmac_inner;      /* SHA256_CTX after secret ^ ipad */
-    void           *hmac_outer;      /* SHA256_CTX after secret ^ opad */
+    /* HMAC-SHA256 keyed once with the store secret: a snapcache_hmac_t,
+       which the event loop and the thread pool MAC with at once */
+    void           *hmac;
+
+    /* this opening's own number, which the identity memo belongs to */
+    uint64_t        serial;
 };
 
 

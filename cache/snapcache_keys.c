@@ -12,100 +12,56 @@
  * HMAC output is wiped before it is left, on error paths too.
  */
 
+#include <stdatomic.h>
 #include <string.h>
 
-/* SHA256_CTX is a plain struct: copied by assignment, no allocation */
-#define OPENSSL_API_COMPAT  10101
-
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
 
 #include "cache/snapcache_cache_int.h"
+#include "hmac/snapcache_hmac.h"
 
 
-#define HMAC_BLOCK  64
+/*
+ * The identities a thread worked out last.  A display polls one
+ * snapshot over and over, so the three MACs of its identity are taken
+ * once, not on every hit.  Each thread has its own memo (no lock,
+ * nothing shared between the event loop and the pool), an entry belongs
+ * to one opening of one store (its serial: a store closed and opened
+ * again, even at the same address, finds nothing), and an entry is
+ * found by its exact ids, compared in full, never by their hash alone.
+ */
+#define SNAPCACHE_IDENT_MEMO  64
+
+typedef struct {
+    uint64_t           serial;      /* 0: empty */
+    unsigned char      lens[3];
+    char               ids[3][SNAPCACHE_CACHE_ID_MAX];
+    snapcache_ident_t  ident;
+} ident_memo_t;
+
+static _Thread_local ident_memo_t  ident_memo[SNAPCACHE_IDENT_MEMO];
+
+static atomic_uint_fast64_t  keys_serial;
 
 
-/* The HMAC pads of the secret, absorbed once into two SHA-256 states. */
+/* The secret keys an HMAC context once; the MACs never re-key. */
 int
 snapcache_keys_prepare(snapcache_cache_t *cache, const unsigned char *secret,
     size_t len)
 {
-    int            rc;
-    size_t         i;
-    unsigned char  ipad[HMAC_BLOCK], opad[HMAC_BLOCK];
+    cache->hmac = snapcache_hmac_new(secret, len);
+    cache->serial = atomic_fetch_add(&keys_serial, 1) + 1;
 
-    if (len > HMAC_BLOCK) {
-        return -1;
-    }
-
-    cache->hmac_inner = OPENSSL_malloc(sizeof(SHA256_CTX));
-    cache->hmac_outer = OPENSSL_malloc(sizeof(SHA256_CTX));
-
-    if (cache->hmac_inner == NULL || cache->hmac_outer == NULL) {
-        return -1;
-    }
-
-    memset(ipad, 0x36, sizeof(ipad));
-    memset(opad, 0x5c, sizeof(opad));
-
-    for (i = 0; i < len; i++) {
-        ipad[i] ^= secret[i];
-        opad[i] ^= secret[i];
-    }
-
-    rc = SHA256_Init(cache->hmac_inner) == 1
-         && SHA256_Update(cache->hmac_inner, ipad, sizeof(ipad)) == 1
-         && SHA256_Init(cache->hmac_outer) == 1
-         && SHA256_Update(cache->hmac_outer, opad, sizeof(opad)) == 1;
-
-    OPENSSL_cleanse(ipad, sizeof(ipad));
-    OPENSSL_cleanse(opad, sizeof(opad));
-
-    return rc ? 0 : -1;
+    return cache->hmac ? 0 : -1;
 }
 
 
-/* The states derive from the secret: wiped as they go. */
+/* The contexts derive from the secret: wiped as they go. */
 void
 snapcache_keys_free(snapcache_cache_t *cache)
 {
-    OPENSSL_clear_free(cache->hmac_inner, sizeof(SHA256_CTX));
-    OPENSSL_clear_free(cache->hmac_outer, sizeof(SHA256_CTX));
-    cache->hmac_inner = NULL;
-    cache->hmac_outer = NULL;
-}
-
-
-/*
- * HMAC-SHA256 from the prepared pad states: two struct copies instead of
- * re-keying per call.  The templates are only read, so threads may call
- * this at once.
- */
-static int
-hmac(snapcache_cache_t *cache, const unsigned char *msg, size_t len,
-    unsigned char out[32])
-{
-    int            rc;
-    SHA256_CTX     c;
-    unsigned char  inner[32];
-
-    c = *(const SHA256_CTX *) cache->hmac_inner;
-    rc = SHA256_Update(&c, msg, len) == 1 && SHA256_Final(inner, &c) == 1;
-
-    c = *(const SHA256_CTX *) cache->hmac_outer;
-    rc = rc && SHA256_Update(&c, inner, sizeof(inner)) == 1
-         && SHA256_Final(out, &c) == 1;
-
-    OPENSSL_cleanse(&c, sizeof(c));
-    OPENSSL_cleanse(inner, sizeof(inner));
-
-    if (!rc) {
-        OPENSSL_cleanse(out, 32);
-        return -1;
-    }
-
-    return 0;
+    snapcache_hmac_free(cache->hmac);
+    cache->hmac = NULL;
 }
 
 
@@ -150,7 +106,49 @@ tag_of(snapcache_cache_t *cache, char domain, const char **ids,
         len += lens[i];
     }
 
-    return hmac(cache, msg, len, out);
+    return snapcache_hmac(cache->hmac, msg, len, out);
+}
+
+
+static ident_memo_t *
+ident_slot(const char **ids, const size_t *lens)
+{
+    int       i;
+    size_t    j;
+    uint32_t  h;
+
+    h = 2166136261u;
+
+    for (i = 0; i < 3; i++) {
+        for (j = 0; j < lens[i]; j++) {
+            h = (h ^ (unsigned char) ids[i][j]) * 16777619u;
+        }
+
+        h = (h ^ 0xff) * 16777619u;
+    }
+
+    return &ident_memo[h % SNAPCACHE_IDENT_MEMO];
+}
+
+
+static int
+ident_memo_is(const ident_memo_t *m, uint64_t serial, const char **ids,
+    const size_t *lens)
+{
+    int  i;
+
+    if (m->serial != serial) {
+        return 0;
+    }
+
+    for (i = 0; i < 3; i++) {
+        if (m->lens[i] != lens[i] || memcmp(m->ids[i], ids[i], lens[i]) != 0)
+        {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 
@@ -159,9 +157,11 @@ snapcache_cache_ident(snapcache_cache_t *cache, const char *account,
     size_t account_len, const char *device, size_t device_len,
     const char *snapshot, size_t snapshot_len, snapcache_ident_t *ident)
 {
+    int             i;
     const char     *ids[3];
     size_t          lens[3];
     unsigned char   mac[32];
+    ident_memo_t   *m;
 
     ids[0] = account;
     ids[1] = device;
@@ -169,6 +169,19 @@ snapcache_cache_ident(snapcache_cache_t *cache, const char *account,
     lens[0] = account_len;
     lens[1] = device_len;
     lens[2] = snapshot_len;
+
+    for (i = 0; i < 3; i++) {
+        if (!id_valid(ids[i], lens[i])) {
+            return SNAPCACHE_CACHE_ERROR;
+        }
+    }
+
+    m = ident_slot(ids, lens);
+
+    if (ident_memo_is(m, cache->serial, ids, lens)) {
+        *ident = m->ident;
+        return SNAPCACHE_CACHE_OK;
+    }
 
     if (tag_of(cache, 'A', ids, lens, 1, mac) != 0) {
         goto failed;
@@ -193,6 +206,15 @@ snapcache_cache_ident(snapcache_cache_t *cache, const char *account,
     memcpy(ident->prefix + 2 * SNAPCACHE_TAG_LEN, snapshot, snapshot_len);
     ident->prefix[2 * SNAPCACHE_TAG_LEN + snapshot_len] = 0x00;
     ident->prefix_len = 2 * SNAPCACHE_TAG_LEN + snapshot_len + 1;
+
+    m->serial = cache->serial;
+
+    for (i = 0; i < 3; i++) {
+        m->lens[i] = (unsigned char) lens[i];
+        memcpy(m->ids[i], ids[i], lens[i]);
+    }
+
+    m->ident = *ident;
 
     return SNAPCACHE_CACHE_OK;
 

@@ -559,6 +559,92 @@ extern ngx_module_t  ngx_http_snapcache_peer_module;
 extern ngx_module_t  ngx_http_snapcache_admin_module;
 
 
+/*
+ * The zone's accessors that every hit takes, inline: a counter, and the
+ * purge generations, kept per hash bucket of the account and device
+ * tags (two ids sharing a bucket only cost an extra discarded fill,
+ * never a missed purge).
+ */
+static ngx_inline void
+ngx_http_snapcache_stat_add(ngx_http_snapcache_main_conf_t *smcf,
+    ngx_uint_t counter, ngx_atomic_int_t n)
+{
+    if (smcf->sh && counter < NGX_HTTP_SNAPCACHE_NSTATS) {
+        ngx_atomic_fetch_add(&smcf->sh->stats[counter], n);
+    }
+}
+
+
+static ngx_inline ngx_uint_t
+ngx_http_snapcache_gen_slot(const u_char *tag)
+{
+    uint32_t  h;
+
+    ngx_memcpy(&h, tag, sizeof(uint32_t));
+
+    return h % NGX_HTTP_SNAPCACHE_GENS;
+}
+
+
+/* The purge generations: the store's ledger once mapped, else the zone's. */
+static ngx_inline ngx_http_snapcache_gens_t *
+ngx_http_snapcache_gens(ngx_http_snapcache_main_conf_t *smcf)
+{
+    return smcf->gens ? smcf->gens : &smcf->sh->gens;
+}
+
+
+static ngx_inline void
+ngx_http_snapcache_gen_read(ngx_http_snapcache_main_conf_t *smcf,
+    const u_char *acct_tag, const u_char *dev_tag,
+    ngx_http_snapcache_gen_t *gen)
+{
+    ngx_http_snapcache_gens_t  *g;
+
+    g = ngx_http_snapcache_gens(smcf);
+
+    gen->all = g->gen_all;
+    gen->account = g->gens[ngx_http_snapcache_gen_slot(acct_tag)];
+    gen->device = g->gens[ngx_http_snapcache_gen_slot(dev_tag)];
+    ngx_memory_barrier();
+}
+
+
+static ngx_inline ngx_int_t
+ngx_http_snapcache_gen_changed(ngx_http_snapcache_main_conf_t *smcf,
+    const u_char *acct_tag, const u_char *dev_tag,
+    ngx_http_snapcache_gen_t *since)
+{
+    ngx_http_snapcache_gen_t  now;
+
+    ngx_http_snapcache_gen_read(smcf, acct_tag, dev_tag, &now);
+
+    return now.all != since->all || now.account != since->account
+           || now.device != since->device;
+}
+
+
+/* A response header, as every answer adds them. */
+static ngx_inline ngx_table_elt_t *
+ngx_http_snapcache_add_header(ngx_http_request_t *r, const char *key,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value = *value;
+
+    return h;
+}
+
+
 /* ngx_http_snapcache_module.c: what every location kind checks */
 ngx_int_t ngx_http_snapcache_resolve_pool(ngx_conf_t *cf,
     ngx_http_snapcache_loc_conf_t *slcf);
@@ -610,6 +696,7 @@ ngx_int_t ngx_http_snapcache_answer_record(ngx_http_request_t *r,
 ngx_int_t ngx_http_snapcache_answer_client(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, ngx_http_snapcache_image_t *image,
     ngx_http_snapcache_status_e status);
+void ngx_http_snapcache_free_bodies(void);
 ngx_uint_t ngx_http_snapcache_format(ngx_http_request_t *r,
     ngx_http_snapcache_variant_t *variant);
 
@@ -635,8 +722,6 @@ ngx_int_t ngx_http_snapcache_origin_headers(ngx_http_request_t *r,
 ngx_int_t ngx_http_snapcache_check_origins(ngx_conf_t *cf);
 
 /* ngx_http_snapcache_reply.c */
-ngx_table_elt_t *ngx_http_snapcache_add_header(ngx_http_request_t *r,
-    const char *key, ngx_str_t *value);
 ngx_int_t ngx_http_snapcache_reply_image(ngx_http_request_t *r,
     ngx_http_snapcache_image_t *image, ngx_http_snapcache_status_e status);
 ngx_int_t ngx_http_snapcache_reply_body(ngx_http_request_t *r,
@@ -659,12 +744,6 @@ void ngx_http_snapcache_lock_release(ngx_http_snapcache_main_conf_t *smcf,
     uint64_t hash, uint64_t fill_id, ngx_uint_t state, ngx_uint_t status);
 ngx_uint_t ngx_http_snapcache_lock_state(ngx_http_snapcache_main_conf_t *smcf,
     uint64_t hash, uint64_t fill_id, ngx_uint_t *status);
-void ngx_http_snapcache_gen_read(ngx_http_snapcache_main_conf_t *smcf,
-    const u_char *acct_tag, const u_char *dev_tag,
-    ngx_http_snapcache_gen_t *gen);
-ngx_int_t ngx_http_snapcache_gen_changed(ngx_http_snapcache_main_conf_t *smcf,
-    const u_char *acct_tag, const u_char *dev_tag,
-    ngx_http_snapcache_gen_t *since);
 void ngx_http_snapcache_gen_bump(ngx_http_snapcache_main_conf_t *smcf,
     const u_char *acct_tag, const u_char *dev_tag);
 ngx_uint_t ngx_http_snapcache_purged_within(
@@ -674,8 +753,6 @@ time_t ngx_http_snapcache_not_before(ngx_http_snapcache_main_conf_t *smcf);
 ngx_int_t ngx_http_snapcache_ledger_attach(
     ngx_http_snapcache_main_conf_t *smcf, ngx_log_t *log, u_char *dir);
 void ngx_http_snapcache_ledger_detach(ngx_http_snapcache_main_conf_t *smcf);
-void ngx_http_snapcache_stat_add(ngx_http_snapcache_main_conf_t *smcf,
-    ngx_uint_t counter, ngx_atomic_int_t n);
 ngx_uint_t ngx_http_snapcache_locks_in_use(
     ngx_http_snapcache_main_conf_t *smcf);
 

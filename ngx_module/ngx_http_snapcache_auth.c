@@ -22,8 +22,6 @@
 
 static void ngx_http_snapcache_free_keys(void *data);
 static void ngx_http_snapcache_cleanse(void *data);
-static ngx_int_t ngx_http_snapcache_hex_decode(u_char *dst, u_char *src,
-    size_t len);
 
 
 /* snapcache_sign_key <kid> <file> */
@@ -141,7 +139,7 @@ ngx_http_snapcache_token_load(ngx_conf_t *cf, ngx_str_t *path,
     unsigned int           mdlen;
     ngx_str_t             *keep, full;
     ngx_pool_cleanup_t    *cln;
-    snapcache_sign_key_t   key;
+    snapcache_secret_t     key;
 
     full = *path;
 
@@ -162,34 +160,34 @@ ngx_http_snapcache_token_load(ngx_conf_t *cf, ngx_str_t *path,
         return NGX_CONF_ERROR;
     }
 
-    if (snapcache_sign_key_load(&key, role, (const char *) full.data,
-                                &world_readable, err, sizeof(err))
+    /* plain bytes: a token keys no HMAC */
+    if (snapcache_secret_load(&key, (const char *) full.data, "token",
+                              &world_readable, err, sizeof(err))
         != 0)
     {
-        OPENSSL_cleanse(&key, sizeof(key));
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s token: %s", role, err);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s %s", role, err);
         return NGX_CONF_ERROR;
     }
 
-    if (EVP_Digest(key.key, key.key_len, digest, &mdlen, EVP_sha256(), NULL)
+    if (EVP_Digest(key.data, key.len, digest, &mdlen, EVP_sha256(), NULL)
         != 1)
     {
-        snapcache_sign_key_free(&key);
+        OPENSSL_cleanse(&key, sizeof(key));
         return NGX_CONF_ERROR;
     }
 
     if (bearer && bearer->len == 0) {
         cln = ngx_pool_cleanup_add(cf->pool, sizeof(ngx_str_t));
-        p = ngx_pnalloc(cf->pool, sizeof("Bearer ") - 1 + 2 * key.key_len);
+        p = ngx_pnalloc(cf->pool, sizeof("Bearer ") - 1 + 2 * key.len);
 
         if (cln == NULL || p == NULL) {
-            snapcache_sign_key_free(&key);
+            OPENSSL_cleanse(&key, sizeof(key));
             return NGX_CONF_ERROR;
         }
 
         bearer->data = p;
         p = ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1);
-        p = ngx_hex_dump(p, key.key, key.key_len);
+        p = ngx_hex_dump(p, key.data, key.len);
         bearer->len = p - bearer->data;
 
         keep = cln->data;
@@ -197,8 +195,7 @@ ngx_http_snapcache_token_load(ngx_conf_t *cf, ngx_str_t *path,
         cln->handler = ngx_http_snapcache_cleanse;
     }
 
-    /* the key's HMAC states derive from it: wiped and freed too */
-    snapcache_sign_key_free(&key);
+    OPENSSL_cleanse(&key, sizeof(key));
 
     if (world_readable) {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
@@ -266,7 +263,8 @@ ngx_http_snapcache_bearer_auth(ngx_http_request_t *r, ngx_array_t *tokens,
 
     valid = (len >= 2 * SNAPCACHE_KEY_MIN && len <= 2 * SNAPCACHE_KEY_MAX
              && len % 2 == 0
-             && ngx_http_snapcache_hex_decode(token, p, len) == NGX_OK);
+             && snapcache_hex_decode((const char *) p, len, token,
+                                     sizeof(token)) == 0);
 
     if (valid) {
         len /= 2;
@@ -302,37 +300,6 @@ ngx_http_snapcache_bearer_auth(ngx_http_request_t *r, ngx_array_t *tokens,
                   "snapcache: %s: refused, wrong bearer token", role);
 
     return NGX_DECLINED;
-}
-
-
-static ngx_int_t
-ngx_http_snapcache_hex_decode(u_char *dst, u_char *src, size_t len)
-{
-    u_char      c, v;
-    ngx_uint_t  i;
-
-    for (i = 0; i < len; i++) {
-        c = src[i];
-
-        if (c >= '0' && c <= '9') {
-            v = c - '0';
-
-        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
-            v = (c | 0x20) - 'a' + 10;
-
-        } else {
-            return NGX_ERROR;
-        }
-
-        if (i % 2 == 0) {
-            dst[i / 2] = (u_char) (v << 4);
-
-        } else {
-            dst[i / 2] |= v;
-        }
-    }
-
-    return NGX_OK;
 }
 
 

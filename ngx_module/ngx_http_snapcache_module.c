@@ -380,6 +380,8 @@ ngx_http_snapcache_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_snapcache_main_conf_t  *smcf;
 
+    ngx_http_snapcache_free_bodies();
+
     smcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_snapcache_module);
     if (smcf == NULL) {

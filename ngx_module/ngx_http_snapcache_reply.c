@@ -20,26 +20,6 @@
 static void ngx_http_snapcache_body_free(void *data);
 
 
-ngx_table_elt_t *
-ngx_http_snapcache_add_header(ngx_http_request_t *r, const char *key,
-    ngx_str_t *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NULL;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value = *value;
-
-    return h;
-}
-
-
 /*
  * The headers every image answer has: 200, its type and length, and
  * Cache-Control private with its remaining lifetime (0 for a stale
@@ -388,4 +368,29 @@ ngx_http_snapcache_body_free(void *data)
     ngx_http_snapcache_bodies[b->cls] = b;
     ngx_http_snapcache_bodies_n[b->cls]++;
     ngx_http_snapcache_bodies_kept += size;
+}
+
+
+/*
+ * The kept bodies, at a worker's exit: nginx unloads the module as it
+ * exits, and the lists' heads with it, so that they would be lost, not
+ * kept.
+ */
+void
+ngx_http_snapcache_free_bodies(void)
+{
+    ngx_uint_t                  cls;
+    ngx_http_snapcache_body_t  *b;
+
+    for (cls = 0; cls < NGX_HTTP_SNAPCACHE_BODY_CLASSES; cls++) {
+        while (ngx_http_snapcache_bodies[cls]) {
+            b = ngx_http_snapcache_bodies[cls];
+            ngx_http_snapcache_bodies[cls] = b->next;
+            ngx_free(b);
+        }
+
+        ngx_http_snapcache_bodies_n[cls] = 0;
+    }
+
+    ngx_http_snapcache_bodies_kept = 0;
 }

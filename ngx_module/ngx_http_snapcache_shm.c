@@ -49,13 +49,6 @@ static void ngx_http_snapcache_ledger_epoch(
     ngx_http_snapcache_main_conf_t *smcf, ngx_http_snapcache_ledger_t *l);
 
 
-static ngx_inline ngx_http_snapcache_gens_t *
-ngx_http_snapcache_gens(ngx_http_snapcache_main_conf_t *smcf)
-{
-    return smcf->gens ? smcf->gens : &smcf->sh->gens;
-}
-
-
 /*
  * A fill whose worker was killed never releases its lock: treat it as
  * expired at once rather than at its deadline.
@@ -232,52 +225,6 @@ ngx_http_snapcache_lock_state(ngx_http_snapcache_main_conf_t *smcf,
 }
 
 
-static ngx_uint_t
-ngx_http_snapcache_gen_slot(const u_char *tag)
-{
-    uint32_t  h;
-
-    ngx_memcpy(&h, tag, sizeof(uint32_t));
-
-    return h % NGX_HTTP_SNAPCACHE_GENS;
-}
-
-
-/*
- * Generations are kept per hash bucket of the account and device tags.
- * Two ids sharing a bucket only cost an extra discarded fill, never a
- * missed purge.
- */
-void
-ngx_http_snapcache_gen_read(ngx_http_snapcache_main_conf_t *smcf,
-    const u_char *acct_tag, const u_char *dev_tag,
-    ngx_http_snapcache_gen_t *gen)
-{
-    ngx_http_snapcache_gens_t  *g;
-
-    g = ngx_http_snapcache_gens(smcf);
-
-    gen->all = g->gen_all;
-    gen->account = g->gens[ngx_http_snapcache_gen_slot(acct_tag)];
-    gen->device = g->gens[ngx_http_snapcache_gen_slot(dev_tag)];
-    ngx_memory_barrier();
-}
-
-
-ngx_int_t
-ngx_http_snapcache_gen_changed(ngx_http_snapcache_main_conf_t *smcf,
-    const u_char *acct_tag, const u_char *dev_tag,
-    ngx_http_snapcache_gen_t *since)
-{
-    ngx_http_snapcache_gen_t  now;
-
-    ngx_http_snapcache_gen_read(smcf, acct_tag, dev_tag, &now);
-
-    return now.all != since->all || now.account != since->account
-           || now.device != since->device;
-}
-
-
 /*
  * Purge bumps before it deletes; see ngx_http_snapcache_store_task().
  * It also notes when, for ngx_http_snapcache_purged_within().
@@ -347,16 +294,6 @@ ngx_http_snapcache_purged_within(ngx_http_snapcache_main_conf_t *smcf,
               >= since
            || (time_t) g->purged[ngx_http_snapcache_gen_slot(dev_tag)]
               >= since;
-}
-
-
-void
-ngx_http_snapcache_stat_add(ngx_http_snapcache_main_conf_t *smcf,
-    ngx_uint_t counter, ngx_atomic_int_t n)
-{
-    if (smcf->sh && counter < NGX_HTTP_SNAPCACHE_NSTATS) {
-        ngx_atomic_fetch_add(&smcf->sh->stats[counter], n);
-    }
 }
 
 

@@ -549,7 +549,7 @@ static ngx_uint_t
 ngx_http_snapcache_is_sig(u_char *p, u_char *last)
 {
     u_char      c, name[3];
-    ngx_uint_t  n, i;
+    ngx_uint_t  n;
 
     n = 0;
 
@@ -562,24 +562,10 @@ ngx_http_snapcache_is_sig(u_char *p, u_char *last)
         c = *p++;
 
         if (c == '%') {
-            if (last - p < 2) {
+            if (last - p < 2
+                || snapcache_hex_decode((const char *) p, 2, &c, 1) != 0)
+            {
                 return 0;
-            }
-
-            c = 0;
-
-            for (i = 0; i < 2; i++) {
-                c <<= 4;
-
-                if (p[i] >= '0' && p[i] <= '9') {
-                    c |= p[i] - '0';
-
-                } else if ((p[i] | 0x20) >= 'a' && (p[i] | 0x20) <= 'f') {
-                    c |= (p[i] | 0x20) - 'a' + 10;
-
-                } else {
-                    return 0;
-                }
             }
 
             p += 2;

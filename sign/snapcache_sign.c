@@ -18,29 +18,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/*
- * SHA256_CTX is a plain struct: a prepared state is copied by assignment,
- * with no allocation and no provider lookup per signature.  OpenSSL 3
- * still has it, behind this switch.
- */
-#define OPENSSL_API_COMPAT  10101
-
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
-#include <openssl/sha.h>
 
+#include "hmac/snapcache_hmac.h"
 #include "sign/snapcache_sign.h"
 
 
-#define SHA256_BLOCK  64
-
-_Static_assert(SNAPCACHE_KEY_MAX <= SHA256_BLOCK,
-               "a key fits the SHA-256 block, so it is never hashed first");
-
-
-static int sign_prekey(snapcache_sign_key_t *key);
+_Static_assert(SNAPCACHE_SIG_LEN == SNAPCACHE_HMAC_LEN,
+               "a signature is a whole HMAC-SHA256");
 
 
 #define SNAPCACHE_SIGN_PREFIX  "snapcache1\n"
@@ -406,20 +394,38 @@ hex_value(unsigned char c)
 
 
 int
-snapcache_sign_key_parse(snapcache_sign_key_t *key, const char *kid,
-    const char *hex, size_t hex_len, char *err, size_t err_size)
+snapcache_hex_decode(const char *hex, size_t len, unsigned char *out,
+    size_t out_size)
 {
     int     hi, lo;
-    size_t  i, kid_len;
+    size_t  i;
 
-    memset(key, 0, sizeof(snapcache_sign_key_t));
-
-    kid_len = strlen(kid);
-
-    if (!snapcache_id_valid(kid, kid_len)) {
-        snprintf(err, err_size, "invalid key id");
+    if (len % 2 != 0 || len / 2 > out_size) {
         return -1;
     }
+
+    for (i = 0; i < len / 2; i++) {
+        hi = hex_value((unsigned char) hex[2 * i]);
+        lo = hex_value((unsigned char) hex[2 * i + 1]);
+
+        if (hi < 0 || lo < 0) {
+            OPENSSL_cleanse(out, len / 2);
+            return -1;
+        }
+
+        out[i] = (unsigned char) (hi << 4 | lo);
+    }
+
+    return 0;
+}
+
+
+/* A secret's hex line; the reasons name a key, as a token is one too. */
+static int
+secret_parse(snapcache_secret_t *secret, const char *what, const char *hex,
+    size_t hex_len, char *err, size_t err_size)
+{
+    secret->len = 0;
 
     if (hex_len > 0 && hex[hex_len - 1] == '\n') {
         hex_len--;
@@ -429,121 +435,58 @@ snapcache_sign_key_parse(snapcache_sign_key_t *key, const char *kid,
         hex_len--;
     }
 
-    if (hex_len % 2 != 0 || hex_len > 2 * SNAPCACHE_KEY_MAX) {
-        snprintf(err, err_size, "key must be hex on one line, at most %d "
-                 "bytes", SNAPCACHE_KEY_MAX);
+    if (hex_len > 2 * SNAPCACHE_KEY_MAX) {
+        snprintf(err, err_size, "%s is longer than %d bytes", what,
+                 SNAPCACHE_KEY_MAX);
         return -1;
     }
 
-    for (i = 0; i < hex_len / 2; i++) {
-        hi = hex_value((unsigned char) hex[2 * i]);
-        lo = hex_value((unsigned char) hex[2 * i + 1]);
-
-        if (hi < 0 || lo < 0) {
-            memset(key, 0, sizeof(snapcache_sign_key_t));
-            snprintf(err, err_size, "key is not hex on one line");
-            return -1;
-        }
-
-        key->key[i] = (unsigned char) (hi << 4 | lo);
+    if (hex_len % 2 != 0
+        || snapcache_hex_decode(hex, hex_len, secret->data,
+                                sizeof(secret->data))
+           != 0)
+    {
+        snprintf(err, err_size, "%s is not hex on one line", what);
+        return -1;
     }
 
     if (hex_len / 2 < SNAPCACHE_KEY_MIN) {
-        memset(key, 0, sizeof(snapcache_sign_key_t));
-        snprintf(err, err_size, "key is %zu bytes, at least %d are required",
-                 hex_len / 2, SNAPCACHE_KEY_MIN);
+        OPENSSL_cleanse(secret, sizeof(snapcache_secret_t));
+        snprintf(err, err_size, "%s is %zu bytes, at least %d are required",
+                 what, hex_len / 2, SNAPCACHE_KEY_MIN);
         return -1;
     }
 
-    key->key_len = hex_len / 2;
-    memcpy(key->kid, kid, kid_len);
-    key->kid_len = kid_len;
-
-    if (sign_prekey(key) != 0) {
-        snapcache_sign_key_free(key);
-        snprintf(err, err_size, "cannot prepare the key's HMAC state");
-        return -1;
-    }
+    secret->len = hex_len / 2;
 
     return 0;
 }
 
 
-/*
- * The HMAC pads depend on the key only: hash each once, here, and keep
- * the two SHA-256 states.  Keys are never longer than the block, so they
- * are used as they are (zero-padded), as HMAC says.
- */
-static int
-sign_prekey(snapcache_sign_key_t *key)
-{
-    int             rc;
-    size_t          i;
-    SHA256_CTX     *inner, *outer;
-    unsigned char   k[SHA256_BLOCK], ipad[SHA256_BLOCK], opad[SHA256_BLOCK];
-
-    memset(k, 0, sizeof(k));
-    memcpy(k, key->key, key->key_len);
-
-    for (i = 0; i < SHA256_BLOCK; i++) {
-        ipad[i] = k[i] ^ 0x36;
-        opad[i] = k[i] ^ 0x5c;
-    }
-
-    inner = OPENSSL_malloc(sizeof(SHA256_CTX));
-    outer = OPENSSL_malloc(sizeof(SHA256_CTX));
-
-    rc = (inner && outer
-          && SHA256_Init(inner) == 1
-          && SHA256_Update(inner, ipad, sizeof(ipad)) == 1
-          && SHA256_Init(outer) == 1
-          && SHA256_Update(outer, opad, sizeof(opad)) == 1)
-         ? 0 : -1;
-
-    OPENSSL_cleanse(k, sizeof(k));
-    OPENSSL_cleanse(ipad, sizeof(ipad));
-    OPENSSL_cleanse(opad, sizeof(opad));
-
-    key->inner = inner;
-    key->outer = outer;
-
-    return rc;
-}
-
-
-void
-snapcache_sign_key_free(snapcache_sign_key_t *key)
-{
-    /* the states derive from the key */
-    OPENSSL_clear_free(key->inner, sizeof(SHA256_CTX));
-    OPENSSL_clear_free(key->outer, sizeof(SHA256_CTX));
-
-    OPENSSL_cleanse(key, sizeof(snapcache_sign_key_t));
-}
-
-
 int
-snapcache_sign_key_load(snapcache_sign_key_t *key, const char *kid,
-    const char *path, int *world_readable, char *err, size_t err_size)
+snapcache_secret_load(snapcache_secret_t *secret, const char *path,
+    const char *what, int *world_readable, char *err, size_t err_size)
 {
     int          fd, rc;
-    char         buf[4 * SNAPCACHE_KEY_MAX];
+    char         buf[4 * SNAPCACHE_KEY_MAX], why[128];
     size_t       n;
     ssize_t      got;
     struct stat  st;
 
-    /* O_NONBLOCK: a FIFO planted as the key file must not hang startup */
+    memset(secret, 0, sizeof(snapcache_secret_t));
+
+    /* O_NONBLOCK: a FIFO planted as the file must not hang startup */
     fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd == -1) {
-        snprintf(err, err_size, "cannot open key file \"%s\": %s", path,
-                 strerror(errno));
+        snprintf(err, err_size, "cannot open %s file \"%s\": %s", what,
+                 path, strerror(errno));
         return -1;
     }
 
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        snprintf(err, err_size, "key file \"%s\" is not a regular file",
-                 path);
+        snprintf(err, err_size, "%s file \"%s\" is not a regular file",
+                 what, path);
         return -1;
     }
 
@@ -569,23 +512,94 @@ snapcache_sign_key_load(snapcache_sign_key_t *key, const char *kid,
     close(fd);
 
     if (n == sizeof(buf)) {
-        snprintf(err, err_size, "key file \"%s\" is too long", path);
+        snprintf(err, err_size, "%s file \"%s\" is too long", what, path);
         OPENSSL_cleanse(buf, sizeof(buf));
         return -1;
     }
 
-    rc = snapcache_sign_key_parse(key, kid, buf, n, err, err_size);
+    rc = secret_parse(secret, what, buf, n, why, sizeof(why));
     OPENSSL_cleanse(buf, sizeof(buf));
 
     if (rc != 0) {
-        /* prefix the reason with the file, keeping the parser's words */
-        char  why[128];
-
-        snprintf(why, sizeof(why), "%s", err);
-        snprintf(err, err_size, "key file \"%s\": %s", path, why);
+        snprintf(err, err_size, "%s file \"%s\": %s", what, path, why);
     }
 
     return rc;
+}
+
+
+/* The key id, the bytes and the keyed HMAC context, once per key. */
+static int
+key_set(snapcache_sign_key_t *key, const char *kid,
+    const snapcache_secret_t *secret, char *err, size_t err_size)
+{
+    if (!snapcache_id_valid(kid, strlen(kid))) {
+        snprintf(err, err_size, "invalid key id");
+        return -1;
+    }
+
+    memcpy(key->key, secret->data, secret->len);
+    key->key_len = secret->len;
+    memcpy(key->kid, kid, strlen(kid));
+    key->kid_len = strlen(kid);
+
+    key->hmac = snapcache_hmac_new(key->key, key->key_len);
+
+    if (key->hmac == NULL) {
+        snapcache_sign_key_free(key);
+        snprintf(err, err_size, "cannot prepare the key's HMAC state");
+        return -1;
+    }
+
+    return 0;
+}
+
+
+int
+snapcache_sign_key_parse(snapcache_sign_key_t *key, const char *kid,
+    const char *hex, size_t hex_len, char *err, size_t err_size)
+{
+    int                 rc;
+    snapcache_secret_t  secret;
+
+    memset(key, 0, sizeof(snapcache_sign_key_t));
+
+    rc = secret_parse(&secret, "key", hex, hex_len, err, err_size) == 0
+         && key_set(key, kid, &secret, err, err_size) == 0
+         ? 0 : -1;
+
+    OPENSSL_cleanse(&secret, sizeof(secret));
+
+    return rc;
+}
+
+
+int
+snapcache_sign_key_load(snapcache_sign_key_t *key, const char *kid,
+    const char *path, int *world_readable, char *err, size_t err_size)
+{
+    int                 rc;
+    snapcache_secret_t  secret;
+
+    memset(key, 0, sizeof(snapcache_sign_key_t));
+
+    rc = snapcache_secret_load(&secret, path, "key", world_readable, err,
+                               err_size)
+         == 0
+         && key_set(key, kid, &secret, err, err_size) == 0
+         ? 0 : -1;
+
+    OPENSSL_cleanse(&secret, sizeof(secret));
+
+    return rc;
+}
+
+
+void
+snapcache_sign_key_free(snapcache_sign_key_t *key)
+{
+    snapcache_hmac_free(key->hmac);
+    OPENSSL_cleanse(key, sizeof(snapcache_sign_key_t));
 }
 
 
@@ -634,38 +648,27 @@ snapcache_sign_message(char *buf, size_t size, snapcache_str_t kid,
 
 
 /*
- * Copies the prepared states onto the stack: one key serves every thread
- * without a lock and without a key schedule per message.
+ * Safe from several threads at once with one key: each MAC runs on a
+ * context of its own (see hmac/snapcache_hmac.h).
  */
 void
 snapcache_sign_hmac(const snapcache_sign_key_t *key, const char *msg,
     size_t len, unsigned char out[SNAPCACHE_SIG_LEN])
 {
-    int             ok;
-    SHA256_CTX      c;
-    unsigned int    out_len;
-    unsigned char   ih[SNAPCACHE_SIG_LEN];
+    int           ok;
+    unsigned int  out_len;
 
-    out_len = SNAPCACHE_SIG_LEN;
-
-    if (key->inner && key->outer) {
-        c = *(const SHA256_CTX *) key->inner;
-        ok = SHA256_Update(&c, msg, len) == 1 && SHA256_Final(ih, &c) == 1;
-
-        c = *(const SHA256_CTX *) key->outer;
-        ok = ok && SHA256_Update(&c, ih, sizeof(ih)) == 1
-             && SHA256_Final(out, &c) == 1;
-
-        OPENSSL_cleanse(&c, sizeof(c));
-        OPENSSL_cleanse(ih, sizeof(ih));
+    if (key->hmac) {
+        ok = snapcache_hmac(key->hmac, msg, len, out) == 0;
 
     } else {
+        /* a key filled in by hand rather than parsed or loaded */
         ok = HMAC(EVP_sha256(), key->key, (int) key->key_len,
-                  (const unsigned char *) msg, len, out, &out_len)
-             != NULL;
+                  (const unsigned char *) msg, len, out, &out_len) != NULL
+             && out_len == SNAPCACHE_SIG_LEN;
     }
 
-    if (!ok || out_len != SNAPCACHE_SIG_LEN) {
+    if (!ok) {
         /*
          * An HMAC that cannot be computed must never verify: fill the
          * output with fresh random bytes rather than a fixed value.

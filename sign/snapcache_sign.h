@@ -87,18 +87,24 @@ typedef enum {
 
 
 /*
- * A verification key.  parse and load also hash the key's HMAC pads once
- * (two prepared SHA-256 states), so that each signature costs two context
- * copies rather than a key schedule; free releases them and wipes the key.
+ * A verification key.  parse and load also key an HMAC context once (see
+ * hmac/snapcache_hmac.h), so that a signature costs no key schedule; free
+ * releases it and wipes the key.
  */
 typedef struct {
     char           kid[SNAPCACHE_ID_MAX + 1];
     size_t         kid_len;
     unsigned char  key[SNAPCACHE_KEY_MAX];
     size_t         key_len;
-    void          *inner;        /* SHA256_CTX after key ^ ipad */
-    void          *outer;        /* SHA256_CTX after key ^ opad */
+    void          *hmac;         /* snapcache_hmac_t, keyed with key */
 } snapcache_sign_key_t;
+
+
+/* A secret read from a file: a signing key's bytes, or a bearer token. */
+typedef struct {
+    unsigned char  data[SNAPCACHE_KEY_MAX];
+    size_t         len;
+} snapcache_secret_t;
 
 
 /*
@@ -115,10 +121,30 @@ const char *snapcache_url_strerror(int rc);
 int snapcache_id_valid(const char *s, size_t len);
 
 /*
- * Key material: hex on one line (a trailing newline is allowed), at least
- * SNAPCACHE_KEY_MIN bytes.  On failure err receives a reason that never
- * contains key material.  *world_readable is set when the file mode lets
- * anyone read it, so that the caller can warn.
+ * Decodes len hex digits, in either case, into the len / 2 bytes of out.
+ * -1 if len is odd, if out_size is below len / 2 or if a character is
+ * not a hex digit, with no decoded byte left in out.
+ */
+int snapcache_hex_decode(const char *hex, size_t len, unsigned char *out,
+    size_t out_size);
+
+/*
+ * A secret file, for a signing key or a bearer token: a regular file
+ * (opened without blocking, so that a FIFO cannot hang the caller), hex
+ * on one line (a trailing newline is allowed), SNAPCACHE_KEY_MIN to
+ * SNAPCACHE_KEY_MAX bytes.  what ("key", "token") names it in the
+ * reasons.  On failure err receives a reason that never
+ * contains key material, and the secret is wiped; on success the caller
+ * wipes it with OPENSSL_cleanse once done with it.  *world_readable (if
+ * not NULL) is set when the file mode lets anyone read it, so that the
+ * caller can warn.
+ */
+int snapcache_secret_load(snapcache_secret_t *secret, const char *path,
+    const char *what, int *world_readable, char *err, size_t err_size);
+
+/*
+ * A signing key: parse takes the hex line itself, load reads it from a
+ * secret file as snapcache_secret_load does.
  */
 int snapcache_sign_key_parse(snapcache_sign_key_t *key, const char *kid,
     const char *hex, size_t hex_len, char *err, size_t err_size);

@@ -270,7 +270,7 @@ print $bad "not hex\n";
 close $bad;
 ($rc, $out, $err) = cli('verify', url(), '--key', "k1=$d/bad.key");
 is($rc, 2, 'a key file that is not hex: exit 2');
-like($err, qr/must be hex/, 'saying so');
+like($err, qr/key is not hex on one line/, 'saying so');
 usage_error('verify --prefix without slashes', qr/--prefix wants/,
     { value => 1 }, 'verify',
     url(), @keys, '--prefix', 'snap');

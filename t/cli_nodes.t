@@ -323,8 +323,9 @@ my $upper = token_file('upper', uc($tok) . "\r\n");
     local $ENV{SNAPCACHE_NODES} = $p_ok->{url};
     ($rc, $out) = cli(undef, 'purge', '--account', 'acct-1');
     is($rc, 0, 'SNAPCACHE_NODES and SNAPCACHE_TOKEN_FILE: exit 0');
-    is((requests($p_ok))[-1]{auth}, 'Bearer ' . uc $tok,
-        'the token as the file holds it, without its CRLF');
+    # the bytes the hex names, whatever its case and line end
+    is((requests($p_ok))[-1]{auth}, 'Bearer ' . lc $tok,
+        'the token from a file in upper case with a CRLF');
 
     ($rc, $out) = cli(undef, 'purge', '--account', 'acct-1', '--token-file',
         $token);
@@ -335,12 +336,17 @@ my $upper = token_file('upper', uc($tok) . "\r\n");
 $n = () = requests($p_ok);
 my @bad = (
     ['not hex', token_file('nothex', ('zz' x 32) . "\n"),
-        qr/does not hold hex of 32 to 64 bytes/],
-    ['short', token_file('short', ('ab' x 31) . "\n"), qr/does not hold hex/],
-    ['long', token_file('long', ('ab' x 65) . "\n"), qr/does not hold hex/],
-    ['odd', token_file('odd', ('ab' x 32) . "a\n"), qr/does not hold hex/],
-    ['two lines', token_file('lines', "$tok\n$tok\n"), qr/does not hold hex/],
-    ['empty', token_file('empty', ''), qr/does not hold hex/],
+        qr/token is not hex on one line/],
+    ['short', token_file('short', ('ab' x 31) . "\n"),
+        qr/token is 31 bytes, at least 32 are required/],
+    ['long', token_file('long', ('ab' x 65) . "\n"),
+        qr/token is longer than 64 bytes/],
+    ['odd', token_file('odd', ('ab' x 32) . "a\n"),
+        qr/token is not hex on one line/],
+    ['two lines', token_file('lines', "$tok\n$tok\n"),
+        qr/token is longer than 64 bytes|token is not hex on one line/],
+    ['empty', token_file('empty', ''),
+        qr/token is 0 bytes, at least 32 are required/],
     ['missing', "$d/keys/none.token", qr/No such file/],
     ['a directory', "$d/keys", qr/is not a regular file/],
 );

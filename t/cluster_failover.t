@@ -16,7 +16,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use POSIX qw(_exit);
 use Time::HiRes qw(sleep time);
-use Snapcache::Test qw(build_dir);
+use Snapcache::Test qw(build_dir wait_until);
 use Snapcache::Cluster;
 
 plan skip_all => 'snapmark not built' unless -x build_dir() . '/bin/snapmark';
@@ -85,11 +85,8 @@ ok(wait_lines(12 + 24), 'load is running');
 my $t = $c->node($vi);
 my @procs = ($t->master_pid, $t->worker_pids);
 kill 'KILL', @procs;
-for (1 .. 100) {
-    last unless grep { kill 0, $_ } @procs;
-    sleep 0.02;
-}
-ok(!(grep { kill 0, $_ } @procs), "the owner $victim is dead, killed");
+ok(wait_until(sub { !grep { kill 0, $_ } @procs }),
+    "the owner $victim is dead, killed");
 my $mark = lines();
 
 ok(wait_lines($mark + 40), 'load went on after the death');

@@ -16,7 +16,7 @@ use File::Temp qw(tempdir);
 use POSIX qw(setsid);
 use IO::Socket::INET;
 use Time::HiRes qw(time);
-use Snapcache::Test qw(build_dir raw_request);
+use Snapcache::Test qw(build_dir raw_request wait_until);
 
 my $root = "$FindBin::Bin/..";
 my @ports = (8180 .. 8183, 8189, 8191 .. 8193);
@@ -44,14 +44,15 @@ if (!$pid) {
 }
 
 my $out = '';
-for (1 .. 600) {
-    $out = do { local $/; my $fh; open($fh, '<', $log) ? <$fh> // '' : '' };
-    last if $out =~ /Ctrl-C stops/
-        && !grep { !IO::Socket::INET->new("127.0.0.1:$_") } @ports;
-    select(undef, undef, undef, 0.1);
-}
+ok(wait_until(sub {
+        $out = do { local $/; my $fh; open($fh, '<', $log) ? <$fh> // '' : '' };
+        $out =~ /Ctrl-C stops/
+            && !grep { !IO::Socket::INET->new("127.0.0.1:$_") } @ports;
+    }, 60), 'the cluster is up: it says so and every port answers')
+    or diag $out;
 
-# a node started cold reads nothing stored in its first second
+# a node started cold reads nothing stored in the second it started,
+# which was before its ports answered: wait until the clock is past it
 my $next = int(time) + 1;
 select(undef, undef, undef, 0.05) while time < $next;
 

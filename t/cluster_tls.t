@@ -242,13 +242,9 @@ for my $bad (['n2-rogue', qr/upstream SSL certificate verify error/,
     my ($cert, $why, $name) = @$bad;
     $c->stop_node(1);
     start_node(1, $cert);
-    # node 0 forgets that node 1 failed: a reload starts its upstream anew
-    my %old = map { $_ => 1 } $c->node(0)->worker_pids;
-    $c->node(0)->reload;
-    # (until its old worker, which remembers, is gone)
-    my $end = time + 10;
-    sleep 0.05 while time < $end && (grep { $old{$_} }
-        $c->node(0)->worker_pids or !$c->node(0)->worker_pids);
+    # node 0 forgets that node 1 failed: a reload starts its upstream
+    # anew (once its old worker, which remembers, takes no request)
+    $c->node(0)->reload_and_wait;
     my $before = () = $c->node(1)->access_log =~ /_peer/g;
     my $snap = "s-$cert";
     $r = $c->get(0, account => $remote, device => 'cam-1', snapshot => $snap,

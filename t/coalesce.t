@@ -14,7 +14,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use IO::Socket::INET;
 use POSIX qw(_exit);
-use Snapcache::Test qw(build_dir raw_request);
+use Snapcache::Test qw(build_dir raw_request wait_until);
 
 my $snapmark = build_dir() . '/bin/snapmark';
 plan skip_all => "snapmark not built" unless -x $snapmark;
@@ -107,7 +107,8 @@ is($t->origin_count - $n0, 2, 'and the failure was not cached');
 my $durl = $t->sign_url(%id, snapshot => 'slow-2', v => 'thumb');
 my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $t->port) or die;
 print $s "GET $durl HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-select(undef, undef, undef, 0.2);
+ok(wait_until(sub { grep { m{/slow-2 } } $t->origin_requests }),
+    'the filler\'s fill is at the origin');
 close $s;
 my @dr = burst(5, $durl);
 is(scalar(grep { $_->{status} == 200 } @dr), 5,

@@ -11,7 +11,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use POSIX qw(_exit);
-use Snapcache::Test qw(build_dir raw_request);
+use Snapcache::Test qw(build_dir raw_request wait_until);
 
 plan skip_all => 'snapmark not built' unless -x build_dir() . '/bin/snapmark';
 
@@ -41,8 +41,11 @@ is($s->{hits}, 1, 'one hit');
 is($s->{fills}, 1, 'one fill');
 is($s->{errors}, 0, 'no errors yet');
 
-# a failing origin, slow enough that three requests wait on one fill
+# a failing origin, slow enough (a second) that three requests wait on
+# one fill: the first starts it, and the two others come once the origin
+# has been asked, so that they find it running
 my @kids;
+my $fetches = $t->origin_count;
 for my $i (1 .. 3) {
     my $pid = fork // die;
     if (!$pid) {
@@ -51,7 +54,8 @@ for my $i (1 .. 3) {
         _exit($r->{status} == 502 ? 0 : 1);
     }
     push @kids, $pid;
-    select undef, undef, undef, 0.1;
+    ok(wait_until(sub { $t->origin_count > $fetches }),
+        'the failing fill is at the origin') if $i == 1;
 }
 my $bad = 0;
 for (@kids) { waitpid $_, 0; $bad++ if $? }

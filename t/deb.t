@@ -20,9 +20,11 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use Cwd qw(abs_path);
+use Fcntl qw(O_RDWR O_CREAT F_SETLKW F_WRLCK SEEK_SET);
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
-use Snapcache::Test qw(build_dir reserve_port release_port raw_request);
+use Snapcache::Test qw(build_dir reserve_port release_port raw_request
+    wait_until);
 
 my $pkg = 'libnginx-mod-http-snapcache';
 my $tools = 'snapcache-tools';
@@ -315,16 +317,31 @@ sub installed {
     return $s =~ /^.i/;
 }
 
-# dpkg, waiting while another apt or dpkg holds the lock
+# dpkg, run once the frontend lock is ours.  Another apt or dpkg on
+# this machine holds that lock while it works: this waits for it (up to
+# five minutes), as apt's DPkg::Lock::Timeout does, and tells dpkg that
+# its frontend has it.
 sub dpkg {
     my @args = @_;
-    my ($rc, $out);
-    for (1 .. 120) {
-        $out = `dpkg @args 2>&1`;
-        $rc = $? >> 8;
-        last unless $rc && $out =~ /lock/i;
-        sleep 1;
-    }
+    my $lock = '/var/lib/dpkg/lock-frontend';
+    sysopen my $fh, $lock, O_RDWR | O_CREAT, 0640
+        or return { rc => 2, out => "$lock: $!" };
+    # struct flock: l_type, l_whence, l_start, l_len, l_pid (LP64)
+    my $want = pack 's s x4 q q i x4', F_WRLCK, SEEK_SET, 0, 0, 0;
+    my $held = eval {
+        local $SIG{ALRM} = sub { die "timed out\n" };
+        alarm 300;
+        my $ok = fcntl $fh, F_SETLKW, $want;
+        alarm 0;
+        $ok;
+    };
+    alarm 0;
+    return { rc => 2, out => "$lock stayed locked by another apt or dpkg "
+        . "for 5 minutes\n" } unless $held;
+    local $ENV{DPKG_FRONTEND_LOCKED} = 1;
+    my $out = `dpkg @args 2>&1`;
+    my $rc = $? >> 8;
+    close $fh;
     return { rc => $rc, out => $out };
 }
 
@@ -350,20 +367,18 @@ sub system_state {
 sub stop_nginx {
     my ($dir) = @_;
     my $pid = slurp("$dir/nginx.pid") =~ /(\d+)/ ? $1 : return;
+    my @all = ($pid, split ' ', `pgrep -P $pid 2>/dev/null`);
     kill 'QUIT', $pid;
-    for (1 .. 100) {
-        last unless kill 0, $pid;
-        select(undef, undef, undef, 0.05);
-    }
-    kill 'KILL', $pid if kill 0, $pid;
+    return if wait_until(sub { !grep { kill 0, $_ } @all }, 10);
+    kill 'KILL', grep { kill 0, $_ } @all;
+    wait_until(sub { !grep { kill 0, $_ } @all });
 }
 
 sub wait_port {
     my ($p) = @_;
-    for (1 .. 200) {
-        return if IO::Socket::INET->new("127.0.0.1:$p");
-        select(undef, undef, undef, 0.025);
-    }
+    wait_until(sub { IO::Socket::INET->new("127.0.0.1:$p") })
+        or die "nginx never listened on port $p:\n"
+            . slurp("$d/error.log");
 }
 
 sub slurp {

@@ -13,7 +13,7 @@ use Test::More;
 use File::Temp qw(tempdir);
 use POSIX qw(setsid);
 use IO::Socket::INET;
-use Snapcache::Test qw(build_dir free_port raw_request);
+use Snapcache::Test qw(build_dir free_port raw_request wait_until);
 
 my $root = "$FindBin::Bin/..";
 my $port = free_port();
@@ -38,11 +38,11 @@ if (!$pid) {
 }
 
 my $out = '';
-for (1 .. 600) {
-    $out = do { local $/; my $fh; open($fh, "<", $log) ? <$fh> // "" : "" };
-    last if $out =~ /Ctrl-C stops/ && IO::Socket::INET->new("127.0.0.1:$port");
-    select(undef, undef, undef, 0.1);
-}
+ok(wait_until(sub {
+        $out = do { local $/; my $fh; open($fh, "<", $log) ? <$fh> // "" : "" };
+        $out =~ /Ctrl-C stops/ && IO::Socket::INET->new("127.0.0.1:$port");
+    }, 60), 'the demo is up: it says so and its port answers')
+    or diag $out;
 
 my @urls = $out =~ m{^(http://127\.0\.0\.1:$port/snap/\S+)$}mg;
 ok(@urls >= 18, 'the demo prints a URL for each of 18 snapshots ('

@@ -4,7 +4,8 @@
 # The harness's own promises, which every other test relies on: an
 # [alert], [crit] or [emerg] line in an instance's error log fails the
 # test unless the test declared it; start returns once every worker has
-# opened the store; $t->stats reads the zone's counters;
+# opened the store; reload_and_wait returns once the new config serves;
+# $t->stats reads the zone's counters;
 # a reserved port cannot be taken by anyone else until nginx binds it.
 
 use strict;
@@ -82,6 +83,36 @@ my $url = $t->sign_url(account => 'a', device => 'd', snapshot => 's',
 $t->request($url) for 1 .. 2;
 my $s1 = $t->stats;
 is($s1->{hits} - $s0->{hits}, 1, 'and counts a hit');
+
+# ------------------------------------------------------------ reload
+
+# reload_and_wait returns once the new config serves: a new generation of
+# workers, each with the store open, and no old one still accepting
+my %conf = (main => 'thread_pool snapcache threads=1;',
+    http => "    snapcache_store $d/store size=16m;\n",
+    server_extra => "        snapcache_thread_pool snapcache;\n");
+is($t->request('/gen')->{status}, 404, 'before the reload, no /gen');
+$t->reload_and_wait(%conf, server_extra => $conf{server_extra}
+    . "        location = /gen { return 200 \"2\\n\"; }\n");
+my %old = map { $_ => 1 } @w;
+my @new = $t->worker_pids;
+is(scalar(grep { !$old{$_} } @new), 2, 'reload_and_wait: two new workers');
+is(scalar(grep { Snapcache::Test::_maps($_, "$d/store/data.mdb") } @new), 2,
+    'each with the store mapped');
+ok(!(grep { $old{$_}
+        && Snapcache::Test::_title($_) eq 'nginx: worker process' } @new),
+    'and no old worker still accepting');
+is(scalar(grep { $t->request('/gen')->{body} ne "2\n" } 1 .. 20), 0,
+    'every request from then on gets the new config');
+
+# a refused reload says why at once
+$t->expect_log(qr/unknown directive "no_such_directive"/);
+ok(!eval { $t->reload_and_wait(%conf,
+    server_extra => "        no_such_directive;\n"); 1 },
+    'reload_and_wait dies when nginx refuses the config');
+like($@, qr/refused the reload: .*unknown directive "no_such_directive"/,
+    'with the master\'s complaint');
+is($t->request('/gen')->{body}, "2\n", 'which keeps the config it had');
 
 # ------------------------------------------------------------ ports
 

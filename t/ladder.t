@@ -52,8 +52,8 @@ is($r->{headers}{'x-snapcache'}, 'HIT', 'first ladder: sd is a HIT');
 is(width_of($r->{body}), 480, 'at 480 pixels');
 
 # the same names, other rungs: sd is now what thumb was, and hd is new
-$t->reload(ladder(['thumb', 160, 40], ['sd', 320, 50], ['hd', 640, 60]));
-sleep 1;
+$t->reload_and_wait(ladder(['thumb', 160, 40], ['sd', 320, 50],
+    ['hd', 640, 60]));
 
 $r = $t->request($t->sign_url(%id, v => 'sd'));
 is($r->{status}, 200, 'second ladder: sd is served');
@@ -71,8 +71,8 @@ is($r->{headers}{'x-snapcache'}, 'HIT',
     'a HIT made with the new hd, below it, never the old 320');
 
 # same name and width, another quality: another rung
-$t->reload(ladder(['thumb', 160, 90], ['sd', 320, 50], ['hd', 640, 60]));
-sleep 1;
+$t->reload_and_wait(ladder(['thumb', 160, 90], ['sd', 320, 50],
+    ['hd', 640, 60]));
 $r = $t->request($t->sign_url(%id, v => 'thumb'));
 is($r->{headers}{'x-snapcache'}, 'MISS', 'another quality is another rung');
 

@@ -14,7 +14,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use IO::Socket::INET;
-use Snapcache::Test qw(build_dir);
+use Snapcache::Test qw(build_dir wait_until);
 
 plan skip_all => 'snapmark not built' unless -x build_dir() . '/bin/snapmark';
 
@@ -77,14 +77,20 @@ for my $name (sort keys %cases) {
     is(raw($bytes), $want, "$name gets $want");
 }
 
-# the access log is written after the response: give it a moment
-select undef, undef, undef, 0.3;
-
 sub slurp {
     open my $f, '<', $_[0] or return '';
     local $/;
     return <$f>;
 }
+
+# a request's access log lines are written when nginx closes it, which
+# can be after the client saw the end of the response (a lingering
+# close): wait until both logs have a line for each request
+my $n = keys %cases;
+ok(wait_until(sub {
+        (() = slurp("$d/logs/redacted.log") =~ /^\d+ /mg) >= $n
+            && (() = slurp("$d/logs/raw.log") =~ /^\d+ /mg) >= $n;
+    }), "both access logs have $n lines");
 
 my $redacted = slurp("$d/logs/redacted.log");
 my $raw = slurp("$d/logs/raw.log");

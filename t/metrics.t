@@ -332,18 +332,10 @@ if (!$hang) {
 }
 wait_metric('snapcache_fills_in_flight', 1, 'a fill waits on the origin');
 wait_metric('snapcache_fill_locks', 1, 'it holds its fill lock');
-my %old = map { $_ => 1 } $t->worker_pids;
-$t->reload;
-my ($new, $shutting) = (0, 0);
-for (1 .. 200) {
-    my @w = $t->worker_pids;
-    $new = grep { !$old{$_} && Snapcache::Test::_is_worker($_) } @w;
-    $shutting = grep { $old{$_} } @w;
-    last if $new >= 2;
-    select undef, undef, undef, 0.05;
-}
-is($new, 2, 'the reload started two new workers');
-ok($shutting >= 1, 'and the old one with the fill still runs');
+my @old = $t->worker_pids;
+$t->reload_and_wait;
+ok(scalar(grep { kill 0, $_ } @old), 'the reload is done, and the old '
+    . 'worker with the fill still runs, shutting down');
 my $m2 = scrape($t, $tok, 'after a reload');
 is($m2->{snapcache_fills_in_flight}, 1,
     "after a reload, the old worker's fill is still counted by the new ones");

@@ -12,6 +12,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use Snapcache::Test qw(build_dir);
+use Snapcache::Admin qw(wait_expired);
 
 plan skip_all => 'snapmark not built' unless -x build_dir() . '/bin/snapmark';
 
@@ -51,7 +52,9 @@ is($t->origin_count, scalar @ids, 'without an origin request');
 my $r = $t->request(grant('s1'));
 is($r->{status}, 200, 'an existing snapshot is served');
 
-sleep 3;
+ok(wait_expired("$d/store", account => 'acct-1', device => 'cam-1',
+        snapshot => 'missing-1'),
+    'the remembered 404 of missing-1 reads as expired: its TTL passed');
 is($t->request(grant('missing-1'))->{status}, 404, 'after the TTL: 404');
 is($t->origin_count, @ids + 2, 'asked of the origin again');
 

@@ -14,7 +14,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use Time::HiRes qw(sleep);
 use Snapcache::Test qw(build_dir);
 use Snapcache::Admin qw(write_token admin_location admin_call admin_json
     inspect_records start_gated_origin set_phase origin_lines fire collect
@@ -62,11 +61,8 @@ kill 'KILL', @procs;
 is($r->{status}, 200, 'the purge answered');
 is(admin_json($r)->{records}, 6, 'six records purged');
 
-for (1 .. 100) {
-    last unless grep { kill 0, $_ } @procs;
-    sleep 0.02;
-}
-ok(!(grep { kill 0, $_ } @procs), 'every nginx process is gone, killed');
+ok(wait_until(sub { !grep { kill 0, $_ } @procs }),
+    'every nginx process is gone, killed');
 
 is(scalar(inspect_records("$d/store", '--account', 'acct-d',
     '--device', 'cam-1')), 0, 'the store has none of the purged records');
@@ -96,13 +92,10 @@ my @kids = fire($t, 'reload', @targets);
 ok(wait_until(sub { origin_lines($t, 'before', 'cam-3') >= 6 }),
     'six fills of cam-3 wait on the origin');
 
-my @old = sort $t->worker_pids;
-$t->reload;
-ok(wait_until(sub {
-        my %o = map { $_ => 1 } @old;
-        my @new = grep { !$o{$_} } $t->worker_pids;
-        @new >= 2;
-    }), 'nginx reloaded: new workers are up');
+# new workers up is not enough: the old ones, told to quit a moment
+# later, must have stopped accepting, or one of them could take the purge
+ok($t->reload_and_wait, 'nginx reloaded: new workers are up, the old ones '
+    . 'shutting down');
 
 set_phase($t, 'after');
 $r = admin_call($t->port, 'POST', 'purge', token => $tok,

@@ -65,9 +65,14 @@ ok(wait_until(sub {
         $s && $s->{purge}{generation} >= 1;
     }), 'the purge has begun: generations bumped, deletes waiting');
 
-# a fill that begins now, for another rung of the snapshot
+# a fill that begins now, for another rung of the snapshot: it has read
+# the generations and queued its transcode, behind the held deletes on
+# the one pool thread, once the zone counts it (the worker counts it in
+# the same handler, before it answers the stats request)
+my $fills = $t->stats->{fills};
 my @kids = fire($t, 'sd', url('sd'));
-select undef, undef, undef, 0.5;
+ok(wait_until(sub { $t->stats->{fills} > $fills }),
+    'the fill has begun, waiting on the pool');
 
 kill 'TERM', $pid;
 close $out;

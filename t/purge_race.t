@@ -21,11 +21,10 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use Time::HiRes qw(sleep);
 use Snapcache::Test qw(build_dir);
 use Snapcache::Admin qw(write_token admin_location admin_call
     start_gated_origin set_phase origin_lines fire collect owner_of
-    wait_until);
+    wait_until wait_expired);
 
 plan skip_all => 'snapmark not built' unless -x build_dir() . '/bin/snapmark';
 
@@ -109,7 +108,8 @@ my $stale = $t->sign_url(account => 'acct-race', device => 'cam-stale',
     snapshot => 'st1', v => 'thumb');
 set_phase($t, 'before');
 is($t->request($stale)->{status}, 200, 'stale: the record is filled');
-sleep 2.2;    # past its max-age=1
+ok(wait_expired("$d/store", account => 'acct-race', device => 'cam-stale'),
+    'stale: the record and its original read as expired (max-age=1)');
 
 open my $fl, '>', "$d/fail" or die;
 close $fl;

@@ -27,7 +27,7 @@ use Time::HiRes qw(sleep time);
 use Snapcache::Test qw(build_dir);
 use Snapcache::Admin qw(write_token admin_location admin_call admin_json
     start_gated_origin set_phase origin_lines fire collect owner_of
-    wait_until);
+    wait_until wait_expired);
 
 plan skip_all => 'snapmark not built' unless -x build_dir() . '/bin/snapmark';
 
@@ -85,9 +85,9 @@ sub purge_begun {
 
     my $r = $t->request($url);
     is($r->{headers}{'x-snapcache'}, 'MISS', 'stale: the record is filled');
-    # the origin says max-age=1: past the second after next, it expired
-    my $expired = int(time) + 2;
-    sleep 0.05 while time < $expired;
+    # the origin says max-age=1: the records read as expired in a second
+    ok(wait_expired("$d/store", account => 'acct-s', device => 'cam-1'),
+        'stale: the records expired');
 
     my $w = hold_writer($t);
     ok($w->{held}, 'stale: another process holds the writer lock');

@@ -155,6 +155,11 @@ sub covered {
     return scalar @s;
 }
 
+# Fills the snapshots; returns when the last one has answered.  A fill
+# writes its records, and syncs them if no writer of its worker did in
+# that second, before it answers: once they have all answered, nothing
+# of theirs can land in a purge's window, and nothing else writes to
+# data.mdb or syncs it until the purge (quiet() checks that).
 sub fill {
     my ($dev, @snaps) = @_;
     for my $s (@snaps) {
@@ -162,12 +167,18 @@ sub fill {
             snapshot => $s, v => 'thumb'));
         die "fill $dev/$s: $r->{status}\n" unless $r->{status} == 200;
     }
+    return clock_gettime(CLOCK_MONOTONIC);
+}
+
+# No write or sync of data.mdb began between $from and $to.
+sub quiet {
+    my ($from, $to, @calls) = @_;
+    return !grep { $_->[1] >= $from && $_->[1] <= $to } @calls;
 }
 
 # ------------------------------------------------------------ one purge
 
-fill('cam-1', map { "s$_" } 1 .. 5);
-sleep 1.2;    # past the writers' once-a-second sync of the fills
+my $filled = fill('cam-1', map { "s$_" } 1 .. 5);
 
 my $sent = clock_gettime(CLOCK_MONOTONIC);
 my $r = admin_call($t->port, 'POST', 'purge', token => $tok,
@@ -175,6 +186,8 @@ my $r = admin_call($t->port, 'POST', 'purge', token => $tok,
 my $got = clock_gettime(CLOCK_MONOTONIC);
 is(admin_json($r)->{records}, 10, 'a device purge removed 10 records');
 my @calls = calls();
+ok(quiet($filled, $sent, @calls),
+    'nothing wrote or synced data.mdb between the fills and the purge');
 ok((grep { $_->[0] eq 'W' && $_->[2] >= $sent && $_->[2] <= $got } @calls),
     'the shim saw its deletes written to data.mdb');
 ok(covered($sent, $got, @calls),
@@ -186,11 +199,12 @@ $r = admin_call($t->port, 'POST', 'purge', token => $tok,
 is(admin_json($r)->{records}, 0, 'purged again: 0 records');
 
 # snapshots one after another, and a list of them in one request
-fill('cam-3', map { "q$_" } 1 .. 8);
-sleep 1.2;
+$filled = fill('cam-3', map { "q$_" } 1 .. 8);
 my $ok = 0;
 for my $i (1 .. 4) {
     $sent = clock_gettime(CLOCK_MONOTONIC);
+    ok(quiet($filled, $sent, calls()), 'quiet before the snapshot purges')
+        if $i == 1;
     $r = admin_call($t->port, 'POST', 'purge', token => $tok,
         body => qq({"account":"acct-y","device":"cam-3","snapshot":"q$i"}));
     $got = clock_gettime(CLOCK_MONOTONIC);
@@ -220,8 +234,9 @@ sub synced_within {
 }
 
 my @snaps = map { "p$_" } 1 .. 16;
-fill('cam-2', @snaps);
-sleep 1.2;
+$filled = fill('cam-2', @snaps);
+ok(quiet($filled, clock_gettime(CLOCK_MONOTONIC), calls()),
+    'quiet before the purges sent together');
 
 my @kids;
 for my $s (@snaps) {

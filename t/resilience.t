@@ -12,7 +12,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use POSIX qw(_exit);
-use Snapcache::Test qw(build_dir raw_request);
+use Snapcache::Test qw(build_dir raw_request wait_until);
 
 my $snapmark = build_dir() . '/bin/snapmark';
 plan skip_all => "snapmark not built" unless -x $snapmark;
@@ -113,8 +113,10 @@ $t->start(%conf,
 
 my @ids = map { my $a = $_; map { ["acct-k$a", "cam-$_", "slow-$a$_"] } 1 .. 2 }
     1 .. 4;
+my $fetched = $t->origin_count;
 my @kids = load(4, 12, @ids);
-select(undef, undef, undef, 0.6);
+ok(wait_until(sub { $t->origin_count > $fetched }),
+    'the load is running: a slow fill is at the origin');
 my @w = $t->worker_pids;
 ok(@w >= 1, 'workers are up');
 $t->expect_log(qr/worker process $w[0] exited on signal 9$/);
@@ -141,16 +143,19 @@ check_bodies('after the kill', @after,
           { body => scalar <$fh>, a => $_->{a}, d => $_->{d}, s => $_->{s} } }
     @ok);
 
-my @w2 = $t->worker_pids;
-is(scalar @w2, 2, 'the master replaced the killed worker');
+ok(wait_until(sub {
+        my @w2 = $t->worker_pids;
+        @w2 == 2 && !grep { $_ == $w[0] } @w2;
+    }), 'the master replaced the killed worker');
 
 # ------------------------------------------------------------ reload
 
+# the new snapshots' fills are slow: the reloads come while they run
 @kids = load(4, 10, @ids, map { ["acct-r$_", 'cam-1', "slow-r$_"] } 1 .. 4);
-select(undef, undef, undef, 0.3);
-$t->reload;
-select(undef, undef, undef, 0.3);
-$t->reload;
+ok(wait_until(sub { grep { m{/slow-r} } $t->origin_requests }),
+    'the load is running: a slow fill is at the origin');
+$t->reload_and_wait;
+$t->reload_and_wait;
 waitpid $_, 0 for @kids;
 @res = collect(4);
 is(scalar(grep { $_->{st} != 200 } @res), 0,

@@ -165,12 +165,8 @@ rename "$store/lock.mdb", "$d/lock.mdb.real" or die $!;
 symlink $v3, "$store/lock.mdb" or die $!;
 my $pid = $t->master_pid;
 $t->reload;
-my $said;
-for (1 .. 100) {
-    last if ($said) = $t->error_log =~ /(lock\.mdb" is a symbolic link)/;
-    select undef, undef, undef, 0.05;
-}
-ok($said, 'a live reload refuses the linked lock.mdb');
+ok($t->wait_log(qr/lock\.mdb" is a symbolic link/),
+    'a live reload refuses the linked lock.mdb');
 is(owner($v3), 0, 'and the file behind the link still belongs to root');
 ok(kill(0, $pid), 'the master keeps running');
 is($t->request($t->sign_url(account => 'a1', device => 'd1',

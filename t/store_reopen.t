@@ -12,8 +12,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use Time::HiRes qw(sleep time);
-use Snapcache::Test qw(build_dir);
+use Snapcache::Test qw(build_dir wait_until);
 
 plan skip_all => 'needs root: the worker user must differ from the '
     . 'lock file\'s reader' if $> != 0;
@@ -36,15 +35,13 @@ kill 'KILL', $old;
 
 # the master respawns the worker, which cannot open the store
 my ($new, $said);
-my $end = time + 10;
-while (time < $end) {
+wait_until(sub {
     ($new) = grep { $_ != $old } $t->worker_pids;
     ($said) = $t->error_log
         =~ /(\[emerg\] $new#\d+: snapcache: cannot open the store[^\n]*)/
         if $new;
-    last if $said;
-    sleep 0.02;
-}
+    $said;
+});
 ok($said, 'the respawned worker says it cannot open the store')
     or diag $t->error_log;
 like($said // '', qr/trying again/, 'and that it will try again');
@@ -54,17 +51,13 @@ is($r->{status}, 503, 'meanwhile it fails closed');
 
 chmod 0600, "$d/store/lock.mdb" or die $!;
 
-my $status = 0;
-$end = time + 10;
-while (time < $end) {
-    $r = $t->request($url);
-    $status = $r->{status};
-    last if $status == 200;
-    sleep 0.05;
-}
-is($status, 200, 'once the store is reachable again, it serves');
-like($t->error_log, qr/\[notice\] $new#\d+: snapcache: the store .* is open, after \d+ failed attempts/,
-    'and says so');
+# it tries again every second, and says when the store is open
+my $open = qr/\[notice\] $new#\d+: snapcache: the store .* is open, /;
+ok($t->wait_log(qr/${open}after \d+ failed attempts/),
+    'once the store is reachable again, the worker says it has it open')
+    or diag $t->error_log;
+$r = $t->request($url);
+is($r->{status}, 200, 'and it serves');
 is($r->{headers}{'x-snapcache'}, 'HIT', 'from the same store');
 
 done_testing;

@@ -116,93 +116,38 @@ now_ms(void)
 }
 
 
-static int
-is_hex(const char *p, size_t n)
-{
-    while (n--) {
-        if (!((*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a'
-                                           && (*p | 0x20) <= 'f')))
-        {
-            return 0;
-        }
-
-        p++;
-    }
-
-    return 1;
-}
-
-
 /*
- * "Authorization: Bearer <hex>" from the token file: a regular file
- * (opened without blocking, so that a FIFO cannot hang the tool) holding
- * hex of 32 to 64 bytes on one line, as the module reads it.
+ * "Authorization: Bearer <hex>" from the token file, read as the module
+ * reads it (snapcache_secret_load: a regular file, opened without
+ * blocking, hex of 32 to 64 bytes on one line), and wiped once libcurl
+ * has its copy.
  */
 static int
 auth_header(snapcache_cli_t *cli, struct curl_slist **list)
 {
-    int                 fd;
-    char                buf[2 * SNAPCACHE_KEY_MAX + 8];
-    char                line[sizeof("Authorization: Bearer ") + sizeof(buf)];
-    size_t              n;
-    ssize_t             got;
-    struct stat         st;
-    const char         *path;
+    char                line[sizeof("Authorization: Bearer ")
+                             + 2 * SNAPCACHE_KEY_MAX];
+    char                err[256];
+    size_t              i, n;
     struct curl_slist  *l;
+    snapcache_secret_t  key;
 
-    path = cli->token_file;
-
-    fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd == -1) {
-        snapcache_cli_error(cli, "token file \"%s\": %s", path,
-                            strerror(errno));
-        return -1;
-    }
-
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        snapcache_cli_error(cli, "token file \"%s\" is not a regular file",
-                            path);
-        return -1;
-    }
-
-    n = 0;
-
-    while (n < sizeof(buf)) {
-        got = read(fd, buf + n, sizeof(buf) - n);
-        if (got < 0 && errno == EINTR) {
-            continue;
-        }
-
-        if (got <= 0) {
-            break;
-        }
-
-        n += (size_t) got;
-    }
-
-    close(fd);
-
-    if (n > 0 && buf[n - 1] == '\n') {
-        n--;
-    }
-
-    if (n > 0 && buf[n - 1] == '\r') {
-        n--;
-    }
-
-    if (n < 2 * SNAPCACHE_KEY_MIN || n > 2 * SNAPCACHE_KEY_MAX || n % 2 != 0
-        || !is_hex(buf, n))
+    if (snapcache_secret_load(&key, cli->token_file, "token", NULL, err,
+                              sizeof(err))
+        != 0)
     {
-        OPENSSL_cleanse(buf, sizeof(buf));
-        snapcache_cli_error(cli, "token file \"%s\" does not hold hex of %d "
-                            "to %d bytes on one line", path,
-                            SNAPCACHE_KEY_MIN, SNAPCACHE_KEY_MAX);
+        snapcache_cli_error(cli, "%s", err);
         return -1;
     }
 
-    snprintf(line, sizeof(line), "Authorization: Bearer %.*s", (int) n, buf);
-    OPENSSL_cleanse(buf, sizeof(buf));
+    n = (size_t) snprintf(line, sizeof(line), "Authorization: Bearer ");
+
+    for (i = 0; i < key.len; i++) {
+        n += (size_t) snprintf(line + n, sizeof(line) - n, "%02x",
+                               key.data[i]);
+    }
+
+    OPENSSL_cleanse(&key, sizeof(key));
 
     l = curl_slist_append(*list, line);
     OPENSSL_cleanse(line, sizeof(line));

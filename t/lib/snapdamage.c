@@ -264,5 +264,12 @@ main(int argc, char **argv)
     mdb_env_close(env);
     printf("%zu\n", n);
 
+    for (i = 0; i < n; i++) {
+        free(all[i].key.mv_data);
+        free(all[i].value.mv_data);
+    }
+
+    free(all);
+
     return 0;
 }

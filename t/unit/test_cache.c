@@ -35,6 +35,7 @@
 #include <lmdb.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <pthread.h>
 
 #include "cache/snapcache_cache.h"
 #include "t/unit/tap.h"
@@ -3167,6 +3168,192 @@ test_tags_reference(void)
 }
 
 
+#define TAG_OWNERS   32
+#define TAG_THREADS  12
+
+
+typedef struct {
+    snapcache_cache_t        *cache;
+    const snapcache_ident_t  *want;
+    int                       bad;
+} tag_job_t;
+
+
+static void
+tag_owner(int i, char *acct, char *dev, char *snap)
+{
+    sprintf(acct, "acct-%d", i % 5);
+    sprintf(dev, "cam-%d", i);
+    sprintf(snap, "snap-%d", i * 3);
+}
+
+
+static void *
+tag_worker(void *arg)
+{
+    tag_job_t          *job = arg;
+    int                 i, o;
+    char                acct[32], dev[32], snap[32];
+    snapcache_ident_t   id;
+
+    for (i = 0; i < 5000; i++) {
+        o = i % TAG_OWNERS;
+        tag_owner(o, acct, dev, snap);
+
+        if (snapcache_cache_ident(job->cache, acct, strlen(acct), dev,
+                                  strlen(dev), snap, strlen(snap), &id)
+            != SNAPCACHE_CACHE_OK
+            || memcmp(id.prefix, job->want[o].prefix, id.prefix_len) != 0
+            || memcmp(id.digest, job->want[o].digest, SNAPCACHE_DIGEST_LEN)
+               != 0)
+        {
+            job->bad++;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The store's tags are computed by the event loop and the thread pool at
+ * once, with one store secret: more threads than its HMAC keeps contexts
+ * for each get the tags one thread alone gets.
+ */
+static void
+test_tags_threads(void)
+{
+    int                 i, bad;
+    char                acct[32], dev[32], snap[32];
+    pthread_t           th[TAG_THREADS];
+    tag_job_t           job[TAG_THREADS];
+    snapcache_ident_t   want[TAG_OWNERS];
+    snapcache_cache_t  *cache;
+
+    store_new(8 * MB);
+    cache = store_open();
+    if (cache == NULL) {
+        ok(0, "open a store for the threaded tags");
+        return;
+    }
+
+    for (i = 0; i < TAG_OWNERS; i++) {
+        tag_owner(i, acct, dev, snap);
+        snapcache_cache_ident(cache, acct, strlen(acct), dev, strlen(dev),
+                              snap, strlen(snap), &want[i]);
+    }
+
+    for (i = 0; i < TAG_THREADS; i++) {
+        job[i].cache = cache;
+        job[i].want = want;
+        job[i].bad = 0;
+        pthread_create(&th[i], NULL, tag_worker, &job[i]);
+    }
+
+    bad = 0;
+
+    for (i = 0; i < TAG_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        bad += job[i].bad;
+    }
+
+    ok(bad == 0, "%d threads x 5000 identities with one store secret: all "
+       "as one thread computes them (%d differ)", TAG_THREADS, bad);
+
+    snapcache_cache_close(cache);
+}
+
+
+static int
+ident_same(const snapcache_ident_t *a, const snapcache_ident_t *b)
+{
+    return memcmp(a->acct_tag, b->acct_tag, SNAPCACHE_TAG_LEN) == 0
+           && memcmp(a->dev_tag, b->dev_tag, SNAPCACHE_TAG_LEN) == 0
+           && memcmp(a->digest, b->digest, SNAPCACHE_DIGEST_LEN) == 0
+           && a->prefix_len == b->prefix_len
+           && memcmp(a->prefix, b->prefix, a->prefix_len) == 0;
+}
+
+
+/*
+ * A thread keeps the identities it worked out last, so that a snapshot
+ * polled over and over costs its three MACs once.  What it keeps is
+ * found by the exact ids, and belongs to one opening of one store: a
+ * store made again at the same path (a new secret, maybe the same
+ * address) never gets another's tags, and ids that only differ in where
+ * one ends and the next begins never share one.
+ */
+static void
+test_ident_memo(void)
+{
+    int                 i, bad;
+    char                acct[32], dev[32], snap[32];
+    snapcache_ident_t   a, b, first[500], again;
+    snapcache_cache_t  *cache;
+    owner_t             o = { "acct-memo", "cam-1", "latest" };
+
+    store_new(8 * MB);
+    cache = store_open();
+    if (cache == NULL) {
+        ok(0, "open a store for the memo");
+        return;
+    }
+
+    ident_of(cache, &o, &a);
+    ident_of(cache, &o, &b);
+    ok(ident_same(&a, &b), "an identity asked twice is the same");
+
+    is_int(snapcache_cache_ident(cache, "ab", 2, "c", 1, "s", 1, &a),
+           SNAPCACHE_CACHE_OK, "ident ab/c/s");
+    is_int(snapcache_cache_ident(cache, "a", 1, "bc", 2, "s", 1, &b),
+           SNAPCACHE_CACHE_OK, "ident a/bc/s");
+    ok(memcmp(a.digest, b.digest, SNAPCACHE_DIGEST_LEN) != 0
+       && memcmp(a.acct_tag, b.acct_tag, SNAPCACHE_TAG_LEN) != 0,
+       "ids that split differently have their own identities");
+
+    /* more owners than the memo holds: every answer stays right */
+    for (i = 0; i < 500; i++) {
+        tag_owner(i, acct, dev, snap);
+        snapcache_cache_ident(cache, acct, strlen(acct), dev, strlen(dev),
+                              snap, strlen(snap), &first[i]);
+    }
+
+    bad = 0;
+
+    for (i = 499; i >= 0; i--) {
+        tag_owner(i, acct, dev, snap);
+        if (snapcache_cache_ident(cache, acct, strlen(acct), dev,
+                                  strlen(dev), snap, strlen(snap), &again)
+            != SNAPCACHE_CACHE_OK
+            || !ident_same(&again, &first[i]))
+        {
+            bad++;
+        }
+    }
+
+    ok(bad == 0, "500 owners asked again in reverse, each its own identity "
+       "(%d differ)", bad);
+
+    ident_of(cache, &o, &a);
+    snapcache_cache_close(cache);
+
+    /* a new store at the same path: a new secret, other tags */
+    store_new(8 * MB);
+    cache = store_open();
+    if (cache == NULL) {
+        ok(0, "open the second store for the memo");
+        return;
+    }
+
+    ident_of(cache, &o, &b);
+    ok(memcmp(a.acct_tag, b.acct_tag, SNAPCACHE_TAG_LEN) != 0
+       && memcmp(a.digest, b.digest, SNAPCACHE_DIGEST_LEN) != 0,
+       "a store made again never answers with the old store's identity");
+
+    snapcache_cache_close(cache);
+}
+
+
 int
 main(void)
 {
@@ -3181,6 +3368,8 @@ main(void)
     test_checksum_sizes();
     test_fresh();
     test_tags_reference();
+    test_tags_threads();
+    test_ident_memo();
     test_keys();
     test_variants();
     test_foreign_and_corrupt();

@@ -17,10 +17,13 @@
 #include <unistd.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "hmac/snapcache_hmac.h"
 #include "sign/snapcache_sign.h"
 #include "t/unit/tap.h"
 
@@ -29,6 +32,55 @@
 
 
 static snapcache_sign_key_t  test_key;
+
+/* OpenSSL's allocations: how many were made, and how many are live */
+static _Atomic long          allocs_made, allocs_live;
+
+
+static void *
+count_malloc(size_t n, const char *file, int line)
+{
+    void  *p;
+
+    p = malloc(n);
+
+    if (p != NULL) {
+        allocs_made++;
+        allocs_live++;
+    }
+
+    return p;
+}
+
+
+static void *
+count_realloc(void *p, size_t n, const char *file, int line)
+{
+    void  *q;
+
+    if (n == 0) {
+        allocs_live -= p != NULL;
+        free(p);
+        return NULL;
+    }
+
+    q = realloc(p, n);
+
+    if (q != NULL && p == NULL) {
+        allocs_made++;
+        allocs_live++;
+    }
+
+    return q;
+}
+
+
+static void
+count_free(void *p, const char *file, int line)
+{
+    allocs_live -= p != NULL;
+    free(p);
+}
 
 
 static snapcache_str_t
@@ -143,6 +195,8 @@ test_vectors(void)
                "vector %d: its URL parses", n);
         is_int(snapcache_sign_verify(&url, &key, 1, atoll(exp) - 60, 0),
                SNAPCACHE_SIGN_OK, "vector %d: its URL verifies", n);
+
+        snapcache_sign_key_free(&key);
     }
 
     fclose(f);
@@ -320,22 +374,32 @@ test_keys(void)
     memset(hex, 'a', 64);
     hex[64] = '\0';
     ok(snapcache_sign_key_parse(&key, "k", hex, 64, err, sizeof(err)) == 0
-       && key.key_len == 32 && key.key[0] == 0xaa,
-       "32 bytes of hex is a key");
+       && key.key_len == 32 && key.key[0] == 0xaa && key.hmac != NULL,
+       "32 bytes of hex is a key, with its HMAC context");
+    snapcache_sign_key_free(&key);
 
     ok(snapcache_sign_key_parse(&key, "k", hex, 62, err, sizeof(err)) != 0,
        "31 bytes is too short: %s", err);
     ok(strstr(err, "31 bytes") != NULL, "the error says how short");
     ok(strstr(err, "aaaa") == NULL, "the error never shows key material");
+    ok(key.hmac == NULL && key.key_len == 0 && key.key[0] == 0,
+       "and the refused key is left empty");
 
     hex[10] = 'g';
     ok(snapcache_sign_key_parse(&key, "k", hex, 64, err, sizeof(err)) != 0,
        "non-hex is refused");
+    ok(key.key[0] == 0, "with no decoded byte left behind");
     hex[10] = 'a';
 
     memcpy(hex + 64, "\n", 2);
     ok(snapcache_sign_key_parse(&key, "k", hex, 65, err, sizeof(err)) == 0,
        "a trailing newline is allowed");
+    snapcache_sign_key_free(&key);
+
+    memcpy(hex + 64, "\r\n", 3);
+    ok(snapcache_sign_key_parse(&key, "k", hex, 66, err, sizeof(err)) == 0,
+       "and a trailing CRLF");
+    snapcache_sign_key_free(&key);
 
     memcpy(hex + 64, "\naa", 4);
     ok(snapcache_sign_key_parse(&key, "k", hex, 67, err, sizeof(err)) != 0,
@@ -353,11 +417,17 @@ test_keys(void)
 
     chmod(path, 0600);
     ok(snapcache_sign_key_load(&key, "k2", path, &wr, err, sizeof(err)) == 0
-       && key.key_len == 48 && !wr, "a 48-byte 0600 key file loads");
+       && key.key_len == 48 && !wr && key.hmac != NULL,
+       "a 48-byte 0600 key file loads");
+    snapcache_sign_key_free(&key);
 
     chmod(path, 0644);
     ok(snapcache_sign_key_load(&key, "k2", path, &wr, err, sizeof(err)) == 0
        && wr, "a world-readable key file is reported as such");
+    snapcache_sign_key_free(&key);
+
+    ok(snapcache_sign_key_load(&key, "bad kid", path, &wr, err, sizeof(err))
+       != 0 && key.hmac == NULL, "load refuses an invalid key id too");
 
     unlink(path);
     ok(snapcache_sign_key_load(&key, "k2", path, &wr, err, sizeof(err)) != 0
@@ -365,6 +435,214 @@ test_keys(void)
 
     ok(snapcache_sign_key_load(&key, "k2", "/tmp", &wr, err, sizeof(err))
        != 0, "a directory is not a key file");
+}
+
+
+/* Writes s to a fresh 0600 file; returns its path (static). */
+static const char *
+secret_file(const char *s)
+{
+    int          fd;
+    static char  path[64];
+
+    strcpy(path, "/tmp/snapcache-secretXXXXXX");
+    fd = mkstemp(path);
+
+    if (fd == -1 || write(fd, s, strlen(s)) != (ssize_t) strlen(s)) {
+        diag("cannot write %s", path);
+        exit(1);
+    }
+
+    close(fd);
+
+    return path;
+}
+
+
+/* "abab..." of n bytes, then tail, into buf */
+static char *
+ab_line(char *buf, size_t n, const char *tail)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        memcpy(buf + 2 * i, "ab", 2);
+    }
+
+    strcpy(buf + 2 * n, tail);
+
+    return buf;
+}
+
+
+static int
+secret_refused(const char *path, const char *why, char *err, size_t size)
+{
+    snapcache_secret_t  secret;
+
+    memset(&secret, 0xee, sizeof(secret));
+
+    return snapcache_secret_load(&secret, path, "key", NULL, err, size) != 0
+           && strstr(err, why) != NULL
+           && secret.len == 0 && secret.data[0] == 0;
+}
+
+
+/*
+ * The secret loader, alone: what bearer tokens are read with.  It keys
+ * no HMAC, so it allocates nothing.
+ */
+static void
+test_secrets(void)
+{
+    int                  wr;
+    char                 err[256], hex[300], fifo[64];
+    long                 made;
+    size_t               i;
+    const char          *path;
+    snapcache_secret_t   secret;
+
+    for (i = 0; i < 40; i++) {
+        sprintf(hex + 2 * i, "%02X", (unsigned) (i * 7 + 1) & 0xff);
+    }
+
+    strcat(hex, "\n");
+    path = secret_file(hex);
+
+    made = allocs_made;
+    ok(snapcache_secret_load(&secret, path, "key", &wr, err, sizeof(err)) == 0
+       && secret.len == 40 && secret.data[0] == 1 && secret.data[39] == 0x12
+       && !wr, "a secret of 40 bytes, in upper case hex, loads");
+    is_int(allocs_made - made, 0, "and allocates nothing from OpenSSL");
+    OPENSSL_cleanse(&secret, sizeof(secret));
+    unlink(path);
+
+    path = secret_file(ab_line(hex, 32, ""));
+    chmod(path, 0604);
+    ok(snapcache_secret_load(&secret, path, "key", &wr, err, sizeof(err)) == 0
+       && secret.len == 32 && wr,
+       "32 bytes with no newline load, world-readable is said");
+    OPENSSL_cleanse(&secret, sizeof(secret));
+    unlink(path);
+
+    path = secret_file(ab_line(hex, 31, "\n"));
+    ok(secret_refused(path, "31 bytes, at least 32", err, sizeof(err)),
+       "31 bytes are refused: %s", err);
+    ok(strstr(err, "abab") == NULL, "the reason shows no key material");
+    unlink(path);
+
+    ab_line(hex, 32, "\n");
+    hex[63] = 'X';
+    path = secret_file(hex);
+    ok(secret_refused(path, "not hex", err, sizeof(err)),
+       "a non-hex digit is refused: %s", err);
+    unlink(path);
+
+    path = secret_file(ab_line(hex, 31, "a\n"));
+    ok(secret_refused(path, "not hex on one line", err, sizeof(err)),
+       "an odd number of digits is refused: %s", err);
+    unlink(path);
+
+    ab_line(hex, 33, "\n");
+    hex[32] = ' ';
+    path = secret_file(hex);
+    ok(secret_refused(path, "hex on one line", err, sizeof(err)),
+       "a space inside is refused: %s", err);
+    unlink(path);
+
+    memset(hex, 'c', 2 * SNAPCACHE_KEY_MAX + 2);
+    hex[2 * SNAPCACHE_KEY_MAX + 2] = '\0';
+    path = secret_file(hex);
+    ok(secret_refused(path, "longer than 64 bytes", err, sizeof(err)),
+       "65 bytes are refused: %s", err);
+    unlink(path);
+
+    memset(hex, 'c', sizeof(hex) - 1);
+    hex[sizeof(hex) - 1] = '\0';
+    path = secret_file(hex);
+    ok(secret_refused(path, "is too long", err, sizeof(err)),
+       "a file longer than any secret is refused: %s", err);
+    unlink(path);
+
+    path = secret_file("");
+    ok(secret_refused(path, "0 bytes", err, sizeof(err)),
+       "an empty file is refused: %s", err);
+    unlink(path);
+
+    ok(secret_refused("/tmp", "is not a regular file", err, sizeof(err)),
+       "a directory is refused: %s", err);
+    ok(secret_refused("/dev/zero", "is not a regular file", err, sizeof(err)),
+       "a character device is refused: %s", err);
+
+    /* a FIFO with no writer: refused at once, not waited on */
+    strcpy(fifo, "/tmp/snapcache-fifoXXXXXX");
+
+    if (mkdtemp(fifo) != NULL) {
+        strcat(fifo, "/f");
+
+        if (mkfifo(fifo, 0600) == 0) {
+            ok(secret_refused(fifo, "is not a regular file", err,
+                              sizeof(err)),
+               "a FIFO is refused: %s", err);
+            unlink(fifo);
+
+        } else {
+            ok(0, "mkfifo %s", fifo);
+        }
+
+        *strrchr(fifo, '/') = '\0';
+        rmdir(fifo);
+    }
+
+    ok(secret_refused("/nonexistent/secret", "cannot open key file", err,
+                      sizeof(err)),
+       "a missing file is refused: %s", err);
+}
+
+
+static void
+test_hex(void)
+{
+    unsigned char  out[8];
+
+    memset(out, 0xee, sizeof(out));
+    ok(snapcache_hex_decode("", 0, out, 0) == 0 && out[0] == 0xee,
+       "hex: nothing decodes to nothing");
+
+    ok(snapcache_hex_decode("09afAF", 6, out, 3) == 0
+       && out[0] == 0x09 && out[1] == 0xaf && out[2] == 0xaf,
+       "hex: digits and both cases, exactly filling out");
+
+    ok(snapcache_hex_decode("0123456789abcdef", 16, out, 8) == 0
+       && out[0] == 0x01 && out[7] == 0xef, "hex: every digit");
+
+    ok(snapcache_hex_decode("0a0", 3, out, sizeof(out)) != 0,
+       "hex: an odd length is refused");
+    ok(snapcache_hex_decode("0a0b", 4, out, 1) != 0,
+       "hex: output that does not fit is refused");
+    ok(snapcache_hex_decode("0a0b", 2, out, 1) == 0 && out[0] == 0x0a,
+       "hex: only len characters are read");
+
+    /* the neighbours of the digit ranges, in ASCII and with bit 5 set */
+    ok(snapcache_hex_decode("/0", 2, out, 1) != 0, "hex: '/' is refused");
+    ok(snapcache_hex_decode("0:", 2, out, 1) != 0, "hex: ':' is refused");
+    ok(snapcache_hex_decode("@0", 2, out, 1) != 0, "hex: '@' is refused");
+    ok(snapcache_hex_decode("0`", 2, out, 1) != 0, "hex: '`' is refused");
+    ok(snapcache_hex_decode("g0", 2, out, 1) != 0, "hex: 'g' is refused");
+    ok(snapcache_hex_decode("0G", 2, out, 1) != 0, "hex: 'G' is refused");
+    ok(snapcache_hex_decode("\x10" "0", 2, out, 1) != 0,
+       "hex: a control character is refused");
+    ok(snapcache_hex_decode("\xc1" "0", 2, out, 1) != 0,
+       "hex: a byte above 0x7f is refused");
+    ok(snapcache_hex_decode("0\0", 2, out, 1) != 0,
+       "hex: a NUL inside is refused");
+    ok(snapcache_hex_decode(" a", 2, out, 1) != 0, "hex: a space is refused");
+    ok(snapcache_hex_decode("+a", 2, out, 1) != 0, "hex: a sign is refused");
+
+    memset(out, 0xee, sizeof(out));
+    ok(snapcache_hex_decode("1122334z", 8, out, sizeof(out)) != 0
+       && out[0] == 0 && out[1] == 0 && out[2] == 0,
+       "hex: a late bad digit leaves no decoded byte behind");
 }
 
 
@@ -443,6 +721,7 @@ test_verify(void)
     keys[1].kid_len = test_key.kid_len;
     is_int(snapcache_sign_verify(&url, &keys[1], 1, NOW, 0),
            SNAPCACHE_SIGN_SIGNATURE, "the same kid with another key fails");
+    snapcache_sign_key_free(&keys[1]);
 
     /* device grant */
     len = snapcache_sign_mint(&test_key, "acct", "dev", "*", NOW + 300, "sd",
@@ -514,9 +793,9 @@ hmac_matches(const snapcache_sign_key_t *key, const unsigned char *raw,
 
 
 /*
- * The prepared HMAC states give the same MAC as HMAC() for any key length
- * and message, from several threads at once, and a key without prepared
- * states (zeroed, or freed and parsed again) still signs correctly.
+ * The keyed EVP_MAC context gives the same MAC as HMAC() for any key
+ * length and message, from several threads at once, and a key without
+ * one (filled in by hand) still signs correctly.
  */
 static void
 test_prekeyed_hmac(void)
@@ -555,8 +834,7 @@ test_prekeyed_hmac(void)
         }
 
         bare = key;
-        bare.inner = NULL;
-        bare.outer = NULL;
+        bare.hmac = NULL;
 
         if (!hmac_matches(&bare, raw, (size_t) klen, msg, (size_t) len)) {
             bad++;
@@ -565,31 +843,38 @@ test_prekeyed_hmac(void)
         snapcache_sign_key_free(&key);
     }
 
-    ok(bad == 0, "prepared HMAC states match HMAC() for 2000 keys of 32-64 "
+    ok(bad == 0, "the keyed EVP_MAC matches HMAC() for 2000 keys of 32-64 "
        "bytes and messages of 0-299 bytes (%d differ)", bad);
 
-    ok(key.inner == NULL && key.key_len == 0 && key.key[0] == 0,
+    ok(key.hmac == NULL && key.key_len == 0 && key.key[0] == 0,
        "freeing a key wipes it");
 }
+
+
+typedef struct {
+    snapcache_sign_key_t  *key;
+    int                    bad;
+} hmac_job_t;
 
 
 static void *
 hmac_worker(void *arg)
 {
-    int           i, *bad = arg;
-    char          msg[64];
-    unsigned int  n;
-    unsigned char want[SNAPCACHE_SIG_LEN], got[SNAPCACHE_SIG_LEN];
+    hmac_job_t    *job = arg;
+    int            i;
+    char           msg[64];
+    unsigned int   n;
+    unsigned char  want[SNAPCACHE_SIG_LEN], got[SNAPCACHE_SIG_LEN];
 
     for (i = 0; i < 20000; i++) {
         n = (unsigned int) snprintf(msg, sizeof(msg),
                                     "snapcache1\nkid1\n%d\na\nb\nc\n", i);
-        HMAC(EVP_sha256(), test_key.key, (int) test_key.key_len,
+        HMAC(EVP_sha256(), job->key->key, (int) job->key->key_len,
              (const unsigned char *) msg, n, want, NULL);
-        snapcache_sign_hmac(&test_key, msg, n, got);
+        snapcache_sign_hmac(job->key, msg, n, got);
 
         if (memcmp(want, got, sizeof(got)) != 0) {
-            (*bad)++;
+            job->bad++;
         }
     }
 
@@ -597,23 +882,146 @@ hmac_worker(void *arg)
 }
 
 
+/*
+ * More threads at once than a key's pool of contexts holds: those that
+ * find it empty work on copies of their own.  Every context goes when
+ * the key does.
+ */
+#define HMAC_THREADS  (SNAPCACHE_HMAC_POOL + 4)
+
 static void
 test_hmac_threads(void)
 {
-    int        i, bad[4];
-    pthread_t  th[4];
+    int                   i, bad;
+    long                  live;
+    char                  err[128];
+    pthread_t             th[HMAC_THREADS];
+    hmac_job_t            job[HMAC_THREADS];
+    snapcache_sign_key_t  key;
 
-    for (i = 0; i < 4; i++) {
-        bad[i] = 0;
-        pthread_create(&th[i], NULL, hmac_worker, &bad[i]);
+    live = allocs_live;
+
+    snapcache_sign_key_parse(&key, "kid1",
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+        64, err, sizeof(err));
+
+    for (i = 0; i < HMAC_THREADS; i++) {
+        job[i].key = &key;
+        job[i].bad = 0;
+        pthread_create(&th[i], NULL, hmac_worker, &job[i]);
     }
 
-    for (i = 0; i < 4; i++) {
+    bad = 0;
+
+    for (i = 0; i < HMAC_THREADS; i++) {
         pthread_join(th[i], NULL);
+        bad += job[i].bad;
     }
 
-    ok(bad[0] + bad[1] + bad[2] + bad[3] == 0,
-       "4 threads x 20000 signatures with one key: all right");
+    ok(bad == 0, "%d threads x 20000 signatures with one key: all right",
+       HMAC_THREADS);
+
+    snapcache_sign_key_free(&key);
+    is_int(allocs_live - live, 0,
+           "the key's contexts, pooled or not, are all freed with it");
+}
+
+
+/*
+ * The pool itself, driven by hand: a context taken from it allocates
+ * nothing, one given back to a full pool is freed, and every MAC from
+ * any of them is HMAC()'s, for keys longer than the block too.
+ */
+static void
+test_hmac_pool(void)
+{
+    int                i, bad;
+    long               live, made;
+    unsigned int       n;
+    unsigned char      key[100], want[32], got[32];
+    EVP_MAC_CTX       *ctx[SNAPCACHE_HMAC_POOL + 2];
+    snapcache_hmac_t  *h;
+
+    for (i = 0; i < (int) sizeof(key); i++) {
+        key[i] = (unsigned char) (i * 13);
+    }
+
+    live = allocs_live;
+    bad = 0;
+
+    h = snapcache_hmac_new(key, sizeof(key));
+    ok(h != NULL, "a 100-byte key is keyed");
+    if (h == NULL) {
+        return;
+    }
+
+    for (i = 0; i < SNAPCACHE_HMAC_POOL + 2; i++) {
+        ctx[i] = snapcache_hmac_take(h);
+        bad += ctx[i] == NULL;
+    }
+
+    for (i = 0; i < SNAPCACHE_HMAC_POOL + 2; i++) {
+        snapcache_hmac_give(h, ctx[i]);
+    }
+
+    made = allocs_made;
+    ctx[0] = snapcache_hmac_take(h);
+    is_int(allocs_made - made, 0, "a pooled context is taken without "
+           "allocating");
+    snapcache_hmac_give(h, ctx[0]);
+
+    HMAC(EVP_sha256(), key, (int) sizeof(key), (const unsigned char *) "m", 1,
+         want, &n);
+
+    for (i = 0; i < SNAPCACHE_HMAC_POOL + 2; i++) {
+        bad += snapcache_hmac(h, "m", 1, got) != 0
+               || memcmp(want, got, sizeof(got)) != 0;
+    }
+
+    ok(bad == 0, "every context of the pool gives HMAC()'s MAC");
+
+    snapcache_hmac_free(h);
+    is_int(allocs_live - live, 0, "the %d contexts beyond the pool's %d "
+           "were freed when given back, the rest with the key", 2,
+           SNAPCACHE_HMAC_POOL);
+}
+
+
+/*
+ * A verification allocates nothing that outlives it: the contexts it
+ * takes go back to the key's pool, and go with the key.
+ */
+static void
+test_hmac_allocs(void)
+{
+    int                   i, bad;
+    long                  live, pooled;
+    char                  err[128], target[512];
+    snapcache_url_t       url;
+    snapcache_sign_key_t  key;
+
+    live = allocs_live;
+
+    snapcache_sign_key_parse(&key, "kid1",
+        "2b7e151628aed2a6abf7158809cf4f3c2b7e151628aed2a6abf7158809cf4f3c",
+        64, err, sizeof(err));
+    snapcache_sign_mint(&key, "acct", "dev", "snap", NOW + 60, NULL, target,
+                        sizeof(target));
+    parse(target, &url);
+
+    bad = snapcache_sign_verify(&url, &key, 1, NOW, 0) != SNAPCACHE_SIGN_OK;
+    pooled = allocs_live;
+
+    for (i = 0; i < 1000; i++) {
+        bad += snapcache_sign_verify(&url, &key, 1, NOW, 0)
+               != SNAPCACHE_SIGN_OK;
+    }
+
+    ok(bad == 0, "1000 verifications with one key");
+    is_int(allocs_live - pooled, 0, "leave nothing allocated behind");
+
+    snapcache_sign_key_free(&key);
+    is_int(allocs_live - live, 0, "and the key's free returns all it took");
 }
 
 
@@ -621,6 +1029,10 @@ int
 main(void)
 {
     char  err[128];
+
+    /* before OpenSSL's first allocation, or it refuses */
+    ok(CRYPTO_set_mem_functions(count_malloc, count_realloc, count_free),
+       "OpenSSL's allocations are counted");
 
     snapcache_sign_key_parse(&test_key, "kid1",
         "2b7e151628aed2a6abf7158809cf4f3c2b7e151628aed2a6abf7158809cf4f3c",
@@ -631,10 +1043,14 @@ main(void)
     test_parse_queries();
     test_base64();
     test_keys();
+    test_secrets();
+    test_hex();
     test_verify();
     test_field_separation();
     test_prekeyed_hmac();
     test_hmac_threads();
+    test_hmac_pool();
+    test_hmac_allocs();
 
     snapcache_sign_key_free(&test_key);
 

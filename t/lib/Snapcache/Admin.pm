@@ -12,12 +12,14 @@ use File::Path qw(make_path);
 use JSON::PP;
 use POSIX qw(_exit);
 use Time::HiRes qw(sleep time);
-use Snapcache::Test qw(raw_request build_dir);
+use Snapcache::Test qw(raw_request build_dir wait_until);
 
+# wait_until is the harness's, exported here too for the tests that
+# always took it from here
 use Exporter 'import';
 our @EXPORT_OK = qw(write_token admin_location admin_call admin_json
-    inspect_records start_gated_origin set_phase origin_lines fire collect
-    owner_of wait_until);
+    inspect_records wait_expired start_gated_origin set_phase origin_lines
+    fire collect owner_of wait_until);
 
 # A fresh token of 32 random bytes, hex on one line in a 0600 file.
 sub write_token {
@@ -76,6 +78,21 @@ sub inspect_records {
     my $cli = build_dir() . '/snapcache';
     my @out = `'$cli' inspect '$store' @args 2>&1`;
     return grep { /^[0-9a-f]{32}\s/ } @out;
+}
+
+# Waits until the store holds records of the scope (account, device,
+# snapshot: each optional) and every one of them reads as expired, as
+# the module reads them: for a test that needs a record past its
+# max-age or TTL.  True when they did, within 30 s.
+sub wait_expired {
+    my ($store, %o) = @_;
+    my @scope = map { defined $o{$_} ? ("--$_", $o{$_}) : () }
+        qw(account device);
+    return wait_until(sub {
+        my @r = grep { !defined $o{snapshot} || /^\S+ \S+ \Q$o{snapshot}\E /
+            } inspect_records($store, @scope);
+        @r && !grep { !/ expired$/ } @r;
+    });
 }
 
 # ------------------------------------------------------ the gated origin
@@ -240,17 +257,6 @@ sub owner_of {
     my $rc = $? >> 8;
     unlink $f;
     return $rc == 0;
-}
-
-# Polls a condition for up to 30 s; true when it held.
-sub wait_until {
-    my ($cond) = @_;
-    my $end = time + 30;
-    until ($cond->()) {
-        return 0 if time > $end;
-        sleep 0.02;
-    }
-    return 1;
 }
 
 1;

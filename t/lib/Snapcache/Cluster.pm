@@ -190,14 +190,16 @@ sub start {
     return $self;
 }
 
-# Writes every active node's config again and reloads it.
+# Writes every active node's config again and reloads it; returns once
+# each node serves with its new config (its new workers up, the old
+# ones no longer accepting).
 sub reload {
     my ($self, @idx) = @_;
     @idx = @{ $self->{active} } unless @idx;
     for my $i (@idx) {
         my $t = $self->{nodes}[$i];
         $t->write_config($self->node_config($i));
-        $t->reload;
+        $t->reload_and_wait;
     }
 }
 
@@ -216,6 +218,11 @@ sub start_node {
     $self->settle;
 }
 
+# Under snapcache_cold_start a node does not read records made in the
+# second its zone was made (at its start, before start returned), nor
+# does an owner use a kept original made in the second of a purge: waits
+# until the clock is past the current second, so that whatever is stored
+# from now on is readable.
 sub settle { my $s = int(time) + 1; sleep 0.01 while time < $s; }
 
 # ------------------------------------------------------------- the cloud

@@ -23,7 +23,7 @@ use warnings;
 
 use POSIX qw(WNOHANG);
 use Scalar::Util qw(weaken);
-use Time::HiRes qw(sleep);
+use Time::HiRes qw(sleep time);
 
 use constant SRV_IP => '198.18.0.1';
 use constant CLI_IP => '198.18.0.2';
@@ -109,15 +109,27 @@ sub remove {
 
     if (@pids) {
         kill 'TERM', @pids;
-        for (1 .. 50) {
-            waitpid $_, WNOHANG for @pids;
-            last unless grep { kill 0, $_ } @pids;
-            sleep 0.1;
+        unless (_gone(5, @pids)) {
+            kill 'KILL', grep { kill 0, $_ } @pids;
+            # a namespace goes, and its veth with it, with its last process
+            _gone(10, @pids);
         }
-        kill 'KILL', grep { kill 0, $_ } @pids;
     }
 
     system("ip netns del $_ 2>/dev/null") for @ns;
+}
+
+# Waits up to $secs for the processes to end (reaping those that are
+# ours); true when they did.
+sub _gone {
+    my ($secs, @pids) = @_;
+    my $end = time + $secs;
+    while (1) {
+        waitpid $_, WNOHANG for @pids;
+        return 1 unless grep { kill 0, $_ } @pids;
+        return 0 if time > $end;
+        sleep 0.05;
+    }
 }
 
 sub DESTROY { $_[0]->remove }

@@ -41,7 +41,7 @@ use List::Util qw(sum0 max);
 use POSIX qw(_exit WNOHANG);
 use Socket qw(SOL_SOCKET SO_RCVBUF SO_LINGER inet_aton pack_sockaddr_in);
 use Time::HiRes qw(sleep time);
-use Snapcache::Test qw(build_dir mint_query);
+use Snapcache::Test qw(build_dir mint_query wait_until);
 use Snapcache::Cluster;
 
 our %DEFAULTS = (
@@ -294,16 +294,21 @@ sub kill_worker {
     my $t = $self->{c}->node($up[rand @up]);
     my @w = $t->worker_pids or return;
     my $now = time;
-    kill 'KILL', $w[rand @w];
+    my $victim = $w[rand @w];
+    kill 'KILL', $victim;
     $self->window($now, $now, 'kill');
     $self->{count}{kill}++;
+    # the next fault comes to a node whose master has replaced it
+    $t->wait_respawn($victim);
 }
 
+# Its window, as a kill's, is the moment of the signal (a reload is to
+# drop nothing); the next fault waits until the new workers serve.
 sub reload_node {
     my ($self) = @_;
     my @up = $self->up_nodes or return;
     my $now = time;
-    $self->{c}->node($up[rand @up])->reload;
+    $self->{c}->node($up[rand @up])->reload_and_wait;
     $self->window($now, $now, 'reload');
     $self->{count}{reload}++;
 }
@@ -328,10 +333,10 @@ sub stop_node {
         my @p = ($m, $t->worker_pids);
         kill 'KILL', -$m if $m;
         kill 'KILL', @p;
-        for (1 .. 200) {
-            last unless grep { kill 0, $_ } @p;
-            sleep 0.02;
-        }
+        # every process of the group, a respawned worker too, must be
+        # gone before the node starts again on its ports
+        wait_until(sub { !grep { kill 0, $_ } @p and !($m && kill 0, -$m) })
+            or die "soak: node ${i}'s processes outlived SIGKILL by 30 s\n";
         $t->{started} = 0;
         $self->{count}{crash}++;
     } else {
@@ -343,13 +348,11 @@ sub stop_node {
 sub start_node {
     my ($self, $i) = @_;
     my $c = $self->{c};
-    my $started;
-    for my $try (1 .. 20) {
-        last if $started = eval { $c->node($i)->start(keep_config => 1); 1 };
-        sleep 0.5;
-    }
-    # what answers on its ports now is not the node the soak thinks it is
-    die "soak: node $i did not start again: $@" unless $started;
+    # its old processes are gone (stop_node waited): a start that fails
+    # now is a failure, and what answers on its ports is not the node
+    # the soak thinks it is
+    eval { $c->node($i)->start(keep_config => 1); 1 }
+        or die "soak: node $i did not start again: $@";
     unlink "$self->{dir}/down.$i";
     $self->window(delete $self->{down}{$i}, time, 'restart');
     delete $self->{restart_at}{$i};

@@ -32,7 +32,7 @@ use Time::HiRes qw(sleep time);
 use Exporter 'import';
 our $IMAGE_SIZE = '1920x1080';
 our @EXPORT_OK = qw(sign_url mint_query hmac_sig raw_request free_port
-    reserve_port release_port build_dir);
+    reserve_port release_port build_dir wait_until);
 
 my $ROOT = abs_path(__FILE__ . '/../../../..');
 
@@ -349,10 +349,8 @@ sub start {
     unlink "$self->{dir}/nginx.pid";
     my $out = `$cmd 2>&1`;
     die "nginx failed to start: $out\n" . $self->error_log if $?;
-    for (1 .. 400) {
-        last if -s "$self->{dir}/nginx.pid";
-        sleep 0.025;
-    }
+    wait_until(sub { -s "$self->{dir}/nginx.pid" })
+        or die "nginx wrote no pid file in 30 s\n" . $self->error_log;
     $self->wait_port($self->{port});
     $self->{started} = 1;
     $self->{master} = $self->master_pid;
@@ -360,39 +358,148 @@ sub start {
     return $self;
 }
 
+# ------------------------------------------------------------- waiting
+
+# Polls a condition every 20 ms for up to $secs seconds (30 by default);
+# true when it held.  Tests wait for what they need with this, never for
+# a fixed time: ok(wait_until(sub { ... }), 'what was awaited').
+sub wait_until {
+    my ($cond, $secs) = @_;
+    my $end = time + ($secs // 30);
+    until ($cond->()) {
+        return 0 if time > $end;
+        sleep 0.02;
+    }
+    return 1;
+}
+
 # The port opens with the first worker; the others may still be in their
 # init_process, opening the store.  A test that changes the store or
 # counts on every worker must not race them: wait until each of the
 # configured workers runs and has either mapped the store or said why it
-# cannot.
+# cannot.  With old => { pid => start time } (from worker_generation()),
+# those workers do not count, and none of them may still accept
+# connections: after a reload the old ones shut down (or are gone), after
+# a kill the killed one was replaced.
 sub wait_workers {
-    my ($self) = @_;
-    my $conf = do {
-        open my $f, '<', "$self->{dir}/nginx.conf" or die $!;
-        local $/;
-        <$f>;
-    };
-    my ($store) = $conf =~ /^\s*snapcache_store\s+(\S+)/m;
-    for (1 .. 400) {
-        my @w = grep { _is_worker($_) } $self->worker_pids;
+    my ($self, %o) = @_;
+    my $old = $o{old} || {};
+    my $secs = $o{secs} // 30;
+    my $store = $self->store_dir;
+    my ($w, $ready, $left) = ([], [], []);
+    my $ok = wait_until(sub {
         my $log = $store ? $self->error_log : '';
-        my @ready = grep {
-            my $pid = $_;
-            !$store || _maps($pid, "$store/data.mdb")
-                || $log =~ /\[emerg\] $pid#\d+: snapcache: cannot open the store/;
-        } @w;
-        return 1 if @w >= $self->{workers} && @ready == @w;
-        sleep 0.025;
-    }
-    die "nginx's $self->{workers} workers did not all start in 10 s\n"
+        $w = [ grep {
+            my $st = _start_time($_);
+            _title($_) eq 'nginx: worker process'
+                && !(defined $st && ($old->{$_} // -1) eq $st)
+        } $self->worker_pids ];
+        $ready = [ grep { _worker_ready($_, $store, $log) } @$w ];
+        $left = [ grep {
+            _title($_) eq 'nginx: worker process'
+                && (_start_time($_) // -2) eq $old->{$_}
+        } keys %$old ];
+        @$w >= $self->{workers} && @$ready == @$w && !@$left;
+    }, $secs);
+    return 1 if $ok;
+    die "nginx's $self->{workers} workers did not all start in $secs s "
+        . "(new: @$w; ready: @$ready; old ones still accepting: @$left)\n"
         . $self->error_log;
 }
 
-sub _is_worker {
+# The workers running now, as { pid => start time }: what wait_workers
+# is to see replaced.
+sub worker_generation {
+    my ($self) = @_;
+    return { map { my $st = _start_time($_); defined $st ? ($_ => $st) : () }
+        $self->worker_pids };
+}
+
+# Reloads (SIGHUP, with a new config if options are given) and returns
+# once the new configuration serves: every configured worker is one the
+# reload started, each has the store open, and every old worker is gone
+# or shutting down (it has closed its listening sockets).  The master
+# starts the new workers first and tells the old ones to quit a moment
+# later, so new workers alone do not mean the old ones stopped accepting.
+# Dies with the master's complaint when it refused the new config.
+sub reload_and_wait {
+    my ($self, %o) = @_;
+    my $old = $self->worker_generation;
+    my $from = $self->_log_size;
+    $self->reload(%o);
+    my $m = $self->master_pid;
+    my $refused = sub {
+        my ($line) = $self->_log_from($from) =~ /^(.*\[emerg\] $m#.*)$/m;
+        die "nginx refused the reload: $line\n" if defined $line;
+        return 0;
+    };
+    # a refused reload starts no worker: say so at once
+    my $started = wait_until(sub {
+        $refused->();
+        my $g = $self->worker_generation;
+        grep { ($old->{$_} // '') ne $g->{$_} } keys %$g;
+    });
+    die "nginx started no new worker in 30 s after SIGHUP\n"
+        . $self->_log_from($from) unless $started;
+    $self->wait_workers(old => $old);
+    return 1;
+}
+
+# Waits until the workers given, which the test killed, are replaced and
+# the configured workers are all up again, the store open.
+sub wait_respawn {
+    my ($self, @killed) = @_;
+    my %old = map { my $st = _start_time($_); defined $st ? ($_ => $st) : () }
+        @killed;
+    return $self->wait_workers(old => \%old);
+}
+
+# Waits for a line of the error log matching $re, written after offset
+# from (the start by default); returns the line, or undef after secs
+# (30 by default).
+sub wait_log {
+    my ($self, $re, %o) = @_;
+    my $line;
+    wait_until(sub {
+        ($line) = $self->_log_from($o{from} // 0) =~ /^(.*$re.*)$/m;
+        defined $line;
+    }, $o{secs});
+    return $line;
+}
+
+sub store_dir {
+    my ($self) = @_;
+    open my $f, '<', "$self->{dir}/nginx.conf" or return undef;
+    local $/;
+    my ($store) = <$f> =~ /^\s*snapcache_store\s+(\S+)/m;
+    return $store;
+}
+
+sub _worker_ready {
+    my ($pid, $store, $log) = @_;
+    return 1 unless $store;
+    return _maps($pid, "$store/data.mdb")
+        || $log =~ /\[emerg\] $pid#\d+: snapcache: cannot open the store/;
+}
+
+# A process's title as nginx set it ("nginx: worker process", "... is
+# shutting down"), '' when it is gone.
+sub _title {
     my ($pid) = @_;
-    open my $f, '<', "/proc/$pid/cmdline" or return 0;
+    open my $f, '<', "/proc/$pid/cmdline" or return '';
     my $cmd = <$f> // '';
-    return $cmd =~ /^nginx: worker process/;
+    $cmd =~ s/\0.*//s;
+    return $cmd;
+}
+
+# When a process started (clock ticks since boot): with its pid, it
+# names one process, even after the pid is used again.
+sub _start_time {
+    my ($pid) = @_;
+    open my $f, '<', "/proc/$pid/stat" or return undef;
+    my $stat = <$f> // return undef;
+    $stat =~ s/^.*\) //s;
+    return (split ' ', $stat)[19];
 }
 
 sub _maps {
@@ -419,6 +526,8 @@ sub worker_pids {
     return @pids;
 }
 
+# Sends SIGHUP and returns at once, for a reload that is to be refused:
+# one that is to take effect is reload_and_wait.
 sub reload {
     my ($self, %o) = @_;
     $self->write_config(%o) if %o;
@@ -433,20 +542,17 @@ sub stop {
         # a master killed below leaves its workers running: note them now
         my @workers = split ' ', `pgrep -P $pid 2>/dev/null`;
         kill 'QUIT', $pid;
-        for (1 .. 200) {
-            last unless kill 0, $pid;
-            sleep 0.05;
-        }
-        if (kill 0, $pid) {
+        unless (wait_until(sub { !kill 0, $pid }, 10)) {
             Test::More::diag("nginx master $pid did not quit in 10 s: "
                 . "killed, with its workers");
             kill 'KILL', $pid, @workers;
         }
-        for (1 .. 100) {
-            last unless grep { kill 0, $_ } @workers;
-            sleep 0.05;
+        my $gone = sub { !grep { kill 0, $_ } @workers };
+        unless (wait_until($gone, 5)) {
+            kill 'KILL', grep { kill 0, $_ } @workers;
+            # their listening sockets close only when they are gone
+            wait_until($gone);
         }
-        kill 'KILL', grep { kill 0, $_ } @workers;
     }
     $self->{started} = 0;
     rehold_port($_) for $self->{port}, $self->{stats_port};
@@ -454,19 +560,27 @@ sub stop {
 
 sub wait_port {
     my ($self, $port) = @_;
-    for (1 .. 200) {
+    return 1 if wait_until(sub {
         my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port");
-        if ($s) { close $s; return 1 }
-        sleep 0.025;
-    }
-    die "port $port never opened\n";
+        close $s if $s;
+        $s;
+    });
+    die "port $port did not open in 30 s\n";
 }
 
-sub error_log {
-    my ($self) = @_;
-    open my $f, '<', $self->{log_file} // "$self->{dir}/logs/error.log"
-        or return '';
-    seek $f, $self->{log_offset}, 0 if $self->{log_offset};
+sub error_log { $_[0]->_log_from(0) }
+
+sub _log_path { $_[0]{log_file} // "$_[0]{dir}/logs/error.log" }
+
+sub _log_size { -s $_[0]->_log_path // 0 }
+
+# The error log from byte $from on (never before a watched log's start).
+sub _log_from {
+    my ($self, $from) = @_;
+    open my $f, '<', $self->_log_path or return '';
+    my $off = $self->{log_offset} // 0;
+    $off = $from if $from > $off;
+    seek $f, $off, 0 if $off;
     local $/;
     return <$f> // '';
 }
