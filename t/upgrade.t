@@ -35,7 +35,10 @@ my $d = $t->dir;
 my ($tok, $file) = write_token($t, 'admin');
 start_gated_origin($t);
 $t->start(
-    main => 'thread_pool snapcache threads=2 max_queue=64;',
+    # the new binary gets only the environment nginx keeps (a
+    # sanitizer's runtime must be preloaded in it too)
+    main => "thread_pool snapcache threads=2 max_queue=64;\n"
+        . "env LD_PRELOAD;\nenv ASAN_OPTIONS;\nenv LSAN_OPTIONS;",
     http => "    snapcache_store $d/store size=32m;\n"
         . "    snapcache_cold_start on;\n",
     server_extra => "        snapcache_thread_pool snapcache;\n"
@@ -100,7 +103,8 @@ ok(wait_until(sub {
     $new = pid_of("$d/nginx.pid");
     $new && $new != $old && -e "$d/nginx.pid.oldbin" && serving($new) >= 1
         && $t->error_log =~ /\b$new#\d+: .*snapcache|using inherited sockets/
-}), "USR2: a new master ($new) and its worker run beside the old ($old)");
+}), "USR2: a new master ($new) and its worker run beside the old ($old)")
+    or die "no new master: the rest cannot run\n" . $t->error_log;
 ok(wait_until(sub {
     my ($w) = serving($new);
     $w && Snapcache::Test::_maps($w, "$d/store/data.mdb");
