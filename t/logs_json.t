@@ -33,6 +33,9 @@ $conf =~ s{/var/log/nginx/snapcache\.json}{$d/logs/snapcache.json};
 $conf =~ s/^/    /mg;
 $t->start(http => "    snapcache_store $d/store size=16m;\n$conf");
 
+# each request its own snapshot id (the hit repeats the miss's), so that
+# its line is found by its request line: lines come in the order the log
+# phases ran, which a lingering close may change
 my %id = (account => 'acct-j', device => 'cam-1', v => 'thumb');
 my @want;
 sub req {
@@ -42,14 +45,16 @@ sub req {
 }
 req('miss', $t->sign_url(%id, snapshot => 's1'), 200);
 req('hit', $t->sign_url(%id, snapshot => 's1'), 200);
-req('signature', $t->sign_url(%id, snapshot => 's1') =~ s/sig=[^&]+/sig=AAAA/r,
-    403);
-req('key', $t->sign_url(%id, snapshot => 's1', kid => 'k-old',
+req('signature', $t->sign_url(%id, snapshot => 'signature')
+    =~ s/sig=[^&]+/sig=AAAA/r, 403);
+req('key', $t->sign_url(%id, snapshot => 'key', kid => 'k-old',
     key => 'x' x 32), 403);
-req('expired', $t->sign_url(%id, snapshot => 's1', exp => int(time) - 5), 403);
-req('lifetime', $t->sign_url(%id, snapshot => 's1', exp => int(time) + 86400), 403);
-req('malformed', '/snap/acct-j/cam-1/s1/?exp=1&kid=k1&sig=AAAA', 400);
-req('variant', $t->sign_url(%id, snapshot => 's1', v => 'nope'), 400);
+req('expired', $t->sign_url(%id, snapshot => 'expired',
+    exp => int(time) - 5), 403);
+req('lifetime', $t->sign_url(%id, snapshot => 'lifetime',
+    exp => int(time) + 86400), 403);
+req('malformed', '/snap/acct-j/cam-1/malformed/?exp=1&kid=k1&sig=AAAA', 400);
+req('variant', $t->sign_url(%id, snapshot => 'variant', v => 'nope'), 400);
 req('error', $t->sign_url(%id, snapshot => 'e500-1'), 502);
 
 # lines are written in each request's log phase: wait for all of them
@@ -68,8 +73,13 @@ my $json = JSON::PP->new;
 for my $i (0 .. $#lines) {
     my $o = eval { $json->decode($lines[$i]) };
     ok($o, "line $i is JSON") or diag $lines[$i];
-    $got{ $want[$i] } = $o // {};
+    my ($snap) = ($o->{request} // '') =~ m{^GET /snap/acct-j/cam-1/([^/?]+)};
+    my $name = !defined $snap ? '?' : $snap eq 's1'
+        ? ($o->{cache} eq 'HIT' ? 'hit' : 'miss')
+        : $snap eq 'e500-1' ? 'error' : $snap;
+    $got{$name} = $o;
 }
+is_deeply([sort keys %got], [sort @want], 'each request has its line');
 
 my $miss = $got{miss};
 is($miss->{cache}, 'MISS', 'miss: cache MISS');
@@ -83,6 +93,7 @@ is($miss->{deny_reason}, '', 'miss: no deny reason');
 is($miss->{variant}, 'thumb', 'miss: the rung');
 is($miss->{status}, 200, 'miss: status, a JSON number');
 like($miss->{request}, qr/sig=x[& ]/, 'the request line, signature redacted');
+is($miss->{cache}, 'MISS', 'the first request of s1 was the miss');
 
 is($got{hit}{cache}, 'HIT', 'hit: HIT');
 is($got{hit}{fill_ms}, '', 'hit: no fill time');
