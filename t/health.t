@@ -202,4 +202,11 @@ $r = health_becomes($z, 'ok');
 is($r->{status}, 200, 'once the misses are gone and some seconds passed: ok');
 close $origin;
 
+# ---------------------------------------------------------------- config
+
+$z->write_config(location_extra => "            snapcache_health;\n");
+my ($crc, $cout) = $z->test_config;
+isnt($crc, 0, 'nginx -t refuses snapcache_health in a snapcache location');
+like($cout, qr/"snapcache_health" needs a location of its own/, 'saying why');
+
 done_testing;

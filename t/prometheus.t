@@ -7,7 +7,8 @@
 # docs/grafana/snapcache.json parses (promtool check rules on a file of
 # recording rules built from them); and every metric that a query or an
 # alert names is one a running snapcache exposes, scraped here after
-# the requests that make each family appear.
+# the requests that make each family appear; and docs/admin.md lists
+# every family exposed.
 
 use strict;
 use warnings;
@@ -119,6 +120,13 @@ for (split /\n/, $scrape) {
     @exposed{ map { "$1$_" } qw(_bucket _sum _count) } = (1) x 3
         if $2 eq 'histogram';
 }
+# docs/admin.md lists every family a node exposes
+my $admin_md = slurp("$docs/admin.md");
+my %listed = map { $_ => 1 } $admin_md =~ /`(snapcache_[a-z_]+)`/g;
+for my $fam (sort map { /^# TYPE (\S+) / ? $1 : () } split /\n/, $scrape) {
+    ok($listed{$fam}, "docs/admin.md lists $fam");
+}
+
 my %sampled = map { /^([a-z_:]+)[{ ]/ ? ($1 => 1) : () }
     grep { !/^#/ } split /\n/, $scrape;
 
