@@ -91,6 +91,13 @@ my $purged = `cd '$root' && $cmd 2>&1`;
 is($? >> 8, 0, 'the printed purge command works') or diag $purged;
 is(scalar(() = $purged =~ /^\S+ ok records=\d+/mg), 3, 'on all three nodes');
 
+my ($hcmd) = $out =~ m{^ask every node's health:\n((?:.*\\\n)*.*)$}m;
+ok($hcmd, 'it prints a health command');
+$hcmd =~ s/\\\n//g;
+my $health = `cd '$root' && $hcmd 2>&1`;
+is($? >> 8, 0, 'the printed health command works') or diag $health;
+is(scalar(() = $health =~ /^\S+ ok$/mg), 3, 'every node is ok');
+
 kill 'INT', -$pid;
 waitpid $pid, 0;
 ok(!(grep { IO::Socket::INET->new("127.0.0.1:$_") } @ports),
