@@ -58,6 +58,7 @@ DEB_PKGS   := lintian
 # what `make bench*` adds: load generators and the anchors it compares to
 BENCH_PKGS :=
 BENCH_PKGS += wrk hyperfine                      # load and timing
+BENCH_PKGS += nghttp2-client                     # h2load: HTTP/2, paced
 BENCH_PKGS += libnginx-mod-http-image-filter     # the image_filter anchor
 BENCH_PKGS += lomiri-wallpapers-20.04           # more real photographs
 
@@ -109,7 +110,8 @@ define apt_install
 	if [ -n "$$missing" ]; then \
 	    echo "deps: installing$$missing"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	    apt-get update -qq && \
+	    apt-get install -o DPkg::Lock::Timeout=600 -y -qq $$missing >/dev/null; \
 	fi
 endef
 
@@ -398,8 +400,9 @@ fuzz-smoke:
 bench: build $(BENCHES) bench-serve bench-store bench-transcode \
        bench-weak bench-purge bench-crypto
 
-# hits against static nginx and secure_link+proxy_cache+image_filter,
-# misses against image_filter and in-process libvips, worker RSS
+# hits (memory tier and store) against static nginx over plain HTTP, TLS
+# and HTTP/2, hit p99 while misses keep the pool busy, misses against
+# image_filter and in-process libvips, worker RSS
 bench-serve: build $(B)/bin/bench_transcode
 	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_serve.sh
 

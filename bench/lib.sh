@@ -38,3 +38,38 @@ prepare_photos() {
     done
     echo "   $(ls "$dir"/p*.jpg | wc -l) originals, $(du -sh "$dir" | cut -f1)"
 }
+
+# sign_many KEYFILE KID BASE TTL: one signed URL per line of stdin,
+# "account device snapshot variant" (max= and v= both that variant), as
+# BASE/account/device/snapshot?exp=..&kid=..&max=..&sig=..&v=..; the
+# scheme of docs/signing.md, in one process for thousands of URLs
+sign_many() {
+    python3 -c '
+import base64, hashlib, hmac, sys, time
+keyfile, kid, base, ttl = sys.argv[1:5]
+key = bytes.fromhex(open(keyfile).read().strip())
+exp = str(int(time.time()) + int(ttl))
+for line in sys.stdin:
+    a, d, s, v = line.split()
+    msg = "\n".join(["snapcache1", kid, exp, a, d, s, v]).encode()
+    sig = base64.urlsafe_b64encode(
+        hmac.new(key, msg, hashlib.sha256).digest()).rstrip(b"=").decode()
+    print(f"{base}{a}/{d}/{s}?exp={exp}&kid={kid}&max={v}&sig={sig}&v={v}")
+' "$@"
+}
+
+# median of the numbers on stdin, one a line
+median() {
+    sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "nan"; exit }
+        if (NR % 2) print v[(NR + 1) / 2];
+        else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# self_signed DIR: DIR/cert.pem and DIR/key.pem, ECDSA P-256, for
+# 127.0.0.1; the same certificate for every server of a bench
+self_signed() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+        -nodes -days 2 -subj /CN=127.0.0.1 -keyout "$1/key.pem" \
+        -out "$1/cert.pem" 2>/dev/null
+}

@@ -19,7 +19,8 @@
  *   entries  _handler.c (a client's request: the gate), _peer_module.c
  *            (a peer's), _admin_module.c (an admin's); each creates the
  *            request's ctx and says how its answer is sent
- *   serving  _link.c (the rung) -> _hit.c (a lookup) -> _fill.c (a miss)
+ *   serving  _link.c (the rung) -> _hit.c (a lookup, through
+ *            _memory.c, the memory tier) -> _fill.c (a miss)
  *            -> _origin.c (the origin subrequest), _task.c (the thread
  *            pool's work); _purge.c for the admin API
  *   below    _reply.c (responses), _cors.c (CORS headers), _watch.c
@@ -65,6 +66,19 @@
 
 /* how long a refused fill or a full lock table makes health say so */
 #define NGX_HTTP_SNAPCACHE_HEALTH_WINDOW  5
+
+/* snapcache_transcode_nice idle: the pool's threads run SCHED_IDLE */
+#define NGX_HTTP_SNAPCACHE_NICE_IDLE   20
+
+/*
+ * The body a memory tier's entry sends with sendfile() from its pages
+ * rather than copy into the socket: below it, one writev() of header
+ * and body costs less than the copy it saves.
+ */
+#define NGX_HTTP_SNAPCACHE_SENDFILE_MIN  (64 * 1024)
+
+/* a strong ETag: "<crc32c, 8 hex>-<length, hex>" */
+#define NGX_HTTP_SNAPCACHE_ETAG_LEN    (sizeof("\"-\"") + 8 + NGX_INT64_LEN)
 
 /* a token's SHA-256, the form every token is kept in */
 #define NGX_HTTP_SNAPCACHE_DIGEST_LEN  32
@@ -182,6 +196,26 @@ typedef enum {
  */
 #define NGX_HTTP_SNAPCACHE_NDENY  4
 
+/* Why an entry left the memory tier: its evictions' reason label. */
+typedef enum {
+    NGX_HTTP_SNAPCACHE_MEM_SIZE = 0,     /* room for a newer one */
+    NGX_HTTP_SNAPCACHE_MEM_PURGED,       /* its generations moved */
+    NGX_HTTP_SNAPCACHE_MEM_EXPIRED,
+    NGX_HTTP_SNAPCACHE_MEM_NREASONS
+} ngx_http_snapcache_mem_reason_e;
+
+
+/*
+ * The memory tier's counters, summed over every worker; each worker's
+ * tier is its own, so its gauges sit in its worker slot.
+ */
+typedef struct {
+    ngx_atomic_t               hits;
+    ngx_atomic_t               misses;
+    ngx_atomic_t               admissions;
+    ngx_atomic_t               evictions[NGX_HTTP_SNAPCACHE_MEM_NREASONS];
+} ngx_http_snapcache_mem_metrics_t;
+
 
 /* Bucket counts (not cumulative), their count, and the sum in usec. */
 typedef struct {
@@ -206,6 +240,8 @@ typedef struct {
 typedef struct {
     ngx_atomic_t               pid;
     ngx_atomic_t               fills;        /* in flight */
+    ngx_atomic_t               memory_bytes; /* its memory tier holds */
+    ngx_atomic_t               memory_entries;
 } ngx_http_snapcache_worker_slot_t;
 
 
@@ -241,6 +277,7 @@ typedef struct {
                                         [SNAPCACHE_FORMAT_NCODES];
     ngx_http_snapcache_label_t labels[NGX_HTTP_SNAPCACHE_LABELS];
     ngx_http_snapcache_worker_slot_t  workers[NGX_MAX_PROCESSES];
+    ngx_http_snapcache_mem_metrics_t  memory;
 } ngx_http_snapcache_metrics_t;
 
 
@@ -315,6 +352,8 @@ typedef struct {
     ngx_array_t               *kids;         /* every location's kids,
                                                 ngx_str_t: the labels of
                                                 snapcache_denied_total */
+    size_t                     memory_size;  /* each worker's memory
+                                                tier; 0: none */
 } ngx_http_snapcache_main_conf_t;
 
 
@@ -357,6 +396,7 @@ typedef struct {
 
     ngx_flag_t                 adapt;
     ngx_msec_t                 adapt_budget;
+    ngx_flag_t                 memory;       /* uses the memory tier */
 
     ngx_array_t               *cors_origins;    /* ngx_str_t */
 
@@ -449,7 +489,12 @@ typedef struct {
     ngx_uint_t                       format;
     time_t                           expires;
     uint32_t                         checksum;     /* of the body */
-    unsigned                         in_pool:1;    /* lives in r->pool */
+    ngx_str_t                        etag;         /* made already, or
+                                                      empty */
+    ngx_file_t                      *file;         /* the body is also */
+    off_t                            file_pos;     /* there, or NULL */
+    unsigned                         in_pool:1;    /* lives as long as
+                                                      r->pool */
 } ngx_http_snapcache_image_t;
 
 
@@ -486,6 +531,9 @@ struct ngx_http_snapcache_ctx_s {
     snapcache_ident_t                ident;
     ngx_uint_t                       variant;
     ngx_uint_t                       format;
+    ngx_http_snapcache_image_t       memory;       /* the last lookup's hit
+                                                      from the memory tier;
+                                                      body NULL if none */
 
     /* what the variables and the log phase read */
     ngx_uint_t                       status;       /* _status_e */
@@ -700,11 +748,27 @@ void ngx_http_snapcache_free_bodies(void);
 ngx_uint_t ngx_http_snapcache_format(ngx_http_request_t *r,
     ngx_http_snapcache_variant_t *variant);
 
+/* ngx_http_snapcache_memory.c */
+char *ngx_http_snapcache_memory_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_snapcache_memory_init(ngx_cycle_t *cycle,
+    ngx_http_snapcache_main_conf_t *smcf);
+void ngx_http_snapcache_memory_exit(void);
+ngx_int_t ngx_http_snapcache_memory_get(ngx_http_request_t *r,
+    ngx_http_snapcache_main_conf_t *smcf, const snapcache_key_t *key,
+    const snapcache_ident_t *ident, snapcache_record_t *rec,
+    ngx_http_snapcache_image_t *image);
+void ngx_http_snapcache_memory_admit(ngx_http_snapcache_main_conf_t *smcf,
+    const snapcache_key_t *key, const snapcache_ident_t *ident,
+    const snapcache_record_t *rec, const ngx_http_snapcache_gen_t *gen);
+
 /* ngx_http_snapcache_fill.c */
 ngx_int_t ngx_http_snapcache_fill(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx);
 
 /* ngx_http_snapcache_task.c: what runs on the thread pool */
+char *ngx_http_snapcache_transcode_nice(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 ngx_http_snapcache_task_t *ngx_http_snapcache_task_create(
     ngx_event_handler_pt done);
 void ngx_http_snapcache_task_fill(void *data, ngx_log_t *log);
@@ -733,6 +797,7 @@ ngx_int_t ngx_http_snapcache_reply_json_error(ngx_http_request_t *r,
 ngx_int_t ngx_http_snapcache_reply_send(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, ngx_chain_t *out, off_t len);
 void *ngx_http_snapcache_body_alloc(void *data, size_t size);
+u_char *ngx_http_snapcache_etag(u_char *p, uint32_t checksum, size_t len);
 
 /* ngx_http_snapcache_purge.c */
 ngx_int_t ngx_http_snapcache_purge(ngx_http_request_t *r);
@@ -783,8 +848,8 @@ ngx_str_t *ngx_http_snapcache_status_name(ngx_uint_t status);
 ngx_int_t ngx_http_snapcache_metrics_init(ngx_conf_t *cf);
 uint64_t ngx_http_snapcache_usec(void);
 const uint64_t *ngx_http_snapcache_hist_bounds(ngx_uint_t hist);
-ngx_uint_t ngx_http_snapcache_fills_in_flight(
-    ngx_http_snapcache_main_conf_t *smcf);
+ngx_uint_t ngx_http_snapcache_workers_sum(
+    ngx_http_snapcache_main_conf_t *smcf, size_t field);
 void ngx_http_snapcache_count_fill(ngx_http_snapcache_main_conf_t *smcf,
     ngx_uint_t result, uint64_t start);
 void ngx_http_snapcache_count_served(ngx_http_snapcache_main_conf_t *smcf,

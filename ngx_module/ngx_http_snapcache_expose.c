@@ -77,6 +77,8 @@ static void ngx_http_snapcache_text_purges(ngx_http_snapcache_out_t *w,
     ngx_http_snapcache_metrics_t *m);
 static void ngx_http_snapcache_text_zone(ngx_http_snapcache_out_t *w,
     ngx_http_snapcache_main_conf_t *smcf, ngx_http_snapcache_figures_t *fig);
+static void ngx_http_snapcache_text_memory(ngx_http_snapcache_out_t *w,
+    ngx_http_snapcache_main_conf_t *smcf);
 static void ngx_http_snapcache_text_store(ngx_http_snapcache_out_t *w,
     ngx_http_snapcache_main_conf_t *smcf);
 
@@ -143,6 +145,10 @@ static const char  *ngx_http_snapcache_purge_labels[] = {
 
 /* SNAPCACHE_SIGN_KEY .. SNAPCACHE_SIGN_LIFETIME; a "key" names no kid */
 #define NGX_HTTP_SNAPCACHE_DENY_KEY  (SNAPCACHE_SIGN_KEY - SNAPCACHE_SIGN_KEY)
+
+static const char  *ngx_http_snapcache_mem_labels[] = {
+    "size", "purged", "expired"
+};
 
 static const char  *ngx_http_snapcache_deny_labels[] = {
     "key", "signature", "expired", "lifetime"
@@ -350,6 +356,7 @@ ngx_http_snapcache_metrics_text(ngx_http_request_t *r,
                            smcf->sh->stats[NGX_HTTP_SNAPCACHE_ST_LOCK_TIMEOUTS]);
 
     ngx_http_snapcache_text_zone(&w, smcf, fig);
+    ngx_http_snapcache_text_memory(&w, smcf);
     ngx_http_snapcache_text_store(&w, smcf);
 
     return ngx_http_snapcache_out_done(&w, out, len);
@@ -497,7 +504,9 @@ ngx_http_snapcache_text_fills(ngx_http_snapcache_out_t *w,
         "Fills running now, in every worker: from their start to their "
         "thread task's end.");
     ngx_http_snapcache_out(w, "snapcache_fills_in_flight %ui\n",
-                           ngx_http_snapcache_fills_in_flight(smcf));
+                           ngx_http_snapcache_workers_sum(smcf,
+                               offsetof(ngx_http_snapcache_worker_slot_t,
+                                        fills)));
 
     ngx_http_snapcache_out_family(w, "snapcache_origin_fetches_total",
         "counter", "Origin subrequests ended, by the status the origin "
@@ -679,6 +688,61 @@ ngx_http_snapcache_text_zone(ngx_http_snapcache_out_t *w,
 }
 
 
+/*
+ * The memory tiers: counters summed in the zone, gauges summed over the
+ * slots of the live workers, each of which keeps its own tier.
+ */
+static void
+ngx_http_snapcache_text_memory(ngx_http_snapcache_out_t *w,
+    ngx_http_snapcache_main_conf_t *smcf)
+{
+    ngx_uint_t                         i;
+    ngx_http_snapcache_mem_metrics_t  *mm;
+
+    mm = &smcf->sh->metrics.memory;
+
+    ngx_http_snapcache_out_family(w, "snapcache_memory_lookups_total",
+        "counter", "Lookups in a worker's memory tier: hit (served from "
+        "it) or miss.");
+    ngx_http_snapcache_out(w, "snapcache_memory_lookups_total"
+                           "{result=\"hit\"} %uA\n"
+                           "snapcache_memory_lookups_total"
+                           "{result=\"miss\"} %uA\n",
+                           mm->hits, mm->misses);
+
+    ngx_http_snapcache_out_family(w, "snapcache_memory_admissions_total",
+        "counter", "Records read from the store, verified, and kept in a "
+        "memory tier.");
+    ngx_http_snapcache_out(w, "snapcache_memory_admissions_total %uA\n",
+                           mm->admissions);
+
+    ngx_http_snapcache_out_family(w, "snapcache_memory_evictions_total",
+        "counter", "Entries that left a memory tier, by why: size (room "
+        "for a newer one), purged, expired.");
+
+    for (i = 0; i < NGX_HTTP_SNAPCACHE_MEM_NREASONS; i++) {
+        ngx_http_snapcache_out(w, "snapcache_memory_evictions_total"
+                               "{reason=\"%s\"} %uA\n",
+                               ngx_http_snapcache_mem_labels[i],
+                               mm->evictions[i]);
+    }
+
+    ngx_http_snapcache_out_family(w, "snapcache_memory_bytes", "gauge",
+        "Bytes the memory tiers of all live workers hold.");
+    ngx_http_snapcache_out(w, "snapcache_memory_bytes %ui\n",
+                           ngx_http_snapcache_workers_sum(smcf,
+                               offsetof(ngx_http_snapcache_worker_slot_t,
+                                        memory_bytes)));
+
+    ngx_http_snapcache_out_family(w, "snapcache_memory_entries", "gauge",
+        "Entries the memory tiers of all live workers hold.");
+    ngx_http_snapcache_out(w, "snapcache_memory_entries %ui\n",
+                           ngx_http_snapcache_workers_sum(smcf,
+                               offsetof(ngx_http_snapcache_worker_slot_t,
+                                        memory_entries)));
+}
+
+
 static void
 ngx_http_snapcache_text_store(ngx_http_snapcache_out_t *w,
     ngx_http_snapcache_main_conf_t *smcf)
@@ -719,14 +783,15 @@ ngx_int_t
 ngx_http_snapcache_stats_json(ngx_http_request_t *r,
     ngx_http_snapcache_main_conf_t *smcf, ngx_chain_t **out, off_t *len)
 {
-    u_char                        *p, *end, *eq, *sp;
-    ngx_str_t                      name = ngx_string("snapcache_stats");
-    ngx_uint_t                     i, key, first;
-    ngx_atomic_uint_t              ok, failed, refused;
-    ngx_http_snapcache_out_t       w;
-    snapcache_cache_stats_t        st;
-    ngx_http_variable_value_t     *vv;
-    ngx_http_snapcache_metrics_t  *m;
+    u_char                            *p, *end, *eq, *sp;
+    ngx_str_t                          name = ngx_string("snapcache_stats");
+    ngx_uint_t                         i, key, first;
+    ngx_atomic_uint_t                  ok, failed, refused, evicted;
+    ngx_http_snapcache_out_t           w;
+    snapcache_cache_stats_t            st;
+    ngx_http_variable_value_t         *vv;
+    ngx_http_snapcache_metrics_t      *m;
+    ngx_http_snapcache_mem_metrics_t  *mm;
 
     ngx_memzero(&w, sizeof(ngx_http_snapcache_out_t));
     w.pool = r->pool;
@@ -771,7 +836,9 @@ ngx_http_snapcache_stats_json(ngx_http_request_t *r,
     }
 
     ngx_http_snapcache_out(&w, ",\"in_flight\":%ui",
-                           ngx_http_snapcache_fills_in_flight(smcf));
+                           ngx_http_snapcache_workers_sum(smcf,
+                               offsetof(ngx_http_snapcache_worker_slot_t,
+                                        fills)));
 
     ok = 0;
     failed = 0;
@@ -808,6 +875,24 @@ ngx_http_snapcache_stats_json(ngx_http_request_t *r,
                            "\"zone_start\":%T",
                            m->sent_bytes, m->evictions, m->pool_rejections,
                            smcf->sh->epoch);
+
+    mm = &m->memory;
+    evicted = 0;
+
+    for (i = 0; i < NGX_HTTP_SNAPCACHE_MEM_NREASONS; i++) {
+        evicted += mm->evictions[i];
+    }
+
+    ngx_http_snapcache_out(&w, ",\"memory\":{\"hits\":%uA,\"misses\":%uA,"
+                           "\"admissions\":%uA,\"evictions\":%uA,"
+                           "\"bytes\":%ui,\"entries\":%ui}",
+                           mm->hits, mm->misses, mm->admissions, evicted,
+                           ngx_http_snapcache_workers_sum(smcf,
+                               offsetof(ngx_http_snapcache_worker_slot_t,
+                                        memory_bytes)),
+                           ngx_http_snapcache_workers_sum(smcf,
+                               offsetof(ngx_http_snapcache_worker_slot_t,
+                                        memory_entries)));
 
     if (smcf->store
         && snapcache_cache_stats(smcf->store, &st) == SNAPCACHE_CACHE_OK)

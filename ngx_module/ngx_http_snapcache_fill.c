@@ -675,6 +675,7 @@ ngx_http_snapcache_task_done(ngx_event_t *ev)
         return;
     }
 
+    ngx_memzero(&image, sizeof(ngx_http_snapcache_image_t));
     image.body = t->out;
     image.len = t->out_len;
     image.format = t->format;

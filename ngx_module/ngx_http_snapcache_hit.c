@@ -8,8 +8,9 @@
 /*
  * snapcache: a lookup, and a client's answer.  A lookup copies the
  * record out of the map into the request pool inside its read
- * transaction, and checks it; everything sent is that copy (or a fill's
- * output), never a pointer into the map.
+ * transaction, and checks it; everything sent is that copy, a memory
+ * tier's entry made of such a copy, or a fill's output, never a pointer
+ * into the map.
  */
 
 
@@ -18,12 +19,15 @@
 
 
 /*
- * Exact-key lookup; the record is copied into the request pool inside
- * the read transaction.  An expired record is kept aside as the STALE
- * fallback and reported as a miss, with the purge generations read
- * before it: a purge that begins later rules it out.  A record from
- * before a cold start (ngx_http_snapcache_not_before()) is a miss,
- * stale fallback included.
+ * Exact-key lookup: a rung from the memory tier when it holds one this
+ * request may have (ngx_http_snapcache_memory.c), else from the store,
+ * where the record is copied into the request pool inside the read
+ * transaction and checked, and then offered to the tier with the purge
+ * generations read before that read.  An expired record is kept aside
+ * as the STALE fallback and reported as a miss, with those generations:
+ * a purge that begins later rules it out.  A record from before a cold
+ * start (ngx_http_snapcache_not_before()) is a miss, stale fallback
+ * included.
  */
 ngx_int_t
 ngx_http_snapcache_lookup(ngx_http_request_t *r,
@@ -31,11 +35,25 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
     snapcache_record_t *rec)
 {
     int                       rc;
+    ngx_uint_t                tier;
     snapcache_key_t           key;
     ngx_http_snapcache_gen_t  gen;
 
     snapcache_cache_key(&ctx->ident, variant, format, &key);
 
+    ctx->memory.body = NULL;
+
+    tier = ctx->slcf->memory && variant != SNAPCACHE_VARIANT_ORIGINAL;
+
+    if (tier
+        && ngx_http_snapcache_memory_get(r, ctx->smcf, &key, &ctx->ident, rec,
+                                         &ctx->memory)
+           == NGX_OK)
+    {
+        return SNAPCACHE_CACHE_HIT;
+    }
+
+    /* before the read: what the memory tier checks its entry against */
     ngx_http_snapcache_gen_read(ctx->smcf, ctx->ident.acct_tag,
                                 ctx->ident.dev_tag, &gen);
 
@@ -55,6 +73,11 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
     switch (rc) {
 
     case SNAPCACHE_CACHE_HIT:
+        if (tier) {
+            ngx_http_snapcache_memory_admit(ctx->smcf, &key, &ctx->ident, rec,
+                                            &gen);
+        }
+
         return rc;
 
     case SNAPCACHE_CACHE_EXPIRED:
@@ -88,7 +111,10 @@ ngx_http_snapcache_lookup(ngx_http_request_t *r,
 }
 
 
-/* A record the lookup copied into the request pool, answered. */
+/*
+ * A record the lookup copied into the request pool, or the memory
+ * tier's entry it found, answered.
+ */
 ngx_int_t
 ngx_http_snapcache_answer_record(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, snapcache_record_t *rec,
@@ -96,6 +122,12 @@ ngx_http_snapcache_answer_record(ngx_http_request_t *r,
 {
     ngx_http_snapcache_image_t  image;
 
+    if (rec->body != NULL && rec->body == ctx->memory.body) {
+        /* the memory tier's entry: its ETag is made, its pages in a file */
+        return ctx->answer(r, ctx, &ctx->memory, status);
+    }
+
+    ngx_memzero(&image, sizeof(ngx_http_snapcache_image_t));
     image.body = rec->body;
     image.len = rec->body_len;
     image.format = rec->format;
@@ -132,13 +164,18 @@ ngx_http_snapcache_answer_client(ngx_http_request_t *r,
     }
 
     /* checksum and length of the exact bytes: stable across refills */
-    p = ngx_pnalloc(r->pool, sizeof("\"-\"") + 2 * NGX_INT64_LEN);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    if (image->etag.len) {
+        v = image->etag;
 
-    v.data = p;
-    v.len = ngx_sprintf(p, "\"%08xD-%xz\"", image->checksum, image->len) - p;
+    } else {
+        p = ngx_pnalloc(r->pool, NGX_HTTP_SNAPCACHE_ETAG_LEN);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        v.data = p;
+        v.len = ngx_http_snapcache_etag(p, image->checksum, image->len) - p;
+    }
 
     etag = ngx_http_snapcache_add_header(r, "ETag", &v);
     if (etag == NULL) {

@@ -294,6 +294,8 @@ ngx_http_snapcache_metrics_worker(ngx_cycle_t *cycle,
     if (!start) {
         if (w->pid == (ngx_atomic_uint_t) ngx_pid) {
             w->fills = 0;
+            w->memory_bytes = 0;
+            w->memory_entries = 0;
             ngx_memory_barrier();
             w->pid = 0;
         }
@@ -304,6 +306,8 @@ ngx_http_snapcache_metrics_worker(ngx_cycle_t *cycle,
     w->pid = 0;
     ngx_memory_barrier();
     w->fills = 0;
+    w->memory_bytes = 0;
+    w->memory_entries = 0;
     ngx_memory_barrier();
     w->pid = (ngx_atomic_uint_t) ngx_pid;
 
@@ -351,12 +355,14 @@ ngx_http_snapcache_fills_change(ngx_http_snapcache_main_conf_t *smcf,
 
 
 /*
- * The node's fills in flight: the slots of the workers that live, those
- * of the previous configuration that still finish their requests
- * included.  A killed worker's slot is left out until it is taken again.
+ * A worker slot's field summed over the node: the slots of the workers
+ * that live, those of the previous configuration that still finish their
+ * requests included.  A killed worker's slot is left out until it is
+ * taken again.
  */
 ngx_uint_t
-ngx_http_snapcache_fills_in_flight(ngx_http_snapcache_main_conf_t *smcf)
+ngx_http_snapcache_workers_sum(ngx_http_snapcache_main_conf_t *smcf,
+    size_t field)
 {
     ngx_pid_t                          pid;
     ngx_uint_t                         i, n;
@@ -373,7 +379,7 @@ ngx_http_snapcache_fills_in_flight(ngx_http_snapcache_main_conf_t *smcf)
         }
 
         if (pid == ngx_pid || kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH) {
-            n += w[i].fills;
+            n += *(ngx_atomic_t *) ((u_char *) &w[i] + field);
         }
     }
 

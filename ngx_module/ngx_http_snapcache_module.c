@@ -73,10 +73,6 @@ static ngx_conf_num_bounds_t  ngx_http_snapcache_original_size_bounds = {
     ngx_conf_check_num_bounds, 1024, 1024 * 1024 * 1024
 };
 
-static ngx_conf_num_bounds_t  ngx_http_snapcache_nice_bounds = {
-    ngx_conf_check_num_bounds, 0, 19
-};
-
 static ngx_conf_num_bounds_t  ngx_http_snapcache_max_pixels_bounds = {
     ngx_conf_check_num_bounds, 1, 0x7fffffff
 };
@@ -188,10 +184,10 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
 
     { ngx_string("snapcache_transcode_nice"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
+      ngx_http_snapcache_transcode_nice,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_snapcache_loc_conf_t, transcode_nice),
-      &ngx_http_snapcache_nice_bounds },
+      0,
+      NULL },
 
     { ngx_string("snapcache_keep_original"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
@@ -268,6 +264,13 @@ static ngx_command_t  ngx_http_snapcache_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_snapcache_main_conf_t, cold_start),
+      NULL },
+
+    { ngx_string("snapcache_memory_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_snapcache_memory_cache,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("snapcache_max_fills"),
@@ -371,6 +374,10 @@ ngx_http_snapcache_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    if (ngx_http_snapcache_memory_init(cycle, smcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_snapcache_open_store(cycle, smcf);
 }
 
@@ -389,6 +396,7 @@ ngx_http_snapcache_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_snapcache_metrics_worker(cycle, smcf, 0);
+    ngx_http_snapcache_memory_exit();
     ngx_http_snapcache_close_store(smcf);
 }
 
@@ -432,6 +440,7 @@ ngx_http_snapcache_create_loc_conf(ngx_conf_t *cf)
     conf->adapt_budget = NGX_CONF_UNSET_MSEC;
     conf->cors_origins = NGX_CONF_UNSET_PTR;
     conf->cluster_tokens = NGX_CONF_UNSET_PTR;
+    conf->memory = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -483,6 +492,7 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->adapt, prev->adapt, 1);
     ngx_conf_merge_msec_value(conf->adapt_budget, prev->adapt_budget, 1000);
     ngx_conf_merge_ptr_value(conf->cors_origins, prev->cors_origins, NULL);
+    ngx_conf_merge_value(conf->memory, prev->memory, 1);
 
     if (ngx_http_snapcache_merge_ladder(cf, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
@@ -659,6 +669,7 @@ ngx_http_snapcache_create_main_conf(ngx_conf_t *cf)
 
     smcf->store_size = NGX_CONF_UNSET_SIZE;
     smcf->cold_start = NGX_CONF_UNSET;
+    smcf->memory_size = NGX_CONF_UNSET_SIZE;
 
     return smcf;
 }
@@ -676,6 +687,7 @@ ngx_http_snapcache_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_str_t  name = ngx_string("snapcache");
 
     ngx_conf_init_value(smcf->cold_start, 0);
+    ngx_conf_init_size_value(smcf->memory_size, 0);
 
     if (smcf->shm_zone == NULL) {
         if (ngx_http_snapcache_zone_add(cf, smcf, &name, 1024 * 1024)

@@ -17,6 +17,7 @@
 #include "ngx_module/ngx_http_snapcache.h"
 
 
+static ngx_uint_t ngx_http_snapcache_can_sendfile(ngx_http_request_t *r);
 static void ngx_http_snapcache_body_free(void *data);
 
 
@@ -72,9 +73,35 @@ ngx_http_snapcache_reply_image(ngx_http_request_t *r,
 
 
 /*
+ * A plain connection that sends files with sendfile(), for a request no
+ * filter needs in memory: a body that is also in a file (the memory
+ * tier's) goes from the file's pages, with no copy.  TLS (without kernel
+ * TLS) and HTTP/2 send it from memory.
+ */
+static ngx_uint_t
+ngx_http_snapcache_can_sendfile(ngx_http_request_t *r)
+{
+    if (!r->connection->sendfile || r->main_filter_need_in_memory
+        || r->filter_need_in_memory || r->connection->ssl)
+    {
+        return 0;
+    }
+
+#if (NGX_HTTP_V2)
+    if (r->stream) {
+        return 0;
+    }
+#endif
+
+    return 1;
+}
+
+
+/*
  * The header, then the body.  A body that is not in the request's pool
  * (a fill's output dies with its task) is copied there first; nothing
- * sent ever points into the store's map.
+ * sent ever points into the store's map.  A body that is also in a file
+ * and large enough for sendfile() to beat a copy goes from the file.
  */
 ngx_int_t
 ngx_http_snapcache_reply_body(ngx_http_request_t *r,
@@ -106,6 +133,16 @@ ngx_http_snapcache_reply_body(ngx_http_request_t *r,
         b->last = b->start + image->len;
         b->end = b->last;
         b->memory = 1;
+
+        if (image->file && image->len >= NGX_HTTP_SNAPCACHE_SENDFILE_MIN
+            && ngx_http_snapcache_can_sendfile(r))
+        {
+            /* the same bytes in a file: sendfile() sends its pages */
+            b->in_file = 1;
+            b->file = image->file;
+            b->file_pos = image->file_pos;
+            b->file_last = image->file_pos + image->len;
+        }
     }
 
     b->last_buf = 1;
@@ -121,6 +158,18 @@ ngx_http_snapcache_reply_body(ngx_http_request_t *r,
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * A strong ETag of the exact bytes, from their checksum and length:
+ * stable across refills, and the same from the store as from the memory
+ * tier.  p has room for NGX_HTTP_SNAPCACHE_ETAG_LEN.
+ */
+u_char *
+ngx_http_snapcache_etag(u_char *p, uint32_t checksum, size_t len)
+{
+    return ngx_sprintf(p, "\"%08xD-%xz\"", checksum, len);
 }
 
 

@@ -15,9 +15,12 @@
  */
 
 
-#include <sys/syscall.h>
-
 #include "ngx_module/ngx_http_snapcache.h"
+
+/* after nginx's headers, which define _GNU_SOURCE: SCHED_IDLE */
+#include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
 
 
 /* the size the original task decodes to, to check every byte of it */
@@ -27,6 +30,38 @@
 static void ngx_http_snapcache_thread_nice(ngx_int_t nice);
 static void ngx_http_snapcache_task_original(ngx_http_snapcache_task_t *t);
 static int ngx_http_snapcache_store_check(void *data);
+
+
+/* snapcache_transcode_nice <0-19> | idle: idle is SCHED_IDLE */
+char *
+ngx_http_snapcache_transcode_nice(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_snapcache_loc_conf_t *slcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (slcf->transcode_nice != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "idle") == 0) {
+        slcf->transcode_nice = NGX_HTTP_SNAPCACHE_NICE_IDLE;
+        return NGX_CONF_OK;
+    }
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n == NGX_ERROR || n > 19) {
+        return "takes a nice value from 0 to 19, or \"idle\"";
+    }
+
+    slcf->transcode_nice = n;
+
+    return NGX_CONF_OK;
+}
 
 
 /*
@@ -81,15 +116,34 @@ ngx_http_snapcache_task_free(ngx_http_snapcache_task_t *t)
 /*
  * Transcodes yield to the event loop: a pool thread lowers its own
  * priority once (Linux threads have their own nice value), so that hits
- * stay fast while misses keep the pool busy.
+ * stay fast while misses keep the pool busy.  "idle" goes further: a
+ * SCHED_IDLE thread runs only when no normal thread of the machine
+ * wants the CPU, and a waking event loop preempts it at once, where a
+ * niced thread keeps the CPU to the end of its slice.  Neither needs a
+ * privilege to set; a thread raised back from idle to a nice value may
+ * not get a value lower than the one it had.
  */
 static void
 ngx_http_snapcache_thread_nice(ngx_int_t nice)
 {
+    struct sched_param  sp;
+
     static _Thread_local ngx_int_t  set = -1;
 
     if (set == nice) {
         return;
+    }
+
+    ngx_memzero(&sp, sizeof(struct sched_param));
+
+    if (nice == NGX_HTTP_SNAPCACHE_NICE_IDLE) {
+        (void) pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+        set = nice;
+        return;
+    }
+
+    if (set == NGX_HTTP_SNAPCACHE_NICE_IDLE) {
+        (void) pthread_setschedparam(pthread_self(), SCHED_OTHER, &sp);
     }
 
     set = nice;

@@ -98,14 +98,16 @@ sub wait_expired {
 # ------------------------------------------------------ the gated origin
 
 # An origin on $t's origin port that answers /<acct>/<dev>/<snap> with
-# the owner-marked image (640x360) of the phase it was asked in:
+# the owner-marked image (640x360, or image_size) of the phase it was
+# asked in:
 # "before", or "after", whose marker names the snapshot "<snap>.after".
 # While <dir>/hold exists, answers of the "before" phase wait; while
 # <dir>/fail exists, it answers 500.  Every answer carries max-age=1.
 # Its log, <dir>/origin.log, has one line "<phase> <path>" per request.
 sub start_gated_origin {
-    my ($t) = @_;
+    my ($t, %o) = @_;
     my $d = $t->dir;
+    my ($w, $h) = split /x/, $o{image_size} // '640x360';
     my $listen = Snapcache::Test::take_port_socket($t->origin_port)
         or die "no origin port\n";
     my $pid = fork // die;
@@ -129,7 +131,7 @@ sub start_gated_origin {
         if (!defined $kid || $kid) { close $c; next }
         close $listen;
         $SIG{CHLD} = 'DEFAULT';
-        _gated_serve($d, $c);
+        _gated_serve($d, $c, $w, $h);
         _exit(0);
     }
 }
@@ -152,21 +154,21 @@ sub set_phase {
 }
 
 sub _gated_image {
-    my ($d, $acct, $dev, $snap) = @_;
+    my ($d, $acct, $dev, $snap, $w, $h) = @_;
     my $f = "$d/origin/$acct/$dev/$snap";
     return $f if -s $f;
     make_path("$d/origin/$acct/$dev");
     my $tmp = "$f.$$.jpg";
     system(build_dir() . '/bin/snapmark', 'gen', '--account', $acct,
-        '--device', $dev, '--snapshot', $snap, '--width', 640,
-        '--height', 360, '-o', $tmp) == 0
+        '--device', $dev, '--snapshot', $snap, '--width', $w,
+        '--height', $h, '-o', $tmp) == 0
         or die "snapmark gen failed\n";
     rename $tmp, $f;
     return $f;
 }
 
 sub _gated_serve {
-    my ($d, $c) = @_;
+    my ($d, $c, $w, $h) = @_;
     my $req = '';
     while ($req !~ /\r\n\r\n/) {
         my $n = sysread $c, $req, 4096, length $req;
@@ -190,7 +192,7 @@ sub _gated_serve {
     }
 
     my $img = _gated_image($d, $acct, $dev,
-        $phase eq 'before' ? $snap : "$snap.after");
+        $phase eq 'before' ? $snap : "$snap.after", $w, $h);
     open my $f, '<:raw', $img or die;
     local $/;
     my $body = <$f>;
