@@ -11,8 +11,9 @@
 #   tier    by snapcache from the memory tier
 #
 # for the thumb and hd variants of one 1920x1080 photograph, over plain
-# HTTP/1.1 on one keep-alive connection, and prints each as instructions
-# per request and as a ratio against static.  A case's figure is the
+# HTTP/1.1 and over TLS (HTTP/1.1, TLSv1.3), each on one keep-alive
+# connection, and prints each as instructions per request and as a ratio
+# against static over the same transport.  A case's figure is the
 # difference between two runs of nginx that differ only in the number of
 # requests (SHORT and SHORT + N), divided by N, so that start, warm-up
 # (the first hit that puts the variant in the tier) and exit cancel out.
@@ -20,13 +21,14 @@
 # point: the figures are the same on a busy machine as on an idle one.
 # What they leave out is the kernel's share (the socket writes and
 # sendfile), which valgrind does not see: the figures are the user-space
-# cost of a hit, not its whole cost.  Asserts nothing.
+# cost of a hit, not its whole cost (over TLS, the encryption of the
+# body is user space and counts).  Asserts nothing.
 #
 # N (default 200) and SHORT (default 20) are the request counts,
 # BENCH_INSTR_CASES the cases ("static store tier"; a module without the
 # memory tier is measured with "static store"), BENCH_INSTR_VARIANTS the
-# variants ("thumb hd").  SNAPCACHE_BUILD names the build whose module
-# is loaded.
+# variants ("thumb hd"), BENCH_INSTR_PROTOS the transports ("http
+# tls").  SNAPCACHE_BUILD names the build whose module is loaded.
 
 set -euo pipefail
 
@@ -39,8 +41,9 @@ N=${N:-200}
 SHORT=${SHORT:-20}
 CASES=${BENCH_INSTR_CASES:-static store tier}
 VARIANTS=${BENCH_INSTR_VARIANTS:-thumb hd}
+PROTOS=${BENCH_INSTR_PROTOS:-http tls}
 
-for tool in valgrind curl vipsthumbnail; do
+for tool in valgrind curl openssl vipsthumbnail; do
     command -v "$tool" >/dev/null || {
         echo "bench-instr: $tool is missing: run make deps-bench" >&2
         exit 1
@@ -54,6 +57,7 @@ mkdir -p "$W"/{keys,photos,static,logs,tmp,store,runs}
 chmod 755 "$W" "$W"/photos "$W"/static
 
 P_SNAP=$(port); P_ORIG=$(port); P_STATIC=$(port)
+P_SNAP_TLS=$(port); P_STATIC_TLS=$(port)
 
 # ---------------------------------------------------------------- setup
 
@@ -74,6 +78,7 @@ chmod -R a+rX "$W/photos"
 
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$W/keys/k.key"
 chmod 600 "$W/keys/k.key"
+self_signed "$W/keys"
 
 if has tier; then
     TIER_HTTP="snapcache_memory_cache size=64m;"
@@ -100,6 +105,9 @@ http {
     open_file_cache max=1000 inactive=60s;
     open_file_cache_valid 60s;
     open_file_cache_errors on;
+    ssl_certificate $W/keys/cert.pem;
+    ssl_certificate_key $W/keys/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
     client_body_temp_path $W/tmp/body;
     proxy_temp_path $W/tmp/proxy;
     fastcgi_temp_path $W/tmp/fastcgi;
@@ -114,6 +122,7 @@ http {
 
     server {
         listen 127.0.0.1:$P_SNAP;
+        listen 127.0.0.1:$P_SNAP_TLS ssl;
         snapcache_origin /_origin;
         snapcache_thread_pool snapcache;
         location /snap/ { snapcache; }
@@ -137,6 +146,7 @@ http {
     # the anchor: nginx serving the same bytes as a static file
     server {
         listen 127.0.0.1:$P_STATIC;
+        listen 127.0.0.1:$P_STATIC_TLS ssl;
         root $W/static;
         default_type image/jpeg;
     }
@@ -174,12 +184,15 @@ sign() {
         "http://127.0.0.1:$P_SNAP/$2/" 7200
 }
 
-url_of() {  # case variant
+url_of() {  # case variant [proto]
     case $1 in
     static) echo "http://127.0.0.1:$P_STATIC/$2.jpg" ;;
     store) sign "$2" lmdb ;;
     tier) sign "$2" snap ;;
-    esac
+    esac | if [ "${3:-http}" = tls ]; then
+        sed "s#^http://127.0.0.1:$P_SNAP/#https://127.0.0.1:$P_SNAP_TLS/#;
+             s#^http://127.0.0.1:$P_STATIC/#https://127.0.0.1:$P_STATIC_TLS/#"
+    else cat; fi
 }
 
 # the fills, without valgrind: each variant in the store, and its bytes
@@ -197,26 +210,27 @@ stop_nginx
 
 # ----------------------------------------------------------------- runs
 
-# run case variant count: the instructions of a whole run of nginx that
-# serves count+1 requests of that case on one connection (the first puts
-# a tier variant in the tier), in $W/runs/case.variant.count.ir, after
-# checking every body is the static file's bytes
+# run proto case variant count: the instructions of a whole run of nginx
+# that serves count+1 requests of that case on one connection (the first
+# puts a tier variant in the tier), in $W/runs/proto.case.variant.count.ir,
+# after checking every body is the static file's bytes
 run() {
-    local c=$1 v=$2 n=$3 url out i size
-    out=$W/runs/$c.$v.$n
-    url=$(url_of "$c" "$v")
+    local p=$1 c=$2 v=$3 n=$4 url out i size
+    out=$W/runs/$p.$c.$v.$n
+    url=$(url_of "$c" "$v" "$p")
     for i in $(seq 0 "$n"); do
         printf 'url = "%s"\noutput = "/dev/null"\n' "$url"
     done > "$out.cfg"
     start_nginx valgrind --tool=callgrind --callgrind-out-file="$out.cg" \
         --toggle-collect=ngx_process_events_and_timers \
         --dump-instr=no --dump-line=no --compress-strings=no
-    curl -s -K "$out.cfg" -w '%{http_code} %{size_download}\n' > "$out.got"
+    curl -sk --http1.1 -K "$out.cfg" \
+        -w '%{http_code} %{size_download}\n' > "$out.got"
     stop_nginx
     size=$(stat -c %s "$W/static/$v.jpg")
     if [ "$(sort -u "$out.got")" != "200 $size" ] \
         || [ "$(wc -l < "$out.got")" -ne $((n + 1)) ]; then
-        echo "bench-instr: $c $v: not $((n + 1)) answers of 200 and" \
+        echo "bench-instr: $p $c $v: not $((n + 1)) answers of 200 and" \
              "$size bytes: $(sort "$out.got" | uniq -c | paste -sd' ')" >&2
         exit 1
     fi
@@ -227,30 +241,35 @@ declare -A IR
 echo "== hit cost in instructions (callgrind, user space, one nginx" \
      "process), per request: ((SHORT+N) requests - SHORT requests) / N," \
      "N=$N, SHORT=$SHORT"
-for v in $VARIANTS; do
-    echo "   $v: $(stat -c %s "$W/static/$v.jpg") bytes," \
-         "$(vipsheader "$W/static/$v.jpg" 2>/dev/null | cut -d' ' -f2)"
-    for c in $CASES; do
-        run "$c" "$v" "$SHORT"
-        run "$c" "$v" $((SHORT + N))
-        a=$(cat "$W/runs/$c.$v.$SHORT.ir")
-        b=$(cat "$W/runs/$c.$v.$((SHORT + N)).ir")
-        IR[$c.$v]=$(awk -v a="$a" -v b="$b" -v n="$N" \
-            'BEGIN { printf "%.0f", (b - a) / n }')
-        printf '      %-6s %9s instructions a request (runs: %s, %s)\n' \
-            "$c" "${IR[$c.$v]}" "$a" "$b"
+for p in $PROTOS; do
+    for v in $VARIANTS; do
+        echo "   $p, $v: $(stat -c %s "$W/static/$v.jpg") bytes," \
+             "$(vipsheader "$W/static/$v.jpg" 2>/dev/null | cut -d' ' -f2)"
+        for c in $CASES; do
+            run "$p" "$c" "$v" "$SHORT"
+            run "$p" "$c" "$v" $((SHORT + N))
+            a=$(cat "$W/runs/$p.$c.$v.$SHORT.ir")
+            b=$(cat "$W/runs/$p.$c.$v.$((SHORT + N)).ir")
+            IR[$p.$c.$v]=$(awk -v a="$a" -v b="$b" -v n="$N" \
+                'BEGIN { printf "%.0f", (b - a) / n }')
+            printf '      %-6s %9s instructions a request (runs: %s, %s)\n' \
+                "$c" "${IR[$p.$c.$v]}" "$a" "$b"
+        done
     done
 done
 
-echo "== against static (the same bytes, the same run)"
-printf '   %-6s' body
+echo "== against static (the same bytes, the same transport, the same run)"
+printf '   %-12s' body
 for c in $CASES; do printf ' %-10s' "$c"; done
 echo
-for v in $VARIANTS; do
-    printf '   %-6s' "$v"
-    for c in $CASES; do
-        printf ' %-10s' "$(awk -v a="${IR[$c.$v]}" -v s="${IR[static.$v]:-0}" \
-            'BEGIN { if (s > 0) printf "%.2fx", a / s; else print "-" }')"
+for p in $PROTOS; do
+    for v in $VARIANTS; do
+        printf '   %-12s' "$v, $p"
+        for c in $CASES; do
+            printf ' %-10s' "$(awk -v a="${IR[$p.$c.$v]}" \
+                -v s="${IR[$p.static.$v]:-0}" \
+                'BEGIN { if (s > 0) printf "%.2fx", a / s; else print "-" }')"
+        done
+        echo
     done
-    echo
 done
