@@ -84,7 +84,7 @@ if has tier; then
     TIER_HTTP="snapcache_memory_cache size=64m;"
     TIER_OFF="snapcache_memory_cache off;"
 else
-    TIER_HTTP= TIER_OFF=
+    TIER_HTTP='' TIER_OFF=''
 fi
 
 # one process (no master), so that callgrind sees every request; the
@@ -213,12 +213,12 @@ stop_nginx
 # run proto case variant count: the instructions of a whole run of nginx
 # that serves count+1 requests of that case on one connection (the first
 # puts a tier variant in the tier), in $W/runs/proto.case.variant.count.ir,
-# after checking every body is the static file's bytes
+# after checking that every answer is a 200 of the static file's size
 run() {
-    local p=$1 c=$2 v=$3 n=$4 url out i size
+    local p=$1 c=$2 v=$3 n=$4 url out size
     out=$W/runs/$p.$c.$v.$n
     url=$(url_of "$c" "$v" "$p")
-    for i in $(seq 0 "$n"); do
+    for _ in $(seq 0 "$n"); do
         printf 'url = "%s"\noutput = "/dev/null"\n' "$url"
     done > "$out.cfg"
     start_nginx valgrind --tool=callgrind --callgrind-out-file="$out.cg" \
