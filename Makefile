@@ -61,6 +61,7 @@ BENCH_PKGS += wrk hyperfine                      # load and timing
 BENCH_PKGS += nghttp2-client                     # h2load: HTTP/2, paced
 BENCH_PKGS += libnginx-mod-http-image-filter     # the image_filter anchor
 BENCH_PKGS += lomiri-wallpapers-20.04           # more real photographs
+BENCH_PKGS += valgrind                           # bench-instr: callgrind
 
 # each goal's packages; a goal not listed builds only
 PKGS_run          := $(BUILD_PKGS) $(RUN_PKGS)
@@ -77,6 +78,8 @@ PKGS_bench-transcode := $(PKGS_bench)
 PKGS_bench-weak   := $(PKGS_bench)
 PKGS_bench-purge  := $(PKGS_bench)
 PKGS_bench-crypto := $(BUILD_PKGS)
+PKGS_bench-instr  := $(BUILD_PKGS) curl python3 libvips-tools mate-backgrounds \
+                     valgrind
 PKGS_nginx-tests := $(BUILD_PKGS) $(NGINX_TESTS_PKGS)
 
 # what `make nginx-tests` adds: the dynamic modules Debian's nginx -V
@@ -396,9 +399,9 @@ fuzz-smoke:
 
 # --------------------------------------------------------------- bench
 
-.PHONY: bench bench-serve bench-weak bench-purge bench-crypto
+.PHONY: bench bench-serve bench-weak bench-purge bench-crypto bench-instr
 bench: build $(BENCHES) bench-serve bench-store bench-transcode \
-       bench-weak bench-purge bench-crypto
+       bench-weak bench-purge bench-crypto bench-instr
 
 # hits (memory tier and store) against static nginx over plain HTTP, TLS
 # and HTTP/2, hit p99 while misses keep the pool busy, misses against
@@ -410,6 +413,12 @@ bench-serve: build $(B)/bin/bench_transcode
 # hd, fixed full and hint-only, and the adaptation's cost on hits
 bench-weak: build
 	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_weak.sh
+
+# a hit's instructions (callgrind, one nginx process) from the store and
+# the memory tier, thumb and hd, against nginx serving the same bytes as
+# a static file in the same run: the same figures on a busy machine
+bench-instr: build
+	SNAPCACHE_BUILD=$(ABS_B) bash bench/bench_instr.sh
 
 # the crypto of a hit, in ns, against the former HMAC in the same run
 bench-crypto: build $(B)/bin/bench_crypto
