@@ -17,8 +17,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use IO::Socket::INET;
-use Socket qw(SOL_SOCKET SO_RCVBUF SO_LINGER);
 use POSIX qw(_exit);
 use Snapcache::Test qw(build_dir);
 use Snapcache::Admin qw(write_token admin_location admin_call);
@@ -75,32 +73,6 @@ sub mem {
     return \%v;
 }
 
-sub fetch {
-    my ($target, $mode, %h) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $t->port,
-        Timeout => 30) or return;
-    if ($mode eq 'slow') {
-        setsockopt($s, SOL_SOCKET, SO_RCVBUF, 2048);
-    }
-    my $hdrs = join '', map { "$_: $h{$_}\r\n" } sort keys %h;
-    print $s "GET $target HTTP/1.1\r\nHost: x\r\n${hdrs}Connection: close\r\n\r\n";
-    if ($mode eq 'rst') {
-        my $buf;
-        sysread $s, $buf, 512;
-        setsockopt($s, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0));
-        close $s;
-        return;
-    }
-    my $resp = '';
-    while (1) {
-        my $n = sysread $s, $resp, 4096, length $resp;
-        last unless $n;
-        select(undef, undef, undef, 0.002) if $mode eq 'slow';
-    }
-    close $s;
-    return Snapcache::Test::parse_response($resp);
-}
-
 my @kids;
 for my $c (1 .. $CLIENTS) {
     my $pid = fork // die;
@@ -119,7 +91,7 @@ for my $c (1 .. $CLIENTS) {
             my %v = (v => $variants[rand @variants]);
             my $url = $t->sign_url(account => $a, device => $dev,
                 snapshot => $s, %v);
-            my $r = fetch($url, $mode, %h);
+            my $r = $t->fetch_as($url, $mode, %h);
             next if $mode eq 'rst';
             print $st(($r ? $r->{status} : 0), "\n");
             next unless $r && $r->{status} == 200;

@@ -25,6 +25,7 @@ use IO::Socket::INET;
 use MIME::Base64 qw(encode_base64url);
 use POSIX qw(:sys_wait_h);
 use Scalar::Util qw(weaken);
+use Socket qw(SOL_SOCKET SO_RCVBUF SO_LINGER);
 use Test::More ();
 use Test2::API qw(test2_add_callback_testing_done);
 use Time::HiRes qw(sleep time);
@@ -767,6 +768,37 @@ sub raw_request {
     print $s $req;
     local $/;
     my $resp = <$s> // '';
+    close $s;
+    return parse_response($resp);
+}
+
+# One GET on a connection of its own, closed after it, as a client of
+# kind $mode: 'fast'; 'slow' (a 2 KB receive buffer, read 4 KB at a time
+# with pauses); 'rst' (reads the first bytes, then resets the connection,
+# and returns nothing).  The parsed response, or nothing.
+sub fetch_as {
+    my ($self, $target, $mode, %h) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $self->port,
+        Timeout => 30) or return;
+    if ($mode eq 'slow') {
+        setsockopt($s, SOL_SOCKET, SO_RCVBUF, 2048);
+    }
+    my $hdrs = join '', map { "$_: $h{$_}\r\n" } sort keys %h;
+    print $s "GET $target HTTP/1.1\r\nHost: x\r\n${hdrs}"
+        . "Connection: close\r\n\r\n";
+    if ($mode eq 'rst') {
+        my $buf;
+        sysread $s, $buf, 512;
+        setsockopt($s, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0));
+        close $s;
+        return;
+    }
+    my $resp = '';
+    while (1) {
+        my $n = sysread $s, $resp, 4096, length $resp;
+        last unless $n;
+        sleep(0.002) if $mode eq 'slow';
+    }
     close $s;
     return parse_response($resp);
 }
