@@ -370,12 +370,47 @@ snapcache_adapt_sizes(snapcache_adapt_rung_t *rungs, unsigned n)
 uint64_t
 snapcache_adapt_predict_ms(uint64_t bytes, uint32_t kbps, uint32_t rtt_ms)
 {
+    uint64_t  div, q;
+
     if (kbps == 0) {
         return UINT64_MAX;
     }
 
-    /* bytes * 8 / (0.9 * kbps) milliseconds */
-    return 2 * (uint64_t) rtt_ms + (bytes * 80 + kbps * 9 - 1) / (kbps * 9);
+    /*
+     * bytes * 8 / (0.9 * kbps) milliseconds, rounded up; divided first,
+     * so that a queue of any size is counted, not wrapped
+     */
+    div = (uint64_t) kbps * 9;
+    q = bytes / div;
+
+    /* the remainder adds at most 80, the RTTs at most 2 * UINT32_MAX */
+    if (q > (UINT64_MAX - 2 * (uint64_t) UINT32_MAX) / 80 - 1) {
+        return UINT64_MAX;
+    }
+
+    return 2 * (uint64_t) rtt_ms + q * 80 + (bytes % div * 80 + div - 1) / div;
+}
+
+
+/*
+ * The bytes that go before this response's last: those queued ahead,
+ * then this response and the rest of its wall at the same size.
+ */
+static uint64_t
+share_bytes(const snapcache_adapt_input_t *in, uint64_t bytes)
+{
+    uint64_t  k;
+
+    k = in->together > in->queued ? in->together - in->queued : 1;
+
+    if (bytes > UINT64_MAX / k) {
+        return UINT64_MAX;
+    }
+
+    bytes *= k;
+
+    return bytes > UINT64_MAX - in->queued_bytes ? UINT64_MAX
+                                                 : bytes + in->queued_bytes;
 }
 
 
@@ -399,7 +434,8 @@ largest_fitting(const snapcache_adapt_input_t *in, uint64_t num,
             bytes = in->bytes[i];
         }
 
-        ms = snapcache_adapt_predict_ms(bytes, in->kbps, in->rtt_ms);
+        ms = snapcache_adapt_predict_ms(share_bytes(in, bytes), in->kbps,
+                                        in->rtt_ms);
 
         if (ms > UINT64_MAX / den || ms * den > (uint64_t) in->budget_ms * num)
         {

@@ -26,6 +26,23 @@
  * that was sending fast sends its next response in a burst that a slow
  * link's queue drops and the sender must repeat.
  *
+ * The link is shared.  A display refreshes a wall of tiles at once, over
+ * HTTP/2 streams or a pool of connections, and the estimate is of the
+ * whole link, so a response's last byte arrives only after the bytes
+ * queued ahead of it, and the tiles still to be chosen share the rate
+ * with it.  So rung i is predicted as
+ *
+ *     snapcache_adapt_predict_ms(queued_bytes + bytes[i] * k, ...)
+ *
+ * with k = max(1, together - queued): the responses already queued are
+ * in queued_bytes at their own sizes, and this one and the rest of its
+ * wall are taken at rung i, since the same rule will choose for them
+ * on the same link.  This holds for the headroom too, and so for the
+ * hold: a client that turns from a wall to one tile steps up as after
+ * any other drop.  With all three at 0 the prediction is the rung's
+ * alone.  The sum saturates: 2^64 bytes outlast any budget even at the
+ * fastest rate, so a saturated share never fits.
+ *
  * The link estimate is kept per client by the caller, as a
  * snapcache_adapt_link_t that snapcache_adapt_sample() updates from
  * delivery measurements (bytes acknowledged over the time the connection
@@ -162,7 +179,11 @@ double snapcache_adapt_weight(uint32_t width, uint32_t quality);
  */
 void snapcache_adapt_sizes(snapcache_adapt_rung_t *rungs, unsigned n);
 
-/* Predicted time to last byte: 2 RTTs, then the bytes at 0.9 x the rate. */
+/*
+ * Predicted time to last byte: 2 RTTs, then the bytes at 0.9 x the rate.
+ * UINT64_MAX, which fits no budget, for no rate or a time too long for
+ * 64 bits.
+ */
 uint64_t snapcache_adapt_predict_ms(uint64_t bytes, uint32_t kbps,
     uint32_t rtt_ms);
 
@@ -201,6 +222,14 @@ typedef struct {
     int                      careful;    /* the link just collapsed, or
                                             lost packets: keep headroom */
     uint32_t                 budget_ms;
+    uint64_t                 queued_bytes; /* bytes of earlier responses
+                                              to this client not yet
+                                              delivered, across its
+                                              connections or streams */
+    unsigned                 queued;       /* how many responses those are */
+    unsigned                 together;     /* responses this client asks
+                                              for at once (a wall of
+                                              tiles); 0 or 1: this one */
 } snapcache_adapt_input_t;
 
 
