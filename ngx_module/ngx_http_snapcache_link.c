@@ -25,11 +25,33 @@
 #define NGX_HTTP_SNAPCACHE_LINK_DEVICE     2
 #define NGX_HTTP_SNAPCACHE_LINK_SLOTS      8
 
+/*
+ * A queue that has not moved for this long belongs to a worker that
+ * died with deliveries on its books: nothing is on its way any more.
+ */
+#define NGX_HTTP_SNAPCACHE_LINK_QUEUE_AGE  15000
 
+/* a held-down response is paced at this many times the estimate */
+#define NGX_HTTP_SNAPCACHE_LINK_PACE       3
+
+
+/*
+ * The queue is what this client's connections (an HTTP/1.1 pool, or the
+ * streams of one HTTP/2 connection) still have on their way to it: a
+ * new image shares the link with them.  A display refreshes its tiles
+ * together; the most responses queued at once in its last busy spell
+ * is how many the next refresh will ask for.
+ */
 typedef struct {
     snapcache_adapt_link_t     link;
     snapcache_adapt_hold_t     hold;
     uint32_t                   hold_id;      /* the hold rung's variant */
+
+    uint64_t                   queued_bytes;
+    uint32_t                   queued;       /* responses */
+    uint32_t                   peak;         /* most queued in this spell */
+    uint32_t                   together;     /* the last spell's peak */
+    int64_t                    queued_ms;    /* when the queue last moved */
 } ngx_http_snapcache_link_client_t;
 
 
@@ -247,6 +269,16 @@ ngx_http_snapcache_link_choose(ngx_http_request_t *r,
             in.careful = cl->u.client.link.dropped
                          || cl->u.client.link.lossy;
 
+            if (now - cl->u.client.queued_ms
+                <= NGX_HTTP_SNAPCACHE_LINK_QUEUE_AGE)
+            {
+                in.queued_bytes = cl->u.client.queued_bytes;
+                in.queued = cl->u.client.queued;
+            }
+
+            in.together = ngx_max(cl->u.client.together,
+                                  cl->u.client.peak);
+
             for (i = 0; in.kbps && i < n; i++) {
                 if (variants[i].id == cl->u.client.hold_id) {
                     hold = cl->u.client.hold;
@@ -299,16 +331,20 @@ ngx_http_snapcache_link_choose(ngx_http_request_t *r,
      * A kept-alive connection keeps the congestion window its earlier
      * responses grew, and an idle spell shorter than its (long, on a
      * slow link) retransmission timeout does not shrink it: the next
-     * response leaves as one burst that a weak link's buffer drops, and
-     * retransmits cost more than the budget.  A new connection starts
-     * from the initial window.
+     * response would leave as one burst that a weak link's buffer drops.
+     * Pacing a held-down response at a few times the estimate spreads it
+     * out, and still lets a link that got better show it: the delivery
+     * can measure up to the pace, and the next pace follows the estimate.
      */
+    ctx->pace_kbps = 0;
+
     if (choice.reason == SNAPCACHE_ADAPT_LINK
         || choice.reason == SNAPCACHE_ADAPT_HOLD)
     {
-        r->keepalive = 0;
+        ctx->pace_kbps = in.kbps * NGX_HTTP_SNAPCACHE_LINK_PACE;
     }
 
+    ctx->link_queued = (uint32_t) ngx_min(in.queued_bytes, 0xffffffff);
     ctx->link_kbps = in.kbps;
     ctx->link_rtt_ms = in.rtt_ms;
     ctx->adapted = 1;
@@ -515,16 +551,13 @@ ngx_http_snapcache_link_hints(ngx_http_snapcache_req_t *sreq, uint32_t *kbps,
 }
 
 
-/* The sample into the client's record, the size into the device's. */
+/* A delivery's sample into the client's record. */
 void
 ngx_http_snapcache_link_record(ngx_http_snapcache_main_conf_t *smcf,
-    const uint64_t client[2], const uint64_t device[2], uint32_t variant,
-    size_t body_len, snapcache_adapt_sample_t *s)
+    const uint64_t client[2], snapcache_adapt_sample_t *s)
 {
-    ngx_uint_t                         k, slot;
-    ngx_http_snapcache_links_t        *links;
-    ngx_http_snapcache_link_node_t    *ln;
-    ngx_http_snapcache_link_device_t  *d;
+    ngx_http_snapcache_links_t      *links;
+    ngx_http_snapcache_link_node_t  *ln;
 
     links = smcf->sh ? smcf->sh->links : NULL;
     if (links == NULL) {
@@ -547,29 +580,112 @@ ngx_http_snapcache_link_record(ngx_http_snapcache_main_conf_t *smcf,
     (void) snapcache_adapt_sample(&ln->u.client.link, s,
                                   (int64_t) ngx_current_msec);
 
-    if (s->complete) {
-        ln = ngx_http_snapcache_link_find(links, device,
-                                          NGX_HTTP_SNAPCACHE_LINK_DEVICE, 1);
-        d = &ln->u.device;
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+}
 
-        slot = 0;
 
-        for (k = 0; k < NGX_HTTP_SNAPCACHE_LINK_SLOTS; k++) {
-            if (d->bytes[k] && d->id[k] == variant) {
-                slot = k;
-                break;
-            }
+/* What a rung of a device weighed, delivered whole. */
+void
+ngx_http_snapcache_link_size(ngx_http_snapcache_main_conf_t *smcf,
+    const uint64_t device[2], uint32_t variant, size_t body_len)
+{
+    ngx_uint_t                         k, slot;
+    ngx_http_snapcache_links_t        *links;
+    ngx_http_snapcache_link_node_t    *ln;
+    ngx_http_snapcache_link_device_t  *d;
 
-            if (d->used[k] < d->used[slot]) {
-                slot = k;
-            }
+    links = smcf->sh ? smcf->sh->links : NULL;
+    if (links == NULL) {
+        return;
+    }
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    ln = ngx_http_snapcache_link_find(links, device,
+                                      NGX_HTTP_SNAPCACHE_LINK_DEVICE, 1);
+    d = &ln->u.device;
+
+    slot = 0;
+
+    for (k = 0; k < NGX_HTTP_SNAPCACHE_LINK_SLOTS; k++) {
+        if (d->bytes[k] && d->id[k] == variant) {
+            slot = k;
+            break;
         }
 
-        d->bytes[slot] = (d->bytes[slot] && d->id[slot] == variant)
-                         ? (uint32_t) ((d->bytes[slot] + body_len) / 2)
-                         : (uint32_t) ngx_min(body_len, 0xffffffff);
-        d->id[slot] = variant;
-        d->used[slot] = ++d->clock;
+        if (d->used[k] < d->used[slot]) {
+            slot = k;
+        }
+    }
+
+    d->bytes[slot] = (d->bytes[slot] && d->id[slot] == variant)
+                     ? (uint32_t) ((d->bytes[slot] + body_len) / 2)
+                     : (uint32_t) ngx_min(body_len, 0xffffffff);
+    d->id[slot] = variant;
+    d->used[slot] = ++d->clock;
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+}
+
+
+/*
+ * Bytes and responses joining (positive) or leaving (negative) what is
+ * on its way to a client.  The record is made if needed, so that a
+ * client's first refresh already counts its tiles.
+ */
+void
+ngx_http_snapcache_link_queue(ngx_http_snapcache_main_conf_t *smcf,
+    const uint64_t client[2], int64_t bytes, ngx_int_t responses)
+{
+    int64_t                            now;
+    ngx_http_snapcache_links_t        *links;
+    ngx_http_snapcache_link_node_t    *ln;
+    ngx_http_snapcache_link_client_t  *cl;
+
+    links = smcf->sh ? smcf->sh->links : NULL;
+    if (links == NULL) {
+        return;
+    }
+
+    now = (int64_t) ngx_current_msec;
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    ln = ngx_http_snapcache_link_find(links, client,
+                                      NGX_HTTP_SNAPCACHE_LINK_CLIENT, 1);
+    cl = &ln->u.client;
+
+    if (now - cl->queued_ms > NGX_HTTP_SNAPCACHE_LINK_QUEUE_AGE) {
+        cl->queued_bytes = 0;
+        cl->queued = 0;
+        cl->peak = 0;
+    }
+
+    cl->queued_ms = now;
+
+    if (bytes < 0 && (uint64_t) -bytes >= cl->queued_bytes) {
+        cl->queued_bytes = 0;
+
+    } else {
+        cl->queued_bytes += bytes;
+    }
+
+    if (responses < 0 && (uint32_t) -responses >= cl->queued) {
+        cl->queued = 0;
+
+    } else {
+        cl->queued += responses;
+    }
+
+    if (cl->queued > cl->peak) {
+        cl->peak = cl->queued;
+    }
+
+    if (cl->queued == 0) {
+        /* the spell is over: its peak is the next refresh's size */
+        cl->together = cl->peak;
+        cl->peak = 0;
+        cl->queued_bytes = 0;
     }
 
     ngx_shmtx_unlock(&smcf->shpool->mutex);

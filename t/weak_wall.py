@@ -1,0 +1,65 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""A display showing a wall of camera tiles, for t/weak_wall.t.
+
+Reads one refresh per line on stdin, "URL FILE URL FILE ...", asks for
+all of its tiles at once over HTTPS, and writes one line back per
+refresh: for each tile "status variant reason ms bytes port", where ms
+runs from the start of the refresh to the tile's last byte and port is
+the local port of the connection it came on.  With "h2" every tile
+shares one kept HTTP/2 connection; with "h1" they come over a pool of
+kept HTTP/1.1 connections, one per tile at most.
+
+usage: python3 weak_wall.py h2|h1 CA_FILE TILES
+"""
+
+import asyncio
+import sys
+import time
+
+import httpx
+
+
+async def tile(client, url, path, t0):
+    try:
+        r = await client.get(url)
+        body = r.content
+    except httpx.HTTPError as e:
+        sys.stderr.write("weak_wall: %s: %s\n" % (url.split("?")[0], e))
+        return "0 - - 0 0 0"
+    ms = int((time.monotonic() - t0) * 1000)
+    port = 0
+    stream = r.extensions.get("network_stream")
+    if stream is not None:
+        addr = stream.get_extra_info("client_addr")
+        if addr:
+            port = addr[1]
+    with open(path, "wb") as f:
+        f.write(body)
+    return "%d %s %s %d %d %d" % (
+        r.status_code, r.headers.get("x-snapcache-variant", "-"),
+        r.headers.get("x-snapcache-adapt", "-"), ms, len(body), port)
+
+
+async def main():
+    mode, ca, tiles = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    limits = httpx.Limits(max_connections=tiles,
+                          max_keepalive_connections=tiles,
+                          keepalive_expiry=60)
+    async with httpx.AsyncClient(http1=(mode == "h1"), http2=(mode == "h2"),
+                                 verify=ca, limits=limits,
+                                 timeout=30) as client:
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line:
+                break
+            words = line.split()
+            t0 = time.monotonic()
+            got = await asyncio.gather(*[
+                tile(client, words[i], words[i + 1], t0)
+                for i in range(0, len(words), 2)])
+            sys.stdout.write(" | ".join(got) + "\n")
+            sys.stdout.flush()
+
+
+asyncio.run(main())
