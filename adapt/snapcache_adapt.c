@@ -108,6 +108,12 @@ snapcache_adapt_sample(snapcache_adapt_link_t *link,
     } else if (rate < link->kbps) {
         link->kbps -= (uint32_t) ((link->kbps - rate) * weight / 1000);
 
+    } else if (sample->paced_kbps
+               && rate * 5 >= (uint64_t) sample->paced_kbps * 4)
+    {
+        /* a lower bound of the link: the pace held it back */
+        link->kbps += (uint32_t) ((rate - link->kbps) * weight / 1000);
+
     } else {
         link->kbps += (uint32_t) ((rate - link->kbps) * weight / 1600);
     }
@@ -499,7 +505,7 @@ snapcache_adapt_choose(const snapcache_adapt_input_t *in,
         headroom = largest_fitting(in, 7, 10);
 
         if (headroom > prev
-            && (hold->since >= SNAPCACHE_ADAPT_STEADY - 1
+            && (hold->rose || hold->since >= SNAPCACHE_ADAPT_STEADY - 1
                 || (uint64_t) in->kbps * 2 >= (uint64_t) hold->kbps * 3))
         {
             cap = prev + 1;
@@ -510,6 +516,7 @@ snapcache_adapt_choose(const snapcache_adapt_input_t *in,
     }
 
     if (cap != prev) {
+        hold->rose = (prev >= 0 && prev < (int) in->nrungs && cap > prev);
         hold->rung = cap;
         hold->kbps = in->kbps;
         hold->since = 0;

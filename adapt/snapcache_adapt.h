@@ -19,8 +19,10 @@
  * Save-Data caps it at the second-lowest rung.  Then the rung is the
  * largest at or below the ceiling whose predicted time to last byte fits
  * the time budget, with hysteresis: down at once, up one rung at a time
- * and only with headroom, and at most one step up per
- * SNAPCACHE_ADAPT_STEADY choices while the link stays as it was.  Right
+ * and only with headroom, and after a step down, up again only after
+ * SNAPCACHE_ADAPT_STEADY choices while the link stays as it was.  A climb
+ * goes on at once: a step up that followed a step up is no flap, and a
+ * link that came back should not wait a refresh per rung.  Right
  * after the link collapsed, or while it loses packets, the choice keeps
  * that headroom too: the estimate rests on one sample, and a connection
  * that was sending fast sends its next response in a burst that a slow
@@ -123,6 +125,7 @@ typedef struct {
     uint64_t  busy_us;
     uint32_t  min_rtt_us;     /* 0: unknown */
     uint32_t  retrans;        /* segments sent again meanwhile */
+    uint32_t  paced_kbps;     /* the sender's pace, 0: not paced */
     int       complete;       /* every byte was acknowledged */
 } snapcache_adapt_sample_t;
 
@@ -134,6 +137,10 @@ typedef struct {
  * better over a refresh or two.  A complete small transfer weighs less
  * ((bytes / SNAPCACHE_ADAPT_FULL_BYTES) squared), since a shaper's burst
  * makes it look faster than the link is; an incomplete one weighs fully.
+ * A paced delivery that kept up with its pace (4/5 of it or more) says
+ * only that the link is at least that fast: it is taken at once (by its
+ * weight), so that a client held down and paced climbs as fast as its
+ * pace lets it.
  * An estimate older than SNAPCACHE_ADAPT_MAX_AGE_MS starts afresh.
  * Returns 0, or -1 for a sample that carries nothing (no time).
  */
@@ -208,6 +215,7 @@ typedef struct {
     int       rung;           /* last rung chosen by the link, or NONE */
     uint32_t  kbps;           /* the estimate when it last changed */
     uint32_t  since;          /* choices since it last changed */
+    uint32_t  rose;           /* that change was a step up */
 } snapcache_adapt_hold_t;
 
 

@@ -831,7 +831,8 @@ ngx_http_snapcache_links_t *ngx_http_snapcache_links_create(
 void ngx_http_snapcache_link_choose(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx);
 void ngx_http_snapcache_link_record(ngx_http_snapcache_main_conf_t *smcf,
-    const uint64_t client[2], snapcache_adapt_sample_t *s);
+    const uint64_t client[2], snapcache_adapt_sample_t *s,
+    ngx_msec_t started, uint64_t bytes, ngx_uint_t responses);
 void ngx_http_snapcache_link_size(ngx_http_snapcache_main_conf_t *smcf,
     const uint64_t device[2], uint32_t variant, size_t body_len);
 void ngx_http_snapcache_link_queue(ngx_http_snapcache_main_conf_t *smcf,

@@ -31,6 +31,9 @@
  */
 #define NGX_HTTP_SNAPCACHE_LINK_QUEUE_AGE  15000
 
+/* requests of a client this close to the first are one refresh */
+#define NGX_HTTP_SNAPCACHE_LINK_BURST      250
+
 /* a held-down response is paced at this many times the estimate */
 #define NGX_HTTP_SNAPCACHE_LINK_PACE       3
 
@@ -39,8 +42,15 @@
  * The queue is what this client's connections (an HTTP/1.1 pool, or the
  * streams of one HTTP/2 connection) still have on their way to it: a
  * new image shares the link with them.  A display refreshes its tiles
- * together; the most responses queued at once in its last busy spell
- * is how many the next refresh will ask for.
+ * together: the requests that come within NGX_HTTP_SNAPCACHE_LINK_BURST
+ * of the first are one refresh, and the last refresh's size is how many
+ * tiles the next one shares the link with.
+ *
+ * Connections of a pool share the link as well, and each alone would
+ * measure its share: the client's spell sums their deliveries over the
+ * time from the first one's start to the last one's end, and becomes one
+ * sample when the queue runs dry.  One connection's spell is measured
+ * over its busy time, as before.
  */
 typedef struct {
     snapcache_adapt_link_t     link;
@@ -49,9 +59,16 @@ typedef struct {
 
     uint64_t                   queued_bytes;
     uint32_t                   queued;       /* responses */
-    uint32_t                   peak;         /* most queued in this spell */
-    uint32_t                   together;     /* the last spell's peak */
     int64_t                    queued_ms;    /* when the queue last moved */
+
+    uint32_t                   asked;        /* requests in this refresh */
+    uint32_t                   together;     /* and in the one before */
+    int64_t                    asked_ms;     /* when this refresh began */
+
+    /* the spell's deliveries so far, over all the client's connections */
+    snapcache_adapt_sample_t   spell;
+    int64_t                    spell_start;  /* usec */
+    int64_t                    spell_end;
 } ngx_http_snapcache_link_client_t;
 
 
@@ -100,6 +117,11 @@ static void ngx_http_snapcache_link_sizes(ngx_http_snapcache_link_node_t *dev,
     ngx_http_snapcache_loc_conf_t *slcf, snapcache_adapt_rung_t *rungs);
 static ngx_int_t ngx_http_snapcache_link_hints(
     ngx_http_snapcache_req_t *sreq, uint32_t *kbps, uint32_t *rtt_ms);
+static void ngx_http_snapcache_link_dequeue(
+    ngx_http_snapcache_link_client_t *cl, int64_t now, int64_t bytes,
+    ngx_int_t responses);
+static void ngx_http_snapcache_link_asked(ngx_http_snapcache_link_client_t *cl,
+    int64_t now);
 
 
 /*
@@ -276,8 +298,9 @@ ngx_http_snapcache_link_choose(ngx_http_request_t *r,
                 in.queued = cl->u.client.queued;
             }
 
+            ngx_http_snapcache_link_asked(&cl->u.client, now);
             in.together = ngx_max(cl->u.client.together,
-                                  cl->u.client.peak);
+                                  cl->u.client.asked);
 
             for (i = 0; in.kbps && i < n; i++) {
                 if (variants[i].id == cl->u.client.hold_id) {
@@ -551,13 +574,21 @@ ngx_http_snapcache_link_hints(ngx_http_snapcache_req_t *sreq, uint32_t *kbps,
 }
 
 
-/* A delivery's sample into the client's record. */
+/*
+ * A connection's spell ended, with its sample and what of it was still
+ * on the client's queue: into the client's spell, and the client's
+ * spell into its estimate once nothing else is on its way.
+ */
 void
 ngx_http_snapcache_link_record(ngx_http_snapcache_main_conf_t *smcf,
-    const uint64_t client[2], snapcache_adapt_sample_t *s)
+    const uint64_t client[2], snapcache_adapt_sample_t *s,
+    ngx_msec_t started, uint64_t bytes, ngx_uint_t responses)
 {
-    ngx_http_snapcache_links_t      *links;
-    ngx_http_snapcache_link_node_t  *ln;
+    int64_t                            start, end;
+    snapcache_adapt_sample_t          *sp;
+    ngx_http_snapcache_links_t        *links;
+    ngx_http_snapcache_link_node_t    *ln;
+    ngx_http_snapcache_link_client_t  *cl;
 
     links = smcf->sh ? smcf->sh->links : NULL;
     if (links == NULL) {
@@ -568,17 +599,54 @@ ngx_http_snapcache_link_record(ngx_http_snapcache_main_conf_t *smcf,
 
     ln = ngx_http_snapcache_link_find(links, client,
                                       NGX_HTTP_SNAPCACHE_LINK_CLIENT, 1);
+    cl = &ln->u.client;
+    sp = &cl->spell;
 
-    if (ln->u.client.link.samples
-        && snapcache_adapt_link_kbps(&ln->u.client.link,
-                                     (int64_t) ngx_current_msec) == 0)
-    {
-        /* a forgotten estimate takes its hold with it */
-        ln->u.client.hold.rung = SNAPCACHE_ADAPT_NONE;
+    start = (int64_t) started * 1000;
+    end = start + (int64_t) s->busy_us;
+
+    if (sp->busy_us == 0) {
+        *sp = *s;
+        cl->spell_start = start;
+        cl->spell_end = end;
+
+    } else {
+        sp->bytes += s->bytes;
+        sp->retrans += s->retrans;
+        sp->complete = sp->complete && s->complete;
+        sp->paced_kbps = ngx_max(sp->paced_kbps, s->paced_kbps);
+
+        if (s->min_rtt_us
+            && (sp->min_rtt_us == 0 || s->min_rtt_us < sp->min_rtt_us))
+        {
+            sp->min_rtt_us = s->min_rtt_us;
+        }
+
+        cl->spell_start = ngx_min(cl->spell_start, start);
+        cl->spell_end = ngx_max(cl->spell_end, end);
+
+        /* the pool's connections were busy at once, for this long */
+        sp->busy_us = (uint64_t) ngx_max(cl->spell_end - cl->spell_start,
+                                         1000);
     }
 
-    (void) snapcache_adapt_sample(&ln->u.client.link, s,
-                                  (int64_t) ngx_current_msec);
+    ngx_http_snapcache_link_dequeue(cl, (int64_t) ngx_current_msec,
+                                    -(int64_t) bytes, -(ngx_int_t) responses);
+
+    if (cl->queued == 0) {
+        if (cl->link.samples
+            && snapcache_adapt_link_kbps(&cl->link,
+                                         (int64_t) ngx_current_msec) == 0)
+        {
+            /* a forgotten estimate takes its hold with it */
+            cl->hold.rung = SNAPCACHE_ADAPT_NONE;
+        }
+
+        (void) snapcache_adapt_sample(&cl->link, sp,
+                                      (int64_t) ngx_current_msec);
+
+        ngx_memzero(sp, sizeof(snapcache_adapt_sample_t));
+    }
 
     ngx_shmtx_unlock(&smcf->shpool->mutex);
 }
@@ -637,28 +705,35 @@ void
 ngx_http_snapcache_link_queue(ngx_http_snapcache_main_conf_t *smcf,
     const uint64_t client[2], int64_t bytes, ngx_int_t responses)
 {
-    int64_t                            now;
-    ngx_http_snapcache_links_t        *links;
-    ngx_http_snapcache_link_node_t    *ln;
-    ngx_http_snapcache_link_client_t  *cl;
+    ngx_http_snapcache_links_t      *links;
+    ngx_http_snapcache_link_node_t  *ln;
 
     links = smcf->sh ? smcf->sh->links : NULL;
     if (links == NULL) {
         return;
     }
 
-    now = (int64_t) ngx_current_msec;
-
     ngx_shmtx_lock(&smcf->shpool->mutex);
 
     ln = ngx_http_snapcache_link_find(links, client,
                                       NGX_HTTP_SNAPCACHE_LINK_CLIENT, 1);
-    cl = &ln->u.client;
 
+    ngx_http_snapcache_link_dequeue(&ln->u.client, (int64_t) ngx_current_msec,
+                                    bytes, responses);
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+}
+
+
+/* Under the zone's mutex: the queue moves by bytes and responses. */
+static void
+ngx_http_snapcache_link_dequeue(ngx_http_snapcache_link_client_t *cl,
+    int64_t now, int64_t bytes, ngx_int_t responses)
+{
     if (now - cl->queued_ms > NGX_HTTP_SNAPCACHE_LINK_QUEUE_AGE) {
         cl->queued_bytes = 0;
         cl->queued = 0;
-        cl->peak = 0;
+        ngx_memzero(&cl->spell, sizeof(snapcache_adapt_sample_t));
     }
 
     cl->queued_ms = now;
@@ -677,18 +752,34 @@ ngx_http_snapcache_link_queue(ngx_http_snapcache_main_conf_t *smcf,
         cl->queued += responses;
     }
 
-    if (cl->queued > cl->peak) {
-        cl->peak = cl->queued;
-    }
-
     if (cl->queued == 0) {
-        /* the spell is over: its peak is the next refresh's size */
-        cl->together = cl->peak;
-        cl->peak = 0;
         cl->queued_bytes = 0;
     }
+}
 
-    ngx_shmtx_unlock(&smcf->shpool->mutex);
+
+/*
+ * Under the zone's mutex: one more request of this client, in the
+ * refresh under way or the first of a new one.  A refresh after a long
+ * pause says nothing of the one before it.
+ */
+static void
+ngx_http_snapcache_link_asked(ngx_http_snapcache_link_client_t *cl,
+    int64_t now)
+{
+    if (now - cl->asked_ms > NGX_HTTP_SNAPCACHE_LINK_BURST
+        || now < cl->asked_ms)
+    {
+        cl->together = (now - cl->asked_ms
+                        <= NGX_HTTP_SNAPCACHE_LINK_QUEUE_AGE)
+                       ? cl->asked : 0;
+        cl->asked = 0;
+        cl->asked_ms = now;
+    }
+
+    if (cl->asked < UINT32_MAX) {
+        cl->asked++;
+    }
 }
 
 

@@ -143,7 +143,9 @@ static ngx_http_snapcache_watch_t *ngx_http_snapcache_watch_get(
     ngx_connection_t *c, ngx_uint_t create);
 static void ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w);
 static void ngx_http_snapcache_watch_passed(ngx_http_snapcache_watch_t *w,
-    uint64_t acked, ngx_uint_t all);
+    uint64_t acked);
+static void ngx_http_snapcache_watch_record(ngx_http_snapcache_watch_t *w,
+    snapcache_adapt_sample_t *s, ngx_uint_t sample);
 static void ngx_http_snapcache_watch_end(ngx_http_snapcache_watch_t *w);
 static void ngx_http_snapcache_watch_timer(ngx_event_t *ev);
 static void ngx_http_snapcache_watch_request_done(void *data);
@@ -441,7 +443,7 @@ ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w)
 {
     uint64_t                        acked;
     ngx_msec_t                      now, next;
-    ngx_uint_t                      i, delivered, same;
+    ngx_uint_t                      delivered;
     ngx_connection_t               *c;
     snapcache_adapt_sample_t        s;
     ngx_http_snapcache_tcp_info_t   ti;
@@ -477,7 +479,7 @@ ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w)
 
     if (!delivered && (w->n == 0 || (ngx_msec_int_t) (w->deadline - now) > 0))
     {
-        ngx_http_snapcache_watch_passed(w, acked, 0);
+        ngx_http_snapcache_watch_passed(w, acked);
 
         if (w->n == 0 && now - w->started > NGX_HTTP_SNAPCACHE_LINK_POLL_MAX)
         {
@@ -521,31 +523,76 @@ ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w)
         s.busy_us = 1000;
     }
 
-    /* one sample for each client the spell carried, usually one */
-    for (i = 0; i < w->n; i++) {
-        same = (i > 0
-                && w->d[i].client[0] == w->d[i - 1].client[0]
-                && w->d[i].client[1] == w->d[i - 1].client[1]);
+    s.paced_kbps = w->pace_kbps;
 
-        if (!same && ti.bytes_acked >= w->acked) {
-            ngx_http_snapcache_link_record(w->smcf, w->d[i].client, &s);
-        }
-    }
+    ngx_http_snapcache_watch_passed(w, delivered ? w->expect : acked);
+    ngx_http_snapcache_watch_record(w, &s, ti.bytes_acked >= w->acked);
 
-    ngx_http_snapcache_watch_passed(w, delivered ? w->expect : acked,
-                                    1);
+    w->first = w->n;
     ngx_http_snapcache_watch_end(w);
 }
 
 
 /*
- * Deliveries the acknowledgements passed leave the client's queue, their
- * sizes go to the device's record; with all, so do the rest, whose fate
- * is no longer watched.
+ * The spell's sample to each client it carried (usually one), with what
+ * of the client's deliveries the queue still holds.
+ */
+static void
+ngx_http_snapcache_watch_record(ngx_http_snapcache_watch_t *w,
+    snapcache_adapt_sample_t *s, ngx_uint_t sample)
+{
+    uint64_t                        bytes, start;
+    ngx_uint_t                      i, j, k, responses;
+    ngx_http_snapcache_delivery_t  *d;
+
+    for (i = 0; i < w->n; i++) {
+        d = &w->d[i];
+
+        for (k = 0; k < i; k++) {
+            if (w->d[k].client[0] == d->client[0]
+                && w->d[k].client[1] == d->client[1])
+            {
+                break;
+            }
+        }
+
+        if (k < i) {
+            continue;
+        }
+
+        bytes = 0;
+        responses = 0;
+
+        for (j = ngx_max(i, w->first); j < w->n; j++) {
+            if (w->d[j].client[0] == d->client[0]
+                && w->d[j].client[1] == d->client[1])
+            {
+                start = j ? w->d[j - 1].end : 0;
+                bytes += w->d[j].end - start;
+                responses++;
+            }
+        }
+
+        if (sample) {
+            ngx_http_snapcache_link_record(w->smcf, d->client, s, w->started,
+                                           bytes, responses);
+
+        } else if (responses) {
+            ngx_http_snapcache_link_queue(w->smcf, d->client,
+                                          -(int64_t) bytes,
+                                          -(ngx_int_t) responses);
+        }
+    }
+}
+
+
+/*
+ * Deliveries the acknowledgements passed leave the client's queue, and
+ * their sizes go to the device's record.
  */
 static void
 ngx_http_snapcache_watch_passed(ngx_http_snapcache_watch_t *w,
-    uint64_t acked, ngx_uint_t all)
+    uint64_t acked)
 {
     uint64_t                        start;
     ngx_http_snapcache_delivery_t  *d;
@@ -553,17 +600,14 @@ ngx_http_snapcache_watch_passed(ngx_http_snapcache_watch_t *w,
     for ( /* void */ ; w->first < w->n; w->first++) {
         d = &w->d[w->first];
 
-        if (!all && d->end > acked) {
+        if (d->end > acked) {
             break;
         }
 
         start = w->first ? w->d[w->first - 1].end : 0;
 
-        if (d->end <= acked) {
-            ngx_http_snapcache_link_size(w->smcf, d->device, d->variant,
-                                         d->body_len);
-        }
-
+        ngx_http_snapcache_link_size(w->smcf, d->device, d->variant,
+                                     d->body_len);
         ngx_http_snapcache_link_queue(w->smcf, d->client,
                                       -(int64_t) (d->end - start), -1);
     }

@@ -3,9 +3,8 @@
 
 Reads one refresh per line on stdin, "URL FILE URL FILE ...", asks for
 all of its tiles at once over HTTPS, and writes one line back per
-refresh: for each tile "status variant reason ms bytes port", where ms
-runs from the start of the refresh to the tile's last byte and port is
-the local port of the connection it came on.  With "h2" every tile
+refresh: for each tile "status variant reason ms bytes", where ms runs
+from the start of the refresh to the tile's last byte.  With "h2" every tile
 shares one kept HTTP/2 connection; with "h1" they come over a pool of
 kept HTTP/1.1 connections, one per tile at most.
 
@@ -25,19 +24,13 @@ async def tile(client, url, path, t0):
         body = r.content
     except httpx.HTTPError as e:
         sys.stderr.write("weak_wall: %s: %s\n" % (url.split("?")[0], e))
-        return "0 - - 0 0 0"
+        return "0 - - 0 0"
     ms = int((time.monotonic() - t0) * 1000)
-    port = 0
-    stream = r.extensions.get("network_stream")
-    if stream is not None:
-        addr = stream.get_extra_info("client_addr")
-        if addr:
-            port = addr[1]
     with open(path, "wb") as f:
         f.write(body)
-    return "%d %s %s %d %d %d" % (
+    return "%d %s %s %d %d" % (
         r.status_code, r.headers.get("x-snapcache-variant", "-"),
-        r.headers.get("x-snapcache-adapt", "-"), ms, len(body), port)
+        r.headers.get("x-snapcache-adapt", "-"), ms, len(body))
 
 
 async def main():

@@ -115,7 +115,7 @@ fits(const uint64_t *bytes, int i, uint32_t kbps, uint32_t rtt,
 static void
 test_choose_exhaustive(void)
 {
-    int                       n, ceil, sd, hints, dropped, prev, j;
+    int                       n, ceil, sd, hints, dropped, prev, j, rose;
     int                       lower_fits;
     unsigned                  count, bad_ceiling, bad_budget, bad_step;
     unsigned                  bad_steady, bad_unknown, bad_rc, bad_open;
@@ -143,6 +143,7 @@ test_choose_exhaustive(void)
     for (prev = -1; prev < n; prev++)
     for (si = 0; si < NELTS(since_set); si++)
     for (hk = 0; hk < NELTS(hold_kbps_set); hk++)
+    for (rose = 0; rose <= 1; rose++)
     {
         in.nrungs = (unsigned) n;
         in.bytes = size_sets[s];
@@ -157,6 +158,7 @@ test_choose_exhaustive(void)
         hold.rung = prev;
         hold.since = since_set[si];
         hold.kbps = hold_kbps_set[hk];
+        hold.rose = (uint32_t) rose;
         before = hold;
 
         count++;
@@ -205,9 +207,12 @@ test_choose_exhaustive(void)
                 bad_step++;
             }
 
-            /* up again only after STEADY choices, or on a changed link */
+            /*
+             * after a step down, up again only after STEADY choices, or
+             * on a changed link; a climb goes on
+             */
             if (hold.rung > prev
-                && !(before.since >= SNAPCACHE_ADAPT_STEADY - 1
+                && !(before.rose || before.since >= SNAPCACHE_ADAPT_STEADY - 1
                      || (uint64_t) in.kbps * 2 >= (uint64_t) before.kbps * 3))
             {
                 bad_steady++;
@@ -239,8 +244,8 @@ test_choose_exhaustive(void)
     is_int(bad_budget, 0, "never a rung predicted over budget while a "
            "lower one fits");
     is_int(bad_step, 0, "never up by more than one rung");
-    is_int(bad_steady, 0, "never up again within %d choices on a steady "
-           "link", SNAPCACHE_ADAPT_STEADY);
+    is_int(bad_steady, 0, "after a step down, never up again within %d choices on a "
+           "steady link", SNAPCACHE_ADAPT_STEADY);
     is_int(bad_open, 0, "an open link gets the ceiling");
     is_int(bad_dropped, 0, "careful (after a collapse, on a lossy link): "
            "a rung with headroom");
@@ -379,6 +384,7 @@ test_choose_share(void)
         nholds = 0;
         holds[nholds].rung = SNAPCACHE_ADAPT_NONE;
         holds[nholds].kbps = 0;
+        holds[nholds].rose = 0;
         holds[nholds++].since = 0;
 
         for (prev = 0; prev < n; prev++)
@@ -387,6 +393,7 @@ test_choose_share(void)
         {
             holds[nholds].rung = prev;
             holds[nholds].kbps = share_hold_kbps[hk];
+            holds[nholds].rose = 0;
             holds[nholds++].since = share_since[si];
         }
 
@@ -587,6 +594,7 @@ test_wall(void)
     hold.rung = SNAPCACHE_ADAPT_NONE;
     hold.kbps = 0;
     hold.since = 0;
+    hold.rose = 0;
 
     snapcache_adapt_choose(&in, &hold, &c);
     first = c.index;
@@ -656,7 +664,7 @@ static void
 test_reasons(void)
 {
     uint64_t                  bytes[4] = { 6000, 18000, 60000, 200000 };
-    snapcache_adapt_hold_t    hold = { SNAPCACHE_ADAPT_NONE, 0, 0 };
+    snapcache_adapt_hold_t    hold = { SNAPCACHE_ADAPT_NONE, 0, 0, 0 };
     snapcache_adapt_input_t   in;
     snapcache_adapt_choice_t  c;
 
@@ -794,6 +802,107 @@ test_sample(void)
     is_int(l.samples, 1, "sample count restarted");
     is_int(snapcache_adapt_link_kbps(&l, 1000), 2000,
            "a clock a little behind another worker's is not older");
+}
+
+
+/* A climb goes on while the link allows it; after a step down it waits. */
+static void
+test_climb(void)
+{
+    uint64_t                  bytes[3] = { 5000, 16000, 52000 };
+    snapcache_adapt_hold_t    hold;
+    snapcache_adapt_input_t   in;
+    snapcache_adapt_choice_t  c;
+
+    memset(&in, 0, sizeof(in));
+    in.nrungs = 3;
+    in.bytes = bytes;
+    in.ceiling = 2;
+    in.kbps = 4000;
+    in.budget_ms = 1000;
+
+    /* held on the lowest rung by a slow link that has just come back */
+    memset(&hold, 0, sizeof(hold));
+    hold.rung = 0;
+    hold.kbps = 512;
+    snapcache_adapt_choose(&in, &hold, &c);
+    is_int(c.index, 1, "the link came back: one rung up");
+    is_int(hold.rose, 1, "marked as a step up");
+
+    hold.kbps = 3000;
+    snapcache_adapt_choose(&in, &hold, &c);
+    is_int(c.index, 2, "a climb goes on at once, with headroom");
+
+    /* the same link, but the last change was a step down */
+    hold.rung = 1;
+    hold.kbps = 3000;
+    hold.since = 0;
+    hold.rose = 0;
+    snapcache_adapt_choose(&in, &hold, &c);
+    is_int(c.index, 1, "after a step down it waits on a steady link");
+}
+
+
+/* A paced delivery that kept up with its pace is a floor for the link. */
+static void
+test_sample_paced(void)
+{
+    uint32_t                  before;
+    snapcache_adapt_link_t    l, u;
+    snapcache_adapt_sample_t  s;
+
+    memset(&l, 0, sizeof(l));
+    memset(&s, 0, sizeof(s));
+
+    s.bytes = 64000;
+    s.busy_us = 1000000;
+    s.complete = 1;
+    snapcache_adapt_sample(&l, &s, 1000);
+    is_int(l.kbps, 512, "held down at 512 kbit/s");
+
+    u = l;
+
+    /* paced at 3 x 512: 64 KB in 0.35 s is 1463 kbit/s, near the pace */
+    s.busy_us = 350000;
+    s.paced_kbps = 1536;
+    snapcache_adapt_sample(&l, &s, 2000);
+    is_int(l.kbps, 1462, "a delivery that kept up with its pace is taken "
+           "at once");
+
+    s.paced_kbps = 0;
+    snapcache_adapt_sample(&u, &s, 2000);
+    ok(u.kbps > 512 && u.kbps < 1462, "the same delivery unpaced goes part "
+       "of the way (%u)", u.kbps);
+
+    /* well under its pace: the link, not the pace, held it back */
+    memset(&l, 0, sizeof(l));
+    s.busy_us = 1000000;
+    snapcache_adapt_sample(&l, &s, 1000);
+    before = l.kbps;
+    s.busy_us = 500000;
+    s.paced_kbps = 4000;
+    snapcache_adapt_sample(&l, &s, 2000);
+    ok(l.kbps > before && l.kbps < 1024, "under 4/5 of its pace it counts "
+       "as unpaced (%u)", l.kbps);
+
+    /* a small paced transfer still weighs by its size */
+    memset(&l, 0, sizeof(l));
+    s.bytes = 64000;
+    s.busy_us = 1000000;
+    s.paced_kbps = 0;
+    snapcache_adapt_sample(&l, &s, 1000);
+    s.bytes = 4096;
+    s.busy_us = 25000;
+    s.paced_kbps = 1536;
+    snapcache_adapt_sample(&l, &s, 2000);
+    ok(l.kbps > 512 && l.kbps < 512 + (1310 - 512) / 10, "a 4 KB paced "
+       "burst moves it by its weight only (%u)", l.kbps);
+
+    /* a paced delivery slower than the estimate is believed as ever */
+    s.bytes = 64000;
+    s.busy_us = 2000000;
+    snapcache_adapt_sample(&l, &s, 3000);
+    is_int(l.kbps, 256, "a slower paced delivery: believed at once");
 }
 
 
@@ -1104,7 +1213,9 @@ main(void)
     test_choose_share();
     test_wall();
     test_reasons();
+    test_climb();
     test_sample();
+    test_sample_paced();
     test_display();
     test_hints();
     test_sizes();
