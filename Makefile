@@ -37,7 +37,9 @@ BUILD_PKGS += liblmdb-dev                          # cache/
 BUILD_PKGS += libssl-dev                           # sign/: HMAC-SHA256
 BUILD_PKGS += libjansson-dev libcurl4-openssl-dev  # admin API, the CLI
 
-# running the demo: `make run`; the cluster's balancer: `make run-cluster`
+# running the demo: `make run` (openssl: the demo's HTTPS certificate,
+# which t/demo.t checks with it and with curl over HTTP/2, both in
+# `make test` too); the cluster's balancer: `make run-cluster`
 RUN_PKGS   := curl procps openssl
 CLUSTER_PKGS := libnginx-mod-stream
 

@@ -58,6 +58,7 @@ plan skip_all => $why unless $net;
 
 my $port = free_port();
 my $oport = free_port();
+my $tport = free_port();
 my $tmp = tempdir(CLEANUP => 1);
 my $log = "$tmp/demo.out";
 
@@ -71,6 +72,7 @@ if (!$pid) {
     $ENV{ADDR} = $addr;
     $ENV{PORT} = $port;
     $ENV{ORIGIN_PORT} = $oport;
+    $ENV{TLS_PORT} = $tport;
     exec 'ip', 'netns', 'exec', $net->srv, "$root/tools/run-demo" or die;
 }
 
