@@ -31,6 +31,9 @@
  */
 #define NGX_HTTP_SNAPCACHE_LINK_QUEUE_AGE  15000
 
+/* busy spells of a client's connections kept apart, in usec */
+#define NGX_HTTP_SNAPCACHE_LINK_BUSY       8
+
 /* requests of a client this close to the first are one refresh */
 #define NGX_HTTP_SNAPCACHE_LINK_BURST      250
 
@@ -48,9 +51,11 @@
  *
  * Connections of a pool share the link as well, and each alone would
  * measure its share: the client's spell sums their deliveries over the
- * time from the first one's start to the last one's end, and becomes one
- * sample when the queue runs dry.  One connection's spell is measured
- * over its busy time, as before.
+ * time at least one of them was busy (the union of their busy spans),
+ * and becomes one sample when the queue runs dry.  Connections that took
+ * turns each had the link alone; connections at once shared it; either
+ * way the sum over the union is the link's rate.  One connection's spell
+ * is measured over its busy time, as before.
  */
 typedef struct {
     snapcache_adapt_link_t     link;
@@ -67,8 +72,8 @@ typedef struct {
 
     /* the spell's deliveries so far, over all the client's connections */
     snapcache_adapt_sample_t   spell;
-    int64_t                    spell_start;  /* usec */
-    int64_t                    spell_end;
+    int64_t                    busy[NGX_HTTP_SNAPCACHE_LINK_BUSY][2];
+    uint32_t                   nbusy;        /* usec, disjoint, sorted */
 } ngx_http_snapcache_link_client_t;
 
 
@@ -120,6 +125,8 @@ static ngx_int_t ngx_http_snapcache_link_hints(
 static void ngx_http_snapcache_link_dequeue(
     ngx_http_snapcache_link_client_t *cl, int64_t now, int64_t bytes,
     ngx_int_t responses);
+static uint64_t ngx_http_snapcache_link_busy(
+    ngx_http_snapcache_link_client_t *cl, int64_t start, int64_t end);
 static void ngx_http_snapcache_link_asked(ngx_http_snapcache_link_client_t *cl,
     int64_t now);
 
@@ -607,8 +614,7 @@ ngx_http_snapcache_link_record(ngx_http_snapcache_main_conf_t *smcf,
 
     if (sp->busy_us == 0) {
         *sp = *s;
-        cl->spell_start = start;
-        cl->spell_end = end;
+        cl->nbusy = 0;
 
     } else {
         sp->bytes += s->bytes;
@@ -621,14 +627,9 @@ ngx_http_snapcache_link_record(ngx_http_snapcache_main_conf_t *smcf,
         {
             sp->min_rtt_us = s->min_rtt_us;
         }
-
-        cl->spell_start = ngx_min(cl->spell_start, start);
-        cl->spell_end = ngx_max(cl->spell_end, end);
-
-        /* the pool's connections were busy at once, for this long */
-        sp->busy_us = (uint64_t) ngx_max(cl->spell_end - cl->spell_start,
-                                         1000);
     }
+
+    sp->busy_us = ngx_max(ngx_http_snapcache_link_busy(cl, start, end), 1000);
 
     ngx_http_snapcache_link_dequeue(cl, (int64_t) ngx_current_msec,
                                     -(int64_t) bytes, -(ngx_int_t) responses);
@@ -755,6 +756,66 @@ ngx_http_snapcache_link_dequeue(ngx_http_snapcache_link_client_t *cl,
     if (cl->queued == 0) {
         cl->queued_bytes = 0;
     }
+}
+
+
+/*
+ * Under the zone's mutex: a connection's busy span joins the client's,
+ * merged where they overlap; returns the time any of them was busy.
+ * With no room left, the span joins the nearest one.
+ */
+static uint64_t
+ngx_http_snapcache_link_busy(ngx_http_snapcache_link_client_t *cl,
+    int64_t start, int64_t end)
+{
+    int64_t     (*b)[2];
+    uint64_t      total;
+    ngx_uint_t    i, j, n;
+
+    b = cl->busy;
+    n = cl->nbusy;
+
+    if (n == NGX_HTTP_SNAPCACHE_LINK_BUSY) {
+        /* the last one stretches to take it in */
+        b[n - 1][0] = ngx_min(b[n - 1][0], start);
+        b[n - 1][1] = ngx_max(b[n - 1][1], end);
+
+    } else {
+        for (i = 0; i < n && b[i][0] < start; i++) {
+            /* void */
+        }
+
+        for (j = n; j > i; j--) {
+            b[j][0] = b[j - 1][0];
+            b[j][1] = b[j - 1][1];
+        }
+
+        b[i][0] = start;
+        b[i][1] = end;
+        n++;
+    }
+
+    /* sorted by start: merge each into the one before when they meet */
+    for (i = 0, j = 1; j < n; j++) {
+        if (b[j][0] <= b[i][1]) {
+            b[i][1] = ngx_max(b[i][1], b[j][1]);
+
+        } else {
+            i++;
+            b[i][0] = b[j][0];
+            b[i][1] = b[j][1];
+        }
+    }
+
+    cl->nbusy = (uint32_t) (n ? i + 1 : 0);
+
+    total = 0;
+
+    for (i = 0; i < cl->nbusy; i++) {
+        total += (uint64_t) (b[i][1] - b[i][0]);
+    }
+
+    return total;
 }
 
 

@@ -103,9 +103,6 @@ typedef struct {
 /* One response on its way: where it ends in the spell's bytes. */
 typedef struct {
     uint64_t                         client[2];
-    uint64_t                         device[2];
-    uint32_t                         variant;
-    size_t                           body_len;
     uint64_t                         end;
 } ngx_http_snapcache_delivery_t;
 
@@ -282,12 +279,15 @@ ngx_http_snapcache_watch_sent(ngx_http_request_t *r,
      * TLS's records only add to it, so a delivery is never taken for
      * done before its body is acknowledged.
      */
-    expect = len + (r->stream ? 0 : r->header_size);
+    expect = len;
+
+    if (ngx_http_snapcache_watch_socket(r) == r->connection) {
+        expect += r->header_size;
+    }
 
     if (w->n == NGX_HTTP_SNAPCACHE_LINK_DELIVERIES) {
         /* the last one stands for the rest: it ends where they do */
         d = &w->d[w->n - 1];
-        d->body_len = len;
 
         ngx_http_snapcache_link_queue(w->smcf, d->client, expect, 0);
 
@@ -295,16 +295,16 @@ ngx_http_snapcache_watch_sent(ngx_http_request_t *r,
         d = &w->d[w->n++];
         d->client[0] = ctx->client[0];
         d->client[1] = ctx->client[1];
-        d->device[0] = ctx->device[0];
-        d->device[1] = ctx->device[1];
-        d->variant = (uint32_t) ctx->variant;
-        d->body_len = len;
 
         ngx_http_snapcache_link_queue(w->smcf, d->client, expect, 1);
     }
 
     w->expect += expect;
     d->end = w->expect;
+
+    /* what the rung weighs is known now, delivered or not */
+    ngx_http_snapcache_link_size(w->smcf, ctx->device, (uint32_t) ctx->variant,
+                                 len);
 
     /* looked at once more when the request is done, while still open */
     cln = ngx_pool_cleanup_add(r->pool, 0);
@@ -319,7 +319,7 @@ ngx_http_snapcache_watch_sent(ngx_http_request_t *r,
      * lingering keeps it open until the client closes its side, that is
      * until it has read everything, so that the delivery can be seen.
      */
-    if (!r->stream && !r->keepalive) {
+    if (c == r->connection && !r->keepalive) {
         r->lingering_close = 1;
     }
 
@@ -586,10 +586,7 @@ ngx_http_snapcache_watch_record(ngx_http_snapcache_watch_t *w,
 }
 
 
-/*
- * Deliveries the acknowledgements passed leave the client's queue, and
- * their sizes go to the device's record.
- */
+/* Deliveries the acknowledgements passed leave the client's queue. */
 static void
 ngx_http_snapcache_watch_passed(ngx_http_snapcache_watch_t *w,
     uint64_t acked)
@@ -606,8 +603,6 @@ ngx_http_snapcache_watch_passed(ngx_http_snapcache_watch_t *w,
 
         start = w->first ? w->d[w->first - 1].end : 0;
 
-        ngx_http_snapcache_link_size(w->smcf, d->device, d->variant,
-                                     d->body_len);
         ngx_http_snapcache_link_queue(w->smcf, d->client,
                                       -(int64_t) (d->end - start), -1);
     }
