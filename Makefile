@@ -49,6 +49,7 @@ TEST_PKGS  += perl prometheus                      # t/*.t, promtool
 TEST_PKGS  += iproute2 lmdb-utils libvips-tools    # netns, store, images
 TEST_PKGS  += chromium chromium-driver python3-selenium  # t/browser*.t
 TEST_PKGS  += mate-backgrounds                     # t/weak.t: photographs
+TEST_PKGS  += python3-httpx python3-h2            # t/weak_wall.t: HTTP/2
 TEST_PKGS  += debhelper lintian                    # t/deb.t
 
 # libFuzzer and AddressSanitizer: `make fuzz`, `make asan`, make test's smoke
