@@ -108,10 +108,8 @@ snapcache_adapt_sample(snapcache_adapt_link_t *link,
     } else if (rate < link->kbps) {
         link->kbps -= (uint32_t) ((link->kbps - rate) * weight / 1000);
 
-    } else if (sample->paced_kbps
-               && rate * 5 >= (uint64_t) sample->paced_kbps * 4)
-    {
-        /* a lower bound of the link: the pace held it back */
+    } else if (sample->paced_kbps) {
+        /* no burst flattered it: the pace held it back, or the link did */
         link->kbps += (uint32_t) ((rate - link->kbps) * weight / 1000);
 
     } else {

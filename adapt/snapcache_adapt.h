@@ -137,10 +137,10 @@ typedef struct {
  * better over a refresh or two.  A complete small transfer weighs less
  * ((bytes / SNAPCACHE_ADAPT_FULL_BYTES) squared), since a shaper's burst
  * makes it look faster than the link is; an incomplete one weighs fully.
- * A paced delivery that kept up with its pace (4/5 of it or more) says
- * only that the link is at least that fast: it is taken at once (by its
- * weight), so that a client held down and paced climbs as fast as its
- * pace lets it.
+ * A paced delivery is taken at once (by its weight) when faster too: the
+ * pace, not a burst into a shaper's queue, set its speed, so it is
+ * either the link's rate or a floor under it, and a client held down and
+ * paced climbs as fast as its pace lets it.
  * An estimate older than SNAPCACHE_ADAPT_MAX_AGE_MS starts afresh.
  * Returns 0, or -1 for a sample that carries nothing (no time).
  */

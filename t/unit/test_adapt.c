@@ -843,7 +843,7 @@ test_climb(void)
 }
 
 
-/* A paced delivery that kept up with its pace is a floor for the link. */
+/* A paced delivery is not flattered by a burst: taken at once. */
 static void
 test_sample_paced(void)
 {
@@ -866,24 +866,25 @@ test_sample_paced(void)
     s.busy_us = 350000;
     s.paced_kbps = 1536;
     snapcache_adapt_sample(&l, &s, 2000);
-    is_int(l.kbps, 1462, "a delivery that kept up with its pace is taken "
-           "at once");
+    is_int(l.kbps, 1462, "a paced delivery faster than the estimate is "
+           "taken at once");
 
     s.paced_kbps = 0;
     snapcache_adapt_sample(&u, &s, 2000);
     ok(u.kbps > 512 && u.kbps < 1462, "the same delivery unpaced goes part "
        "of the way (%u)", u.kbps);
 
-    /* well under its pace: the link, not the pace, held it back */
+    /* well under its pace: the link's own rate, taken at once as well */
     memset(&l, 0, sizeof(l));
     s.busy_us = 1000000;
+    s.paced_kbps = 0;
     snapcache_adapt_sample(&l, &s, 1000);
     before = l.kbps;
     s.busy_us = 500000;
     s.paced_kbps = 4000;
     snapcache_adapt_sample(&l, &s, 2000);
-    ok(l.kbps > before && l.kbps < 1024, "under 4/5 of its pace it counts "
-       "as unpaced (%u)", l.kbps);
+    ok(before == 512 && l.kbps == 1024, "under its pace it is the link's "
+       "rate, taken at once (%u)", l.kbps);
 
     /* a small paced transfer still weighs by its size */
     memset(&l, 0, sizeof(l));
