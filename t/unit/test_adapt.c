@@ -212,7 +212,8 @@ test_choose_exhaustive(void)
              * on a changed link; a climb goes on
              */
             if (hold.rung > prev
-                && !(before.rose || before.since >= SNAPCACHE_ADAPT_STEADY - 1
+                && !(before.rose
+                     || before.since >= SNAPCACHE_ADAPT_STEADY - 1
                      || (uint64_t) in.kbps * 2 >= (uint64_t) before.kbps * 3))
             {
                 bad_steady++;
@@ -244,8 +245,8 @@ test_choose_exhaustive(void)
     is_int(bad_budget, 0, "never a rung predicted over budget while a "
            "lower one fits");
     is_int(bad_step, 0, "never up by more than one rung");
-    is_int(bad_steady, 0, "after a step down, never up again within %d choices on a "
-           "steady link", SNAPCACHE_ADAPT_STEADY);
+    is_int(bad_steady, 0, "after a step down, never up again within %d "
+           "choices on a steady link", SNAPCACHE_ADAPT_STEADY);
     is_int(bad_open, 0, "an open link gets the ceiling");
     is_int(bad_dropped, 0, "careful (after a collapse, on a lossy link): "
            "a rung with headroom");
