@@ -122,6 +122,9 @@ static void ngx_http_snapcache_link_sizes(ngx_http_snapcache_link_node_t *dev,
     ngx_http_snapcache_loc_conf_t *slcf, snapcache_adapt_rung_t *rungs);
 static ngx_int_t ngx_http_snapcache_link_hints(
     ngx_http_snapcache_req_t *sreq, uint32_t *kbps, uint32_t *rtt_ms);
+static ngx_http_snapcache_link_node_t *ngx_http_snapcache_link_lock(
+    ngx_http_snapcache_main_conf_t *smcf, const uint64_t hash[2],
+    ngx_uint_t kind);
 static void ngx_http_snapcache_link_dequeue(
     ngx_http_snapcache_link_client_t *cl, int64_t now, int64_t bytes,
     ngx_int_t responses);
@@ -582,6 +585,27 @@ ngx_http_snapcache_link_hints(ngx_http_snapcache_req_t *sreq, uint32_t *kbps,
 
 
 /*
+ * The record for hash, made if needed, with the zone's mutex held; NULL,
+ * and no lock, when there is no table.
+ */
+static ngx_http_snapcache_link_node_t *
+ngx_http_snapcache_link_lock(ngx_http_snapcache_main_conf_t *smcf,
+    const uint64_t hash[2], ngx_uint_t kind)
+{
+    ngx_http_snapcache_links_t  *links;
+
+    links = smcf->sh ? smcf->sh->links : NULL;
+    if (links == NULL) {
+        return NULL;
+    }
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    return ngx_http_snapcache_link_find(links, hash, kind, 1);
+}
+
+
+/*
  * A connection's spell ended, with its sample and what of it was still
  * on the client's queue: into the client's spell, and the client's
  * spell into its estimate once nothing else is on its way.
@@ -593,19 +617,15 @@ ngx_http_snapcache_link_record(ngx_http_snapcache_main_conf_t *smcf,
 {
     int64_t                            start, end;
     snapcache_adapt_sample_t          *sp;
-    ngx_http_snapcache_links_t        *links;
     ngx_http_snapcache_link_node_t    *ln;
     ngx_http_snapcache_link_client_t  *cl;
 
-    links = smcf->sh ? smcf->sh->links : NULL;
-    if (links == NULL) {
+    ln = ngx_http_snapcache_link_lock(smcf, client,
+                                      NGX_HTTP_SNAPCACHE_LINK_CLIENT);
+    if (ln == NULL) {
         return;
     }
 
-    ngx_shmtx_lock(&smcf->shpool->mutex);
-
-    ln = ngx_http_snapcache_link_find(links, client,
-                                      NGX_HTTP_SNAPCACHE_LINK_CLIENT, 1);
     cl = &ln->u.client;
     sp = &cl->spell;
 
@@ -659,19 +679,15 @@ ngx_http_snapcache_link_size(ngx_http_snapcache_main_conf_t *smcf,
     const uint64_t device[2], uint32_t variant, size_t body_len)
 {
     ngx_uint_t                         k, slot;
-    ngx_http_snapcache_links_t        *links;
     ngx_http_snapcache_link_node_t    *ln;
     ngx_http_snapcache_link_device_t  *d;
 
-    links = smcf->sh ? smcf->sh->links : NULL;
-    if (links == NULL) {
+    ln = ngx_http_snapcache_link_lock(smcf, device,
+                                      NGX_HTTP_SNAPCACHE_LINK_DEVICE);
+    if (ln == NULL) {
         return;
     }
 
-    ngx_shmtx_lock(&smcf->shpool->mutex);
-
-    ln = ngx_http_snapcache_link_find(links, device,
-                                      NGX_HTTP_SNAPCACHE_LINK_DEVICE, 1);
     d = &ln->u.device;
 
     slot = 0;
@@ -706,18 +722,13 @@ void
 ngx_http_snapcache_link_queue(ngx_http_snapcache_main_conf_t *smcf,
     const uint64_t client[2], int64_t bytes, ngx_int_t responses)
 {
-    ngx_http_snapcache_links_t      *links;
     ngx_http_snapcache_link_node_t  *ln;
 
-    links = smcf->sh ? smcf->sh->links : NULL;
-    if (links == NULL) {
+    ln = ngx_http_snapcache_link_lock(smcf, client,
+                                      NGX_HTTP_SNAPCACHE_LINK_CLIENT);
+    if (ln == NULL) {
         return;
     }
-
-    ngx_shmtx_lock(&smcf->shpool->mutex);
-
-    ln = ngx_http_snapcache_link_find(links, client,
-                                      NGX_HTTP_SNAPCACHE_LINK_CLIENT, 1);
 
     ngx_http_snapcache_link_dequeue(&ln->u.client, (int64_t) ngx_current_msec,
                                     bytes, responses);
