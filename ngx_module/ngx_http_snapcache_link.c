@@ -37,6 +37,13 @@
 /* requests of a client this close to the first are one refresh */
 #define NGX_HTTP_SNAPCACHE_LINK_BURST      250
 
+/*
+ * The most tiles a refresh is taken to share the link with: a flood from
+ * one address (a load test, many displays behind one NAT) is no wall,
+ * and its requests' own deliveries already show in the queue.
+ */
+#define NGX_HTTP_SNAPCACHE_LINK_WALL       16
+
 /* a held-down response is paced at this many times the estimate */
 #define NGX_HTTP_SNAPCACHE_LINK_PACE       3
 
@@ -309,8 +316,9 @@ ngx_http_snapcache_link_choose(ngx_http_request_t *r,
             }
 
             ngx_http_snapcache_link_asked(&cl->u.client, now);
-            in.together = ngx_max(cl->u.client.together,
-                                  cl->u.client.asked);
+            in.together = ngx_min(ngx_max(cl->u.client.together,
+                                          cl->u.client.asked),
+                                  NGX_HTTP_SNAPCACHE_LINK_WALL);
 
             for (i = 0; in.kbps && i < n; i++) {
                 if (variants[i].id == cl->u.client.hold_id) {
