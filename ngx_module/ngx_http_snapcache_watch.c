@@ -33,7 +33,7 @@
 /* a connection busier than one response per this is measured once in it */
 #define NGX_HTTP_SNAPCACHE_LINK_EVERY      100
 
-/* deliveries one spell keeps apart; more join the last one */
+/* deliveries one spell keeps apart; more are not watched */
 #define NGX_HTTP_SNAPCACHE_LINK_DELIVERIES 16
 
 
@@ -124,6 +124,7 @@ typedef struct {
     ngx_msec_t                       deadline;
     ngx_msec_t                       interval;
     ngx_msec_t                       started;
+    ngx_msec_t                       polled;
     uint32_t                         pace_kbps;  /* as set on the socket */
 
     unsigned                         active:1;
@@ -175,7 +176,9 @@ ngx_http_snapcache_watch_check(ngx_http_request_t *r)
 
     w = ngx_http_snapcache_watch_get(ngx_http_snapcache_watch_socket(r), 0);
 
-    if (w && w->active) {
+    if (w && w->active
+        && ngx_current_msec - w->polled >= NGX_HTTP_SNAPCACHE_LINK_POLL)
+    {
         ngx_http_snapcache_watch_poll(w);
     }
 }
@@ -210,7 +213,10 @@ ngx_http_snapcache_watch_sending(ngx_http_request_t *r,
     ngx_http_snapcache_watch_pace(w, ctx->pace_kbps);
 
     if (w->active) {
-        ngx_http_snapcache_watch_poll(w);
+        /* a busy connection is looked at no more often than its timer */
+        if (ngx_current_msec - w->polled >= NGX_HTTP_SNAPCACHE_LINK_POLL) {
+            ngx_http_snapcache_watch_poll(w);
+        }
 
         if (w->active) {
             return;
@@ -270,7 +276,14 @@ ngx_http_snapcache_watch_sent(ngx_http_request_t *r,
     }
 
     w = ngx_http_snapcache_watch_get(c, 0);
-    if (w == NULL || !w->active) {
+
+    /*
+     * A connection this busy is measured by the deliveries it has; the
+     * rest of its responses cost nothing more (the spell's sample counts
+     * their bytes all the same).
+     */
+    if (w == NULL || !w->active || w->n == NGX_HTTP_SNAPCACHE_LINK_DELIVERIES)
+    {
         return;
     }
 
@@ -285,19 +298,11 @@ ngx_http_snapcache_watch_sent(ngx_http_request_t *r,
         expect += r->header_size;
     }
 
-    if (w->n == NGX_HTTP_SNAPCACHE_LINK_DELIVERIES) {
-        /* the last one stands for the rest: it ends where they do */
-        d = &w->d[w->n - 1];
+    d = &w->d[w->n++];
+    d->client[0] = ctx->client[0];
+    d->client[1] = ctx->client[1];
 
-        ngx_http_snapcache_link_queue(w->smcf, d->client, expect, 0);
-
-    } else {
-        d = &w->d[w->n++];
-        d->client[0] = ctx->client[0];
-        d->client[1] = ctx->client[1];
-
-        ngx_http_snapcache_link_queue(w->smcf, d->client, expect, 1);
-    }
+    ngx_http_snapcache_link_queue(w->smcf, d->client, expect, 1);
 
     w->expect += expect;
     d->end = w->expect;
@@ -323,7 +328,10 @@ ngx_http_snapcache_watch_sent(ngx_http_request_t *r,
         r->lingering_close = 1;
     }
 
-    ngx_http_snapcache_watch_poll(w);
+    /* the first delivery of a spell may be done already: look now */
+    if (w->n == 1) {
+        ngx_http_snapcache_watch_poll(w);
+    }
 }
 
 
@@ -456,6 +464,7 @@ ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w)
     }
 
     now = ngx_current_msec;
+    w->polled = now;
     acked = ti.bytes_acked >= w->acked ? ti.bytes_acked - w->acked : 0;
 
     /* c->sent cannot tell: a keepalive connection zeroes it */
