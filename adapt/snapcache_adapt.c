@@ -82,6 +82,11 @@ snapcache_adapt_sample(snapcache_adapt_link_t *link,
     /* bits per millisecond is kbit/s */
     rate = sample->bytes * 8000 / sample->busy_us;
 
+    if (sample->delivery_kbps > rate) {
+        rate = sample->delivery_kbps < 2 * rate ? sample->delivery_kbps
+                                                : 2 * rate;
+    }
+
     if (rate == 0) {
         rate = 1;
     }

@@ -126,6 +126,8 @@ typedef struct {
     uint32_t  min_rtt_us;     /* 0: unknown */
     uint32_t  retrans;        /* segments sent again meanwhile */
     uint32_t  paced_kbps;     /* the sender's pace, 0: not paced */
+    uint32_t  delivery_kbps;  /* the kernel's best delivery rate seen
+                                 meanwhile, not app-limited; 0: none */
     int       complete;       /* every byte was acknowledged */
 } snapcache_adapt_sample_t;
 
@@ -137,6 +139,14 @@ typedef struct {
  * better over a refresh or two.  A complete small transfer weighs less
  * ((bytes / SNAPCACHE_ADAPT_FULL_BYTES) squared), since a shaper's burst
  * makes it look faster than the link is; an incomplete one weighs fully.
+ * The rate is the bytes over the busy time, or the kernel's delivery
+ * rate when that is higher, up to twice as high: a delivery in several
+ * pieces (tiles sent as their fills finish) waits for each piece's last
+ * acknowledgement, and its busy time counts those waits, while the
+ * kernel's rate, from the acknowledgements of a full flight, is the
+ * link's; the cap keeps one compressed burst of acknowledgements from
+ * passing for a faster link.
+ *
  * A paced delivery is taken at once (by its weight) when faster too: the
  * pace, not a burst into a shaper's queue, set its speed, so it is
  * either the link's rate or a floor under it, and a client held down and

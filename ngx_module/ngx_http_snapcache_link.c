@@ -649,6 +649,7 @@ ngx_http_snapcache_link_record(ngx_http_snapcache_main_conf_t *smcf,
         sp->retrans += s->retrans;
         sp->complete = sp->complete && s->complete;
         sp->paced_kbps = ngx_max(sp->paced_kbps, s->paced_kbps);
+        sp->delivery_kbps = ngx_max(sp->delivery_kbps, s->delivery_kbps);
 
         if (s->min_rtt_us
             && (sp->min_rtt_us == 0 || s->min_rtt_us < sp->min_rtt_us))

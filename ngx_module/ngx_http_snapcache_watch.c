@@ -126,6 +126,7 @@ typedef struct {
     ngx_msec_t                       started;
     ngx_msec_t                       polled;
     uint32_t                         pace_kbps;  /* as set on the socket */
+    uint32_t                         delivery;   /* the best rate seen */
 
     unsigned                         active:1;
 } ngx_http_snapcache_watch_t;
@@ -242,6 +243,7 @@ ngx_http_snapcache_watch_sending(ngx_http_request_t *r,
     w->acked = ti.bytes_acked;
     w->busy = ti.busy_time;
     w->retrans = ti.total_retrans;
+    w->delivery = 0;
     w->expect = 0;
     w->first = 0;
     w->n = 0;
@@ -467,6 +469,15 @@ ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w)
     w->polled = now;
     acked = ti.bytes_acked >= w->acked ? ti.bytes_acked - w->acked : 0;
 
+    /*
+     * The kernel's latest rate sample, when the link, not us, set it,
+     * and an acknowledgement of this spell's bytes made it (until then
+     * it is the last spell's).
+     */
+    if (acked && !(ti.flags & 1) && ti.delivery_rate / 125 > w->delivery) {
+        w->delivery = (uint32_t) ngx_min(ti.delivery_rate / 125, 0xffffffff);
+    }
+
     /* c->sent cannot tell: a keepalive connection zeroes it */
     delivered = w->n && acked >= w->expect
                 && ti.notsent_bytes == 0 && ti.unacked == 0;
@@ -533,6 +544,7 @@ ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w)
     }
 
     s.paced_kbps = w->pace_kbps;
+    s.delivery_kbps = w->delivery;
 
     ngx_http_snapcache_watch_passed(w, delivered ? w->expect : acked);
     ngx_http_snapcache_watch_record(w, &s, ti.bytes_acked >= w->acked);

@@ -35,35 +35,9 @@ my $SRV_IP = Snapcache::Netns::SRV_IP;
 my $PHOTO_DIR = '/usr/share/backgrounds/mate/nature';
 my $PHOTO = "$PHOTO_DIR/GreenMeadow.jpg";
 
-if (!@ARGV || $ARGV[0] ne '--inner') {
-    outer();
-}
-
-inner(@ARGV[1 .. $#ARGV]);
+inner(Snapcache::Netns->inner(kbit => 256, needs => [[-r $PHOTO,
+    "no photograph at $PHOTO (make deps installs mate-backgrounds)"]]));
 exit 0;
-
-
-# ------------------------------------------------------------- outer
-
-sub skip_all {
-    print "1..0 # SKIP $_[0]\n";
-    exit 0;
-}
-
-sub outer {
-    skip_all("no photograph at $PHOTO (make deps installs "
-        . 'mate-backgrounds)') unless -r $PHOTO;
-
-    my ($net, $why) = Snapcache::Netns->new(kbit => 256);
-    skip_all($why) unless $net;
-
-    system('ip', 'netns', 'exec', $net->srv, $^X, $0, '--inner', $net->cli,
-        $net->sveth);
-    my $rc = $? >> 8 || ($? ? 1 : 0);
-
-    $net->remove;
-    exit $rc;
-}
 
 
 # ------------------------------------------------------------- inner
@@ -145,14 +119,6 @@ EOF
 }
 
 
-# Sets the server side's rate (this runs in the server's namespace).
-sub shape {
-    my ($veth, $kbit) = @_;
-    system(Snapcache::Netns::tbf_command($veth, $kbit)) == 0
-        or die "tc failed\n";
-}
-
-
 sub run_display {
     my ($t, $mode, $cli_ns, $veth, $client, $phases) = @_;
     my $d = $t->dir;
@@ -166,7 +132,7 @@ sub run_display {
 
     for my $p (0 .. $#$phases) {
         my ($kbit, $count) = @{ $phases->[$p] };
-        shape($veth, $kbit);
+        Snapcache::Netns::set_rate($veth, $kbit);
 
         for my $k (1 .. $count) {
             $i++;

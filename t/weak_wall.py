@@ -2,11 +2,12 @@
 """A display showing a wall of camera tiles, for t/weak_wall.t.
 
 Reads one refresh per line on stdin, "URL FILE URL FILE ...", asks for
-all of its tiles at once over HTTPS, and writes one line back per
-refresh: for each tile "status variant reason ms bytes", where ms runs
-from the start of the refresh to the tile's last byte.  With "h2" every tile
-shares one kept HTTP/2 connection; with "h1" they come over a pool of
-kept HTTP/1.1 connections, one per tile at most.
+all of its tiles at once over HTTPS ("+MS" before a tile asks for it and
+those after it MS milliseconds after the refresh began), and writes one
+line back per refresh: for each tile "status variant reason ms bytes",
+where ms runs from the start of the refresh to the tile's last byte.
+With "h2" every tile shares one kept HTTP/2 connection; with "h1" they
+come over a pool of kept HTTP/1.1 connections, one per tile at most.
 
 usage: python3 weak_wall.py h2|h1 CA_FILE TILES
 """
@@ -18,7 +19,9 @@ import time
 import httpx
 
 
-async def tile(client, url, path, t0):
+async def tile(client, url, path, t0, delay_ms):
+    if delay_ms:
+        await asyncio.sleep(delay_ms / 1000)
     try:
         r = await client.get(url)
         body = r.content
@@ -46,11 +49,17 @@ async def main():
             line = await loop.run_in_executor(None, sys.stdin.readline)
             if not line:
                 break
+            tiles, delay = [], 0
             words = line.split()
+            while words:
+                if words[0].startswith("+"):
+                    delay = int(words.pop(0)[1:])
+                    continue
+                tiles.append((words[0], words[1], delay))
+                words = words[2:]
             t0 = time.monotonic()
             got = await asyncio.gather(*[
-                tile(client, words[i], words[i + 1], t0)
-                for i in range(0, len(words), 2)])
+                tile(client, url, path, t0, d) for url, path, d in tiles])
             sys.stdout.write(" | ".join(got) + "\n")
             sys.stdout.flush()
 

@@ -21,11 +21,12 @@
 # A tile's time runs from the start of its refresh (all 4 asked for at
 # once) to its last byte.  Every image decodes to its owner, and the
 # connections are kept throughout.  Then one tile alone on 512 kbit/s
-# gets a larger rung than the wall's tiles did.  Needs root for ip
-# netns; skips with the reason otherwise.
+# gets a larger rung than the wall's tiles did, and a tile asked while a
+# larger one is on its way counts the bytes queued ahead of it.  Needs
+# root for ip netns; skips with the reason otherwise.
 #
-# The test re-runs itself inside the server's namespace (--inner), as
-# t/weak.t does.
+# The test re-runs itself inside the server's namespace (--inner,
+# Snapcache::Netns->inner), as t/weak.t does.
 
 use strict;
 use warnings;
@@ -44,39 +45,15 @@ my $EVERY = 3;
 my @PHASES = ([512, 10], [4000, 5], [512, 5]);
 my $ALONE = 4;
 
-if (!@ARGV || $ARGV[0] ne '--inner') {
-    outer();
-}
-
-inner(@ARGV[1 .. $#ARGV]);
+inner(Snapcache::Netns->inner(kbit => $PHASES[0][0], needs => [
+    [-r $PHOTO,
+        "no photograph at $PHOTO (make deps installs mate-backgrounds)"],
+    [system("$PYTHON -c 'import httpx, h2' 2>/dev/null") == 0,
+        'python3 with httpx and h2 missing (make deps installs '
+        . 'python3-httpx and python3-h2)'],
+    [-x '/usr/bin/openssl', 'openssl missing'],
+]));
 exit 0;
-
-
-# ------------------------------------------------------------- outer
-
-sub skip_all {
-    print "1..0 # SKIP $_[0]\n";
-    exit 0;
-}
-
-sub outer {
-    skip_all("no photograph at $PHOTO (make deps installs "
-        . 'mate-backgrounds)') unless -r $PHOTO;
-    skip_all('python3 with httpx and h2 missing (make deps installs '
-        . 'python3-httpx and python3-h2)')
-        unless system("$PYTHON -c 'import httpx, h2' 2>/dev/null") == 0;
-    skip_all('openssl missing') unless -x '/usr/bin/openssl';
-
-    my ($net, $why) = Snapcache::Netns->new(kbit => $PHASES[0][0]);
-    skip_all($why) unless $net;
-
-    system('ip', 'netns', 'exec', $net->srv, $^X, $0, '--inner', $net->cli,
-        $net->sveth);
-    my $rc = $? >> 8 || ($? ? 1 : 0);
-
-    $net->remove;
-    exit $rc;
-}
 
 
 # ------------------------------------------------------------- inner
@@ -92,7 +69,7 @@ sub inner {
     my $d = $t->dir;
     my $snapmark = Snapcache::Test::build_dir() . '/bin/snapmark';
     my @modes = split ' ', ($ENV{SNAPCACHE_WALL_MODES} || 'h2 h1');
-    my $n = $ALONE;
+    my $n = $ALONE + 1;
     $n += $_->[1] for @PHASES;
 
     # a household per mode, 4 cameras, a new snapshot for every refresh
@@ -128,7 +105,7 @@ sub inner {
     log_format adapt '\$snapcache_status \$snapcache_variant '
                      '\$snapcache_adapt_reason \$snapcache_link_kbps '
                      '\$snapcache_link_rtt \$snapcache_link_queued '
-                     '\$request_time \$connection \$uri';
+                     '\$request_time \$remote_addr \$connection \$uri';
     snapcache_store $d/store size=128m;
 CONF
         main => "thread_pool snapcache threads=2;\n$debug",
@@ -149,6 +126,12 @@ CONF
             snapcache;
         }
 
+        # a display's own slow tile: the same link, a longer budget
+        location /slow/ {
+            snapcache;
+            snapcache_adapt_budget 2500ms;
+        }
+
         location /_origin/ {
             internal;
             proxy_pass http://127.0.0.1:$origin/;
@@ -162,13 +145,6 @@ CONF
     }
 
     Test::More::done_testing();
-}
-
-
-sub shape {
-    my ($veth, $kbit) = @_;
-    system(Snapcache::Netns::tbf_command($veth, $kbit)) == 0
-        or die "tc failed\n";
 }
 
 
@@ -190,7 +166,7 @@ sub run_wall {
 
     for my $p (0 .. $#phases) {
         my ($kbit, $count, $alone) = @{ $phases[$p] };
-        shape($veth, $kbit);
+        Snapcache::Netns::set_rate($veth, $kbit);
 
         for my $k (1 .. $count) {
             $i++;
@@ -226,6 +202,31 @@ sub run_wall {
                 } @r);
         }
     }
+
+    # a tile asked while a larger one is still on its way to the same
+    # display: it shares the link with what is queued ahead of it
+    $i++;
+    my $slow = "https://$SRV_IP:" . $t->port . $t->sign_url(
+        account => "acct-$mode", device => 'cam2', snapshot => "s$i",
+        prefix => '/slow/');
+    my $behind = "/snap/acct-$mode/cam3/s$i";
+    my $url = "https://$SRV_IP:" . $t->port . $t->sign_url(
+        account => "acct-$mode", device => 'cam3', snapshot => "s$i");
+    # the slow tile is in the store already (from loopback, another
+    # client), so that it is on its way at once
+    for my $v (qw(sd hd)) {
+        my $w = $t->request($t->sign_url(account => "acct-$mode",
+            device => 'cam2', snapshot => "s$i", v => $v));
+        die "warming $v: $w->{status}\n" unless $w->{status} == 200;
+    }
+    my $now = Time::HiRes::time();
+    Time::HiRes::sleep($next - $now) if $next > $now;
+    print $in "$slow $d/got-$mode-2-$i +300 $url $d/got-$mode-3-$i\n";
+    push @list, ["$d/got-$mode-2-$i", "acct-$mode cam2 s$i"],
+        ["$d/got-$mode-3-$i", "acct-$mode cam3 s$i"];
+    my @queue = map { [split ' '] } split / \| /, <$out> // '';
+    Test::More::diag("$mode: a $queue[0][1] tile with a 2.5 s budget, then "
+        . "300 ms later a $queue[1][1] one ($queue[1][2], $queue[1][3] ms)");
 
     close $in;
     waitpid $pid, 0;
@@ -280,14 +281,23 @@ sub run_wall {
         "$mode: one tile alone at 512 kbit/s gets a larger rung "
         . "($last->{variant}, $last->{ms} ms) than the wall's smallest");
 
-    # the connections nginx served this display's tiles on
-    my %conns;
+    # the connections nginx served this display's tiles on, and what
+    # was queued ahead of the tile asked behind the slow one
+    my (%conns, $queued);
     open my $al, '<', "$d/logs/adapt.log" or die $!;
     while (my $l = <$al>) {
         my @f = split ' ', $l;
-        $conns{ $f[-2] }++ if $f[-1] =~ m{/acct-$mode/};
+        $conns{ $f[-2] }++
+            if $f[-1] =~ m{/acct-$mode/} && $f[-3] eq Snapcache::Netns::CLI_IP;
+        $queued = $f[5] if $f[-1] eq $behind;
     }
     close $al;
+
+    Test::More::ok(($queued // '-') =~ /^\d+$/ && $queued > 0
+        && ($rank{ $queue[1][1] // '' } // 9) <= $one,
+        "$mode: a tile asked behind a larger one counts the "
+        . ($queued // '-') . " bytes queued ahead of it and gets "
+        . ($queue[1][1] // '-') . ', no more than the tile alone');
     Test::More::ok(keys %conns >= 1
         && keys %conns <= ($mode eq 'h2' ? 1 : $TILES),
         "$mode: the connections are kept (" . scalar(keys %conns)

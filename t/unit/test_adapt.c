@@ -844,6 +844,35 @@ test_climb(void)
 }
 
 
+/* The kernel's delivery rate counts when higher, up to twice the rest. */
+static void
+test_sample_delivery(void)
+{
+    snapcache_adapt_link_t    l;
+    snapcache_adapt_sample_t  s;
+
+    memset(&s, 0, sizeof(s));
+    s.bytes = 64000;
+    s.busy_us = 1000000;
+    s.complete = 1;
+
+    memset(&l, 0, sizeof(l));
+    s.delivery_kbps = 700;
+    snapcache_adapt_sample(&l, &s, 1000);
+    is_int(l.kbps, 700, "64 KB in 1 s busy, the kernel saw 700 kbit/s: 700");
+
+    memset(&l, 0, sizeof(l));
+    s.delivery_kbps = 5000;
+    snapcache_adapt_sample(&l, &s, 1000);
+    is_int(l.kbps, 1024, "a delivery rate far above: twice the busy rate");
+
+    memset(&l, 0, sizeof(l));
+    s.delivery_kbps = 100;
+    snapcache_adapt_sample(&l, &s, 1000);
+    is_int(l.kbps, 512, "a lower delivery rate changes nothing");
+}
+
+
 /* A paced delivery is not flattered by a burst: taken at once. */
 static void
 test_sample_paced(void)
@@ -1218,6 +1247,7 @@ main(void)
     test_climb();
     test_sample();
     test_sample_paced();
+    test_sample_delivery();
     test_display();
     test_hints();
     test_sizes();
