@@ -37,7 +37,9 @@ BUILD_PKGS += liblmdb-dev                          # cache/
 BUILD_PKGS += libssl-dev                           # sign/: HMAC-SHA256
 BUILD_PKGS += libjansson-dev libcurl4-openssl-dev  # admin API, the CLI
 
-# running the demo: `make run`; the cluster's balancer: `make run-cluster`
+# running the demo: `make run` (openssl: the demo's HTTPS certificate,
+# which t/demo.t checks with it and with curl over HTTP/2, both in
+# `make test` too); the cluster's balancer: `make run-cluster`
 RUN_PKGS   := curl procps openssl
 CLUSTER_PKGS := libnginx-mod-stream
 
@@ -47,6 +49,7 @@ TEST_PKGS  += perl prometheus                      # t/*.t, promtool
 TEST_PKGS  += iproute2 lmdb-utils libvips-tools    # netns, store, images
 TEST_PKGS  += chromium chromium-driver python3-selenium  # t/browser*.t
 TEST_PKGS  += mate-backgrounds                     # t/weak.t: photographs
+TEST_PKGS  += python3-httpx python3-h2            # t/weak_wall.t: HTTP/2
 TEST_PKGS  += debhelper lintian                    # t/deb.t
 
 # libFuzzer and AddressSanitizer: `make fuzz`, `make asan`, make test's smoke

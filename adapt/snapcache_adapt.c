@@ -82,6 +82,11 @@ snapcache_adapt_sample(snapcache_adapt_link_t *link,
     /* bits per millisecond is kbit/s */
     rate = sample->bytes * 8000 / sample->busy_us;
 
+    if (sample->delivery_kbps > rate) {
+        rate = sample->delivery_kbps < 2 * rate ? sample->delivery_kbps
+                                                : 2 * rate;
+    }
+
     if (rate == 0) {
         rate = 1;
     }
@@ -107,6 +112,10 @@ snapcache_adapt_sample(snapcache_adapt_link_t *link,
 
     } else if (rate < link->kbps) {
         link->kbps -= (uint32_t) ((link->kbps - rate) * weight / 1000);
+
+    } else if (sample->paced_kbps) {
+        /* no burst flattered it: the pace held it back, or the link did */
+        link->kbps += (uint32_t) ((rate - link->kbps) * weight / 1000);
 
     } else {
         link->kbps += (uint32_t) ((rate - link->kbps) * weight / 1600);
@@ -370,12 +379,47 @@ snapcache_adapt_sizes(snapcache_adapt_rung_t *rungs, unsigned n)
 uint64_t
 snapcache_adapt_predict_ms(uint64_t bytes, uint32_t kbps, uint32_t rtt_ms)
 {
+    uint64_t  div, q;
+
     if (kbps == 0) {
         return UINT64_MAX;
     }
 
-    /* bytes * 8 / (0.9 * kbps) milliseconds */
-    return 2 * (uint64_t) rtt_ms + (bytes * 80 + kbps * 9 - 1) / (kbps * 9);
+    /*
+     * bytes * 8 / (0.9 * kbps) milliseconds, rounded up; divided first,
+     * so that a queue of any size is counted, not wrapped
+     */
+    div = (uint64_t) kbps * 9;
+    q = bytes / div;
+
+    /* the remainder adds at most 80, the RTTs at most 2 * UINT32_MAX */
+    if (q > (UINT64_MAX - 2 * (uint64_t) UINT32_MAX) / 80 - 1) {
+        return UINT64_MAX;
+    }
+
+    return 2 * (uint64_t) rtt_ms + q * 80 + (bytes % div * 80 + div - 1) / div;
+}
+
+
+/*
+ * The bytes that go before this response's last: those queued ahead,
+ * then this response and the rest of its wall at the same size.
+ */
+static uint64_t
+share_bytes(const snapcache_adapt_input_t *in, uint64_t bytes)
+{
+    uint64_t  k;
+
+    k = in->together > in->queued ? in->together - in->queued : 1;
+
+    if (bytes > UINT64_MAX / k) {
+        return UINT64_MAX;
+    }
+
+    bytes *= k;
+
+    return bytes > UINT64_MAX - in->queued_bytes ? UINT64_MAX
+                                                 : bytes + in->queued_bytes;
 }
 
 
@@ -399,7 +443,8 @@ largest_fitting(const snapcache_adapt_input_t *in, uint64_t num,
             bytes = in->bytes[i];
         }
 
-        ms = snapcache_adapt_predict_ms(bytes, in->kbps, in->rtt_ms);
+        ms = snapcache_adapt_predict_ms(share_bytes(in, bytes), in->kbps,
+                                        in->rtt_ms);
 
         if (ms > UINT64_MAX / den || ms * den > (uint64_t) in->budget_ms * num)
         {
@@ -463,7 +508,7 @@ snapcache_adapt_choose(const snapcache_adapt_input_t *in,
         headroom = largest_fitting(in, 7, 10);
 
         if (headroom > prev
-            && (hold->since >= SNAPCACHE_ADAPT_STEADY - 1
+            && (hold->rose || hold->since >= SNAPCACHE_ADAPT_STEADY - 1
                 || (uint64_t) in->kbps * 2 >= (uint64_t) hold->kbps * 3))
         {
             cap = prev + 1;
@@ -474,6 +519,7 @@ snapcache_adapt_choose(const snapcache_adapt_input_t *in,
     }
 
     if (cap != prev) {
+        hold->rose = (prev >= 0 && prev < (int) in->nrungs && cap > prev);
         hold->rung = cap;
         hold->kbps = in->kbps;
         hold->since = 0;

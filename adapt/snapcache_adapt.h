@@ -19,12 +19,31 @@
  * Save-Data caps it at the second-lowest rung.  Then the rung is the
  * largest at or below the ceiling whose predicted time to last byte fits
  * the time budget, with hysteresis: down at once, up one rung at a time
- * and only with headroom, and at most one step up per
- * SNAPCACHE_ADAPT_STEADY choices while the link stays as it was.  Right
+ * and only with headroom, and after a step down, up again only after
+ * SNAPCACHE_ADAPT_STEADY choices while the link stays as it was.  A climb
+ * goes on at once: a step up that followed a step up is no flap, and a
+ * link that came back should not wait a refresh per rung.  Right
  * after the link collapsed, or while it loses packets, the choice keeps
  * that headroom too: the estimate rests on one sample, and a connection
  * that was sending fast sends its next response in a burst that a slow
  * link's queue drops and the sender must repeat.
+ *
+ * The link is shared.  A display refreshes a wall of tiles at once, over
+ * HTTP/2 streams or a pool of connections, and the estimate is of the
+ * whole link, so a response's last byte arrives only after the bytes
+ * queued ahead of it, and the tiles still to be chosen share the rate
+ * with it.  So rung i is predicted as
+ *
+ *     snapcache_adapt_predict_ms(queued_bytes + bytes[i] * k, ...)
+ *
+ * with k = max(1, together - queued): the responses already queued are
+ * in queued_bytes at their own sizes, and this one and the rest of its
+ * wall are taken at rung i, since the same rule will choose for them
+ * on the same link.  This holds for the headroom too, and so for the
+ * hold: a client that turns from a wall to one tile steps up as after
+ * any other drop.  With all three at 0 the prediction is the rung's
+ * alone.  The sum saturates: 2^64 bytes outlast any budget even at the
+ * fastest rate, so a saturated share never fits.
  *
  * The link estimate is kept per client by the caller, as a
  * snapcache_adapt_link_t that snapcache_adapt_sample() updates from
@@ -106,6 +125,9 @@ typedef struct {
     uint64_t  busy_us;
     uint32_t  min_rtt_us;     /* 0: unknown */
     uint32_t  retrans;        /* segments sent again meanwhile */
+    uint32_t  paced_kbps;     /* the sender's pace, 0: not paced */
+    uint32_t  delivery_kbps;  /* the kernel's best delivery rate seen
+                                 meanwhile, not app-limited; 0: none */
     int       complete;       /* every byte was acknowledged */
 } snapcache_adapt_sample_t;
 
@@ -117,6 +139,18 @@ typedef struct {
  * better over a refresh or two.  A complete small transfer weighs less
  * ((bytes / SNAPCACHE_ADAPT_FULL_BYTES) squared), since a shaper's burst
  * makes it look faster than the link is; an incomplete one weighs fully.
+ * The rate is the bytes over the busy time, or the kernel's delivery
+ * rate when that is higher, up to twice as high: a delivery in several
+ * pieces (tiles sent as their fills finish) waits for each piece's last
+ * acknowledgement, and its busy time counts those waits, while the
+ * kernel's rate, from the acknowledgements of a full flight, is the
+ * link's; the cap keeps one compressed burst of acknowledgements from
+ * passing for a faster link.
+ *
+ * A paced delivery is taken at once (by its weight) when faster too: the
+ * pace, not a burst into a shaper's queue, set its speed, so it is
+ * either the link's rate or a floor under it, and a client held down and
+ * paced climbs as fast as its pace lets it.
  * An estimate older than SNAPCACHE_ADAPT_MAX_AGE_MS starts afresh.
  * Returns 0, or -1 for a sample that carries nothing (no time).
  */
@@ -162,7 +196,11 @@ double snapcache_adapt_weight(uint32_t width, uint32_t quality);
  */
 void snapcache_adapt_sizes(snapcache_adapt_rung_t *rungs, unsigned n);
 
-/* Predicted time to last byte: 2 RTTs, then the bytes at 0.9 x the rate. */
+/*
+ * Predicted time to last byte: 2 RTTs, then the bytes at 0.9 x the rate.
+ * UINT64_MAX, which fits no budget, for no rate or a time too long for
+ * 64 bits.
+ */
 uint64_t snapcache_adapt_predict_ms(uint64_t bytes, uint32_t kbps,
     uint32_t rtt_ms);
 
@@ -187,6 +225,7 @@ typedef struct {
     int       rung;           /* last rung chosen by the link, or NONE */
     uint32_t  kbps;           /* the estimate when it last changed */
     uint32_t  since;          /* choices since it last changed */
+    uint32_t  rose;           /* that change was a step up */
 } snapcache_adapt_hold_t;
 
 
@@ -201,6 +240,14 @@ typedef struct {
     int                      careful;    /* the link just collapsed, or
                                             lost packets: keep headroom */
     uint32_t                 budget_ms;
+    uint64_t                 queued_bytes; /* bytes of earlier responses
+                                              to this client not yet
+                                              delivered, across its
+                                              connections or streams */
+    unsigned                 queued;       /* how many responses those are */
+    unsigned                 together;     /* responses this client asks
+                                              for at once (a wall of
+                                              tiles); 0 or 1: this one */
 } snapcache_adapt_input_t;
 
 

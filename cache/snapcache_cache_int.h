@@ -12,12 +12,19 @@
  *   snapcache_crc32c.c   CRC32C, and the copy that checksums as it goes
  *   snapcache_record.c   the record codec
  *   snapcache_keys.c     HMAC tags, identity digests, keys and variants
- *   snapcache_store.c    the environment, get and put, stats
+ *   snapcache_rows.c     a record and its two index entries, pages in
+ *                        use, LMDB's codes made the interface's
+ *   snapcache_env.c      the environment: open, close, readers
  *   snapcache_evict.c    eviction and purge
+ *   snapcache_store.c    get and put (evicting first), stats
  *   snapcache_walk.c     iterate and verify, the read-only walks
  *
+ * A file calls only files above it in this list, so that there is no
+ * cycle between them: what several files use inside a transaction is in
+ * snapcache_rows.c, above all of its callers.
+ *
  * Internal functions speak LMDB's error codes (0, MDB_*, errno values);
- * each public function converts once, with snapcache_store_rc(), as it
+ * each public function converts once, with snapcache_rows_rc(), as it
  * returns.
  */
 
@@ -109,11 +116,13 @@ int snapcache_keys_prepare(snapcache_cache_t *cache,
     const unsigned char *secret, size_t len);
 void snapcache_keys_free(snapcache_cache_t *cache);
 
-/* snapcache_store.c */
-int snapcache_store_rc(int mdb_rc);
-int snapcache_store_delete(snapcache_cache_t *cache, MDB_txn *txn,
+/* snapcache_rows.c */
+int snapcache_rows_rc(int mdb_rc);
+int snapcache_rows_delete(snapcache_cache_t *cache, MDB_txn *txn,
     const MDB_val *key);
-int snapcache_store_used_pages(snapcache_cache_t *cache, MDB_txn *txn,
+int snapcache_rows_put(snapcache_cache_t *cache, MDB_txn *txn,
+    const snapcache_put_t *it, int64_t now);
+int snapcache_rows_used_pages(snapcache_cache_t *cache, MDB_txn *txn,
     uint64_t *used);
 
 /* snapcache_evict.c */

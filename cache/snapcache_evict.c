@@ -60,7 +60,7 @@ evict_chunk(snapcache_cache_t *cache, int64_t now, uint64_t target,
         }
 
         while (n < EVICT_CHUNK) {
-            rc = snapcache_store_used_pages(cache, txn, &used);
+            rc = snapcache_rows_used_pages(cache, txn, &used);
             if (rc != 0 || used <= target) {
                 break;
             }
@@ -87,7 +87,7 @@ evict_chunk(snapcache_cache_t *cache, int64_t now, uint64_t target,
             k.mv_size = ik.mv_size - 8;
 
             /* the record deletes its index entries; drop a dangling one */
-            rc = snapcache_store_delete(cache, txn, &k);
+            rc = snapcache_rows_delete(cache, txn, &k);
 
             if (rc == MDB_NOTFOUND) {
                 rc = mdb_cursor_del(cur, 0);
@@ -241,7 +241,7 @@ purge_chunk(snapcache_cache_t *cache, const unsigned char *prefix,
         memcpy(kbuf, k.mv_data, k.mv_size);
         k.mv_data = kbuf;
 
-        rc = snapcache_store_delete(cache, txn, &k);
+        rc = snapcache_rows_delete(cache, txn, &k);
         if (rc != 0) {
             break;
         }
@@ -308,7 +308,7 @@ purge_prefix(snapcache_cache_t *cache, const char *account,
         rc = rc ? rc : mdb_env_sync(cache->env, 1);
     }
 
-    return snapcache_store_rc(rc);
+    return snapcache_rows_rc(rc);
 }
 
 
@@ -335,5 +335,5 @@ snapcache_cache_sync(snapcache_cache_t *cache)
         return SNAPCACHE_CACHE_ERROR;
     }
 
-    return snapcache_store_rc(mdb_env_sync(cache->env, 1));
+    return snapcache_rows_rc(mdb_env_sync(cache->env, 1));
 }

@@ -48,13 +48,13 @@ snapcache_cache_iterate(snapcache_cache_t *cache,
 
     rc = mdb_txn_begin(cache->env, NULL, MDB_RDONLY, &txn);
     if (rc != 0) {
-        return snapcache_store_rc(rc);
+        return snapcache_rows_rc(rc);
     }
 
     rc = mdb_cursor_open(txn, cache->records, &cur);
     if (rc != 0) {
         mdb_txn_abort(txn);
-        return snapcache_store_rc(rc);
+        return snapcache_rows_rc(rc);
     }
 
     k.mv_data = (void *) prefix;
@@ -82,7 +82,7 @@ snapcache_cache_iterate(snapcache_cache_t *cache,
     mdb_txn_abort(txn);
 
     /* the end of the records, or a cursor that failed on the way */
-    return rc == MDB_NOTFOUND ? SNAPCACHE_CACHE_OK : snapcache_store_rc(rc);
+    return rc == MDB_NOTFOUND ? SNAPCACHE_CACHE_OK : snapcache_rows_rc(rc);
 }
 
 
@@ -136,7 +136,7 @@ snapcache_cache_verify(snapcache_cache_t *cache, uint64_t *records)
 
     rc = mdb_txn_begin(cache->env, NULL, MDB_RDONLY, &txn);
     if (rc != 0) {
-        return snapcache_store_rc(rc);
+        return snapcache_rows_rc(rc);
     }
 
     dbis[0] = cache->records;
@@ -158,5 +158,5 @@ snapcache_cache_verify(snapcache_cache_t *cache, uint64_t *records)
 
     mdb_txn_abort(txn);
 
-    return snapcache_store_rc(rc);
+    return snapcache_rows_rc(rc);
 }

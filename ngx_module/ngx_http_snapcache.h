@@ -540,6 +540,10 @@ struct ngx_http_snapcache_ctx_s {
     ngx_uint_t                       adapt_reason;
     uint32_t                         link_kbps;    /* 0: unknown */
     uint32_t                         link_rtt_ms;
+    uint32_t                         link_queued;  /* bytes still on their
+                                                      way to the client */
+    uint32_t                         pace_kbps;    /* held down: the pace,
+                                                      0 for none */
     const char                      *deny_reason;  /* the gate's refusal */
     uint64_t                         miss_start;   /* usec, monotonic: */
     uint64_t                         miss_end;     /* the miss's answer */
@@ -827,13 +831,17 @@ ngx_http_snapcache_links_t *ngx_http_snapcache_links_create(
 void ngx_http_snapcache_link_choose(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx);
 void ngx_http_snapcache_link_record(ngx_http_snapcache_main_conf_t *smcf,
-    const uint64_t client[2], const uint64_t device[2], uint32_t variant,
-    size_t body_len, snapcache_adapt_sample_t *s);
+    const uint64_t client[2], snapcache_adapt_sample_t *s,
+    ngx_msec_t started, uint64_t bytes, ngx_uint_t responses);
+void ngx_http_snapcache_link_size(ngx_http_snapcache_main_conf_t *smcf,
+    const uint64_t device[2], uint32_t variant, size_t body_len);
+void ngx_http_snapcache_link_queue(ngx_http_snapcache_main_conf_t *smcf,
+    const uint64_t client[2], int64_t bytes, ngx_int_t responses);
 void ngx_http_snapcache_links_usage(ngx_http_snapcache_main_conf_t *smcf,
     ngx_uint_t *used, ngx_uint_t *capacity);
 
 /* ngx_http_snapcache_watch.c */
-void ngx_http_snapcache_watch_check(ngx_connection_t *c);
+void ngx_http_snapcache_watch_check(ngx_http_request_t *r);
 void ngx_http_snapcache_watch_sending(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx);
 void ngx_http_snapcache_watch_sent(ngx_http_request_t *r,

@@ -349,7 +349,7 @@ ngx_http_snapcache_serve(ngx_http_request_t *r, ngx_http_snapcache_ctx_t *ctx)
     }
 
     /* at or below the ceiling, from this client's link, as seen now */
-    ngx_http_snapcache_watch_check(r->connection);
+    ngx_http_snapcache_watch_check(r);
     ngx_http_snapcache_link_choose(r, ctx);
 
     ctx->variant = ctx->req.variant->id;

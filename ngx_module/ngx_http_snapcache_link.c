@@ -25,11 +25,62 @@
 #define NGX_HTTP_SNAPCACHE_LINK_DEVICE     2
 #define NGX_HTTP_SNAPCACHE_LINK_SLOTS      8
 
+/*
+ * A queue that has not moved for this long belongs to a worker that
+ * died with deliveries on its books: nothing is on its way any more.
+ */
+#define NGX_HTTP_SNAPCACHE_LINK_QUEUE_AGE  15000
 
+/* busy spells of a client's connections kept apart, in usec */
+#define NGX_HTTP_SNAPCACHE_LINK_BUSY       8
+
+/* requests of a client this close to the first are one refresh */
+#define NGX_HTTP_SNAPCACHE_LINK_BURST      250
+
+/*
+ * The most tiles a refresh is taken to share the link with: a flood from
+ * one address (a load test, many displays behind one NAT) is no wall,
+ * and its requests' own deliveries already show in the queue.
+ */
+#define NGX_HTTP_SNAPCACHE_LINK_WALL       16
+
+/* a held-down response is paced at this many times the estimate */
+#define NGX_HTTP_SNAPCACHE_LINK_PACE       3
+
+
+/*
+ * The queue is what this client's connections (an HTTP/1.1 pool, or the
+ * streams of one HTTP/2 connection) still have on their way to it: a
+ * new image shares the link with them.  A display refreshes its tiles
+ * together: the requests that come within NGX_HTTP_SNAPCACHE_LINK_BURST
+ * of the first are one refresh, and the last refresh's size is how many
+ * tiles the next one shares the link with.
+ *
+ * Connections of a pool share the link as well, and each alone would
+ * measure its share: the client's spell sums their deliveries over the
+ * time at least one of them was busy (the union of their busy spans),
+ * and becomes one sample when the queue runs dry.  Connections that took
+ * turns each had the link alone; connections at once shared it; either
+ * way the sum over the union is the link's rate.  One connection's spell
+ * is measured over its busy time, as before.
+ */
 typedef struct {
     snapcache_adapt_link_t     link;
     snapcache_adapt_hold_t     hold;
     uint32_t                   hold_id;      /* the hold rung's variant */
+
+    uint64_t                   queued_bytes;
+    uint32_t                   queued;       /* responses */
+    int64_t                    queued_ms;    /* when the queue last moved */
+
+    uint32_t                   asked;        /* requests in this refresh */
+    uint32_t                   together;     /* and in the one before */
+    int64_t                    asked_ms;     /* when this refresh began */
+
+    /* the spell's deliveries so far, over all the client's connections */
+    snapcache_adapt_sample_t   spell;
+    int64_t                    busy[NGX_HTTP_SNAPCACHE_LINK_BUSY][2];
+    uint32_t                   nbusy;        /* usec, disjoint, sorted */
 } ngx_http_snapcache_link_client_t;
 
 
@@ -78,6 +129,16 @@ static void ngx_http_snapcache_link_sizes(ngx_http_snapcache_link_node_t *dev,
     ngx_http_snapcache_loc_conf_t *slcf, snapcache_adapt_rung_t *rungs);
 static ngx_int_t ngx_http_snapcache_link_hints(
     ngx_http_snapcache_req_t *sreq, uint32_t *kbps, uint32_t *rtt_ms);
+static ngx_http_snapcache_link_node_t *ngx_http_snapcache_link_lock(
+    ngx_http_snapcache_main_conf_t *smcf, const uint64_t hash[2],
+    ngx_uint_t kind);
+static void ngx_http_snapcache_link_dequeue(
+    ngx_http_snapcache_link_client_t *cl, int64_t now, int64_t bytes,
+    ngx_int_t responses);
+static uint64_t ngx_http_snapcache_link_busy(
+    ngx_http_snapcache_link_client_t *cl, int64_t start, int64_t end);
+static void ngx_http_snapcache_link_asked(ngx_http_snapcache_link_client_t *cl,
+    int64_t now);
 
 
 /*
@@ -247,6 +308,18 @@ ngx_http_snapcache_link_choose(ngx_http_request_t *r,
             in.careful = cl->u.client.link.dropped
                          || cl->u.client.link.lossy;
 
+            if (now - cl->u.client.queued_ms
+                <= NGX_HTTP_SNAPCACHE_LINK_QUEUE_AGE)
+            {
+                in.queued_bytes = cl->u.client.queued_bytes;
+                in.queued = cl->u.client.queued;
+            }
+
+            ngx_http_snapcache_link_asked(&cl->u.client, now);
+            in.together = ngx_min(ngx_max(cl->u.client.together,
+                                          cl->u.client.asked),
+                                  NGX_HTTP_SNAPCACHE_LINK_WALL);
+
             for (i = 0; in.kbps && i < n; i++) {
                 if (variants[i].id == cl->u.client.hold_id) {
                     hold = cl->u.client.hold;
@@ -299,16 +372,20 @@ ngx_http_snapcache_link_choose(ngx_http_request_t *r,
      * A kept-alive connection keeps the congestion window its earlier
      * responses grew, and an idle spell shorter than its (long, on a
      * slow link) retransmission timeout does not shrink it: the next
-     * response leaves as one burst that a weak link's buffer drops, and
-     * retransmits cost more than the budget.  A new connection starts
-     * from the initial window.
+     * response would leave as one burst that a weak link's buffer drops.
+     * Pacing a held-down response at a few times the estimate spreads it
+     * out, and still lets a link that got better show it: the delivery
+     * can measure up to the pace, and the next pace follows the estimate.
      */
+    ctx->pace_kbps = 0;
+
     if (choice.reason == SNAPCACHE_ADAPT_LINK
         || choice.reason == SNAPCACHE_ADAPT_HOLD)
     {
-        r->keepalive = 0;
+        ctx->pace_kbps = in.kbps * NGX_HTTP_SNAPCACHE_LINK_PACE;
     }
 
+    ctx->link_queued = (uint32_t) ngx_min(in.queued_bytes, 0xffffffff);
     ctx->link_kbps = in.kbps;
     ctx->link_rtt_ms = in.rtt_ms;
     ctx->adapted = 1;
@@ -515,64 +592,275 @@ ngx_http_snapcache_link_hints(ngx_http_snapcache_req_t *sreq, uint32_t *kbps,
 }
 
 
-/* The sample into the client's record, the size into the device's. */
-void
-ngx_http_snapcache_link_record(ngx_http_snapcache_main_conf_t *smcf,
-    const uint64_t client[2], const uint64_t device[2], uint32_t variant,
-    size_t body_len, snapcache_adapt_sample_t *s)
+/*
+ * The record for hash, made if needed, with the zone's mutex held; NULL,
+ * and no lock, when there is no table.
+ */
+static ngx_http_snapcache_link_node_t *
+ngx_http_snapcache_link_lock(ngx_http_snapcache_main_conf_t *smcf,
+    const uint64_t hash[2], ngx_uint_t kind)
 {
-    ngx_uint_t                         k, slot;
-    ngx_http_snapcache_links_t        *links;
-    ngx_http_snapcache_link_node_t    *ln;
-    ngx_http_snapcache_link_device_t  *d;
+    ngx_http_snapcache_links_t  *links;
 
     links = smcf->sh ? smcf->sh->links : NULL;
     if (links == NULL) {
-        return;
+        return NULL;
     }
 
     ngx_shmtx_lock(&smcf->shpool->mutex);
 
-    ln = ngx_http_snapcache_link_find(links, client,
-                                      NGX_HTTP_SNAPCACHE_LINK_CLIENT, 1);
+    return ngx_http_snapcache_link_find(links, hash, kind, 1);
+}
 
-    if (ln->u.client.link.samples
-        && snapcache_adapt_link_kbps(&ln->u.client.link,
-                                     (int64_t) ngx_current_msec) == 0)
-    {
-        /* a forgotten estimate takes its hold with it */
-        ln->u.client.hold.rung = SNAPCACHE_ADAPT_NONE;
+
+/*
+ * A connection's spell ended, with its sample and what of it was still
+ * on the client's queue: into the client's spell, and the client's
+ * spell into its estimate once nothing else is on its way.
+ */
+void
+ngx_http_snapcache_link_record(ngx_http_snapcache_main_conf_t *smcf,
+    const uint64_t client[2], snapcache_adapt_sample_t *s,
+    ngx_msec_t started, uint64_t bytes, ngx_uint_t responses)
+{
+    int64_t                            start, end;
+    snapcache_adapt_sample_t          *sp;
+    ngx_http_snapcache_link_node_t    *ln;
+    ngx_http_snapcache_link_client_t  *cl;
+
+    ln = ngx_http_snapcache_link_lock(smcf, client,
+                                      NGX_HTTP_SNAPCACHE_LINK_CLIENT);
+    if (ln == NULL) {
+        return;
     }
 
-    (void) snapcache_adapt_sample(&ln->u.client.link, s,
-                                  (int64_t) ngx_current_msec);
+    cl = &ln->u.client;
+    sp = &cl->spell;
 
-    if (s->complete) {
-        ln = ngx_http_snapcache_link_find(links, device,
-                                          NGX_HTTP_SNAPCACHE_LINK_DEVICE, 1);
-        d = &ln->u.device;
+    start = (int64_t) started * 1000;
+    end = start + (int64_t) s->busy_us;
 
-        slot = 0;
+    if (sp->busy_us == 0) {
+        *sp = *s;
+        cl->nbusy = 0;
 
-        for (k = 0; k < NGX_HTTP_SNAPCACHE_LINK_SLOTS; k++) {
-            if (d->bytes[k] && d->id[k] == variant) {
-                slot = k;
-                break;
-            }
+    } else {
+        sp->bytes += s->bytes;
+        sp->retrans += s->retrans;
+        sp->complete = sp->complete && s->complete;
+        sp->paced_kbps = ngx_max(sp->paced_kbps, s->paced_kbps);
+        sp->delivery_kbps = ngx_max(sp->delivery_kbps, s->delivery_kbps);
 
-            if (d->used[k] < d->used[slot]) {
-                slot = k;
-            }
+        if (s->min_rtt_us
+            && (sp->min_rtt_us == 0 || s->min_rtt_us < sp->min_rtt_us))
+        {
+            sp->min_rtt_us = s->min_rtt_us;
+        }
+    }
+
+    sp->busy_us = ngx_max(ngx_http_snapcache_link_busy(cl, start, end), 1000);
+
+    ngx_http_snapcache_link_dequeue(cl, (int64_t) ngx_current_msec,
+                                    -(int64_t) bytes, -(ngx_int_t) responses);
+
+    if (cl->queued == 0) {
+        if (cl->link.samples
+            && snapcache_adapt_link_kbps(&cl->link,
+                                         (int64_t) ngx_current_msec) == 0)
+        {
+            /* a forgotten estimate takes its hold with it */
+            cl->hold.rung = SNAPCACHE_ADAPT_NONE;
         }
 
-        d->bytes[slot] = (d->bytes[slot] && d->id[slot] == variant)
-                         ? (uint32_t) ((d->bytes[slot] + body_len) / 2)
-                         : (uint32_t) ngx_min(body_len, 0xffffffff);
-        d->id[slot] = variant;
-        d->used[slot] = ++d->clock;
+        (void) snapcache_adapt_sample(&cl->link, sp,
+                                      (int64_t) ngx_current_msec);
+
+        ngx_memzero(sp, sizeof(snapcache_adapt_sample_t));
     }
 
     ngx_shmtx_unlock(&smcf->shpool->mutex);
+}
+
+
+/* What a rung of a device weighed, delivered whole. */
+void
+ngx_http_snapcache_link_size(ngx_http_snapcache_main_conf_t *smcf,
+    const uint64_t device[2], uint32_t variant, size_t body_len)
+{
+    ngx_uint_t                         k, slot;
+    ngx_http_snapcache_link_node_t    *ln;
+    ngx_http_snapcache_link_device_t  *d;
+
+    ln = ngx_http_snapcache_link_lock(smcf, device,
+                                      NGX_HTTP_SNAPCACHE_LINK_DEVICE);
+    if (ln == NULL) {
+        return;
+    }
+
+    d = &ln->u.device;
+
+    slot = 0;
+
+    for (k = 0; k < NGX_HTTP_SNAPCACHE_LINK_SLOTS; k++) {
+        if (d->bytes[k] && d->id[k] == variant) {
+            slot = k;
+            break;
+        }
+
+        if (d->used[k] < d->used[slot]) {
+            slot = k;
+        }
+    }
+
+    d->bytes[slot] = (d->bytes[slot] && d->id[slot] == variant)
+                     ? (uint32_t) ((d->bytes[slot] + body_len) / 2)
+                     : (uint32_t) ngx_min(body_len, 0xffffffff);
+    d->id[slot] = variant;
+    d->used[slot] = ++d->clock;
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+}
+
+
+/*
+ * Bytes and responses joining (positive) or leaving (negative) what is
+ * on its way to a client.  The record is made if needed, so that a
+ * client's first refresh already counts its tiles.
+ */
+void
+ngx_http_snapcache_link_queue(ngx_http_snapcache_main_conf_t *smcf,
+    const uint64_t client[2], int64_t bytes, ngx_int_t responses)
+{
+    ngx_http_snapcache_link_node_t  *ln;
+
+    ln = ngx_http_snapcache_link_lock(smcf, client,
+                                      NGX_HTTP_SNAPCACHE_LINK_CLIENT);
+    if (ln == NULL) {
+        return;
+    }
+
+    ngx_http_snapcache_link_dequeue(&ln->u.client, (int64_t) ngx_current_msec,
+                                    bytes, responses);
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+}
+
+
+/* Under the zone's mutex: the queue moves by bytes and responses. */
+static void
+ngx_http_snapcache_link_dequeue(ngx_http_snapcache_link_client_t *cl,
+    int64_t now, int64_t bytes, ngx_int_t responses)
+{
+    if (now - cl->queued_ms > NGX_HTTP_SNAPCACHE_LINK_QUEUE_AGE) {
+        cl->queued_bytes = 0;
+        cl->queued = 0;
+        ngx_memzero(&cl->spell, sizeof(snapcache_adapt_sample_t));
+    }
+
+    cl->queued_ms = now;
+
+    if (bytes < 0 && (uint64_t) -bytes >= cl->queued_bytes) {
+        cl->queued_bytes = 0;
+
+    } else {
+        cl->queued_bytes += bytes;
+    }
+
+    if (responses < 0 && (uint32_t) -responses >= cl->queued) {
+        cl->queued = 0;
+
+    } else {
+        cl->queued += responses;
+    }
+
+    if (cl->queued == 0) {
+        cl->queued_bytes = 0;
+    }
+}
+
+
+/*
+ * Under the zone's mutex: a connection's busy span joins the client's,
+ * merged where they overlap; returns the time any of them was busy.
+ * With no room left, the span joins the nearest one.
+ */
+static uint64_t
+ngx_http_snapcache_link_busy(ngx_http_snapcache_link_client_t *cl,
+    int64_t start, int64_t end)
+{
+    int64_t     (*b)[2];
+    uint64_t      total;
+    ngx_uint_t    i, j, n;
+
+    b = cl->busy;
+    n = cl->nbusy;
+
+    if (n == NGX_HTTP_SNAPCACHE_LINK_BUSY) {
+        /* the last one stretches to take it in */
+        b[n - 1][0] = ngx_min(b[n - 1][0], start);
+        b[n - 1][1] = ngx_max(b[n - 1][1], end);
+
+    } else {
+        for (i = 0; i < n && b[i][0] < start; i++) {
+            /* void */
+        }
+
+        for (j = n; j > i; j--) {
+            b[j][0] = b[j - 1][0];
+            b[j][1] = b[j - 1][1];
+        }
+
+        b[i][0] = start;
+        b[i][1] = end;
+        n++;
+    }
+
+    /* sorted by start: merge each into the one before when they meet */
+    for (i = 0, j = 1; j < n; j++) {
+        if (b[j][0] <= b[i][1]) {
+            b[i][1] = ngx_max(b[i][1], b[j][1]);
+
+        } else {
+            i++;
+            b[i][0] = b[j][0];
+            b[i][1] = b[j][1];
+        }
+    }
+
+    cl->nbusy = (uint32_t) (n ? i + 1 : 0);
+
+    total = 0;
+
+    for (i = 0; i < cl->nbusy; i++) {
+        total += (uint64_t) (b[i][1] - b[i][0]);
+    }
+
+    return total;
+}
+
+
+/*
+ * Under the zone's mutex: one more request of this client, in the
+ * refresh under way or the first of a new one.  A refresh after a long
+ * pause says nothing of the one before it.
+ */
+static void
+ngx_http_snapcache_link_asked(ngx_http_snapcache_link_client_t *cl,
+    int64_t now)
+{
+    if (now - cl->asked_ms > NGX_HTTP_SNAPCACHE_LINK_BURST
+        || now < cl->asked_ms)
+    {
+        cl->together = (now - cl->asked_ms
+                        <= NGX_HTTP_SNAPCACHE_LINK_QUEUE_AGE)
+                       ? cl->asked : 0;
+        cl->asked = 0;
+        cl->asked_ms = now;
+    }
+
+    if (cl->asked < UINT32_MAX) {
+        cl->asked++;
+    }
 }
 
 

@@ -97,6 +97,11 @@ static ngx_http_variable_t  ngx_http_snapcache_vars[] = {
       offsetof(ngx_http_snapcache_ctx_t, link_rtt_ms),
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("snapcache_link_queued"), NULL,
+      ngx_http_snapcache_link_variable,
+      offsetof(ngx_http_snapcache_ctx_t, link_queued),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
     { ngx_string("snapcache_adapt_reason"), NULL,
       ngx_http_snapcache_reason_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
@@ -228,7 +233,10 @@ ngx_http_snapcache_account_variable(ngx_http_request_t *r,
 }
 
 
-/* $snapcache_link_kbps and $snapcache_link_rtt; unset when unknown. */
+/*
+ * $snapcache_link_kbps, $snapcache_link_rtt and $snapcache_link_queued;
+ * unset when the link is unknown.
+ */
 static ngx_int_t
 ngx_http_snapcache_link_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)

@@ -6,12 +6,19 @@
 
 
 /*
- * snapcache: watching a delivery.  The server measures delivery, not
- * writes: after a response is handed to the socket, a timer reads
- * TCP_INFO on the connection until the client has acknowledged every
- * byte, or a deadline passes, and the bytes acknowledged over the time
- * the connection was busy sending them become a sample for the client's
- * record in the link table (ngx_http_snapcache_link.c).
+ * snapcache: watching deliveries.  The server measures delivery, not
+ * writes: after a response is handed to nginx, a timer reads TCP_INFO on
+ * the client's TCP connection (under HTTP/2, the one under all of its
+ * streams) until the client has acknowledged every byte, or a deadline
+ * passes.  The bytes acknowledged over the time the connection was busy
+ * sending them become a sample for the client's record in the link
+ * table (ngx_http_snapcache_link.c).
+ *
+ * Responses that follow one another on a connection before the first is
+ * delivered (the tiles of a wall over HTTP/2, or pipelined) join the
+ * same busy spell: each is a delivery in the spell, in the order of the
+ * connection's bytes, and leaves the client's queue as the
+ * acknowledgements pass its end.  The spell's sample covers them all.
  */
 
 
@@ -25,6 +32,9 @@
 
 /* a connection busier than one response per this is measured once in it */
 #define NGX_HTTP_SNAPCACHE_LINK_EVERY      100
+
+/* deliveries one spell keeps apart; more are not watched */
+#define NGX_HTTP_SNAPCACHE_LINK_DELIVERIES 16
 
 
 /*
@@ -90,61 +100,95 @@ typedef struct {
 } ngx_http_snapcache_tcp_info_t;
 
 
-/* One delivery being watched; one per connection, reused. */
+/* One response on its way: where it ends in the spell's bytes. */
+typedef struct {
+    uint64_t                         client[2];
+    uint64_t                         end;
+} ngx_http_snapcache_delivery_t;
+
+
+/* A connection's deliveries being watched; one per connection, reused. */
 typedef struct {
     ngx_connection_t                *connection;
     ngx_http_snapcache_main_conf_t  *smcf;
     ngx_event_t                      timer;
 
-    uint64_t                         client[2];
-    uint64_t                         device[2];
-    uint32_t                         variant;
-    size_t                           body_len;
+    ngx_http_snapcache_delivery_t    d[NGX_HTTP_SNAPCACHE_LINK_DELIVERIES];
+    ngx_uint_t                       first;      /* not yet delivered */
+    ngx_uint_t                       n;
 
-    uint64_t                         expect;     /* header and body */
-    uint64_t                         acked;
+    uint64_t                         expect;     /* the spell's bytes */
+    uint64_t                         acked;      /* at the spell's start */
     uint32_t                         retrans;
     uint64_t                         busy;
     ngx_msec_t                       deadline;
     ngx_msec_t                       interval;
     ngx_msec_t                       started;
+    ngx_msec_t                       polled;
+    uint32_t                         pace_kbps;  /* as set on the socket */
+    uint32_t                         delivery;   /* the best rate seen */
 
-    unsigned                         baseline:1;
     unsigned                         active:1;
 } ngx_http_snapcache_watch_t;
 
 
+static ngx_connection_t *ngx_http_snapcache_watch_socket(
+    ngx_http_request_t *r);
 static ngx_int_t ngx_http_snapcache_tcp_info(ngx_connection_t *c,
     ngx_http_snapcache_tcp_info_t *ti);
+static void ngx_http_snapcache_watch_pace(ngx_http_snapcache_watch_t *w,
+    uint32_t kbps);
 static ngx_http_snapcache_watch_t *ngx_http_snapcache_watch_get(
     ngx_connection_t *c, ngx_uint_t create);
 static void ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w);
+static void ngx_http_snapcache_watch_passed(ngx_http_snapcache_watch_t *w,
+    uint64_t acked);
+static void ngx_http_snapcache_watch_record(ngx_http_snapcache_watch_t *w,
+    snapcache_adapt_sample_t *s, ngx_uint_t sample);
+static void ngx_http_snapcache_watch_end(ngx_http_snapcache_watch_t *w);
 static void ngx_http_snapcache_watch_timer(ngx_event_t *ev);
 static void ngx_http_snapcache_watch_request_done(void *data);
 static void ngx_http_snapcache_watch_cleanup(void *data);
 
 
+/* The client's own TCP connection: under HTTP/2, the one under r. */
+static ngx_connection_t *
+ngx_http_snapcache_watch_socket(ngx_http_request_t *r)
+{
+#if (NGX_HTTP_V2)
+    if (r->stream) {
+        return r->stream->connection->connection;
+    }
+#endif
+
+    return r->connection;
+}
+
+
 /*
- * Before a link is chosen: the last response on this connection may be
- * delivered by now, and its sample is the freshest there is.
+ * Before a link is chosen: what this connection has delivered by now
+ * leaves the client's queue, and a finished spell's sample is the
+ * freshest there is.
  */
 void
-ngx_http_snapcache_watch_check(ngx_connection_t *c)
+ngx_http_snapcache_watch_check(ngx_http_request_t *r)
 {
     ngx_http_snapcache_watch_t  *w;
 
-    w = ngx_http_snapcache_watch_get(c, 0);
+    w = ngx_http_snapcache_watch_get(ngx_http_snapcache_watch_socket(r), 0);
 
-    if (w && w->active) {
+    if (w && w->active
+        && ngx_current_msec - w->polled >= NGX_HTTP_SNAPCACHE_LINK_POLL)
+    {
         ngx_http_snapcache_watch_poll(w);
     }
 }
 
 
 /*
- * Before a response's header goes out: where the connection's counters
- * stand, so that its delivery can be measured from here.  A connection
- * still delivering the previous response is not measured apart.
+ * Before a response's header goes out: the pace its rung asks for, and
+ * where the connection's counters stand, so that a new spell can be
+ * measured from here.  A connection in a spell adds this response to it.
  */
 void
 ngx_http_snapcache_watch_sending(ngx_http_request_t *r,
@@ -154,14 +198,10 @@ ngx_http_snapcache_watch_sending(ngx_http_request_t *r,
     ngx_http_snapcache_watch_t     *w;
     ngx_http_snapcache_tcp_info_t   ti;
 
-    c = r->connection;
+    c = ngx_http_snapcache_watch_socket(r);
 
     if (!ctx->slcf->adapt || !ctx->client_known
-        || (r->method & NGX_HTTP_HEAD) || c->error
-#if (NGX_HTTP_V2)
-        || r->stream
-#endif
-       )
+        || (r->method & NGX_HTTP_HEAD) || c->error)
     {
         return;
     }
@@ -171,8 +211,13 @@ ngx_http_snapcache_watch_sending(ngx_http_request_t *r,
         return;
     }
 
+    ngx_http_snapcache_watch_pace(w, ctx->pace_kbps);
+
     if (w->active) {
-        ngx_http_snapcache_watch_poll(w);
+        /* a busy connection is looked at no more often than its timer */
+        if (ngx_current_msec - w->polled >= NGX_HTTP_SNAPCACHE_LINK_POLL) {
+            ngx_http_snapcache_watch_poll(w);
+        }
 
         if (w->active) {
             return;
@@ -194,26 +239,37 @@ ngx_http_snapcache_watch_sending(ngx_http_request_t *r,
         return;
     }
 
+    w->smcf = ctx->smcf;
     w->acked = ti.bytes_acked;
     w->busy = ti.busy_time;
     w->retrans = ti.total_retrans;
-    w->baseline = 1;
+    w->delivery = 0;
+    w->expect = 0;
+    w->first = 0;
+    w->n = 0;
+    w->interval = NGX_HTTP_SNAPCACHE_LINK_POLL;
+    w->started = ngx_current_msec;
+    w->deadline = ngx_current_msec
+                  + ngx_max(1000, ngx_min(10000, 2 * ctx->slcf->adapt_budget));
+    w->active = 1;
 }
 
 
 /*
- * The header and len body bytes were handed to the socket: watch them
- * until they are delivered, looking now, then on a timer.
+ * The header and len body bytes were handed to nginx: a delivery in the
+ * connection's spell, on the client's queue until the client has it.
  */
 void
 ngx_http_snapcache_watch_sent(ngx_http_request_t *r,
     ngx_http_snapcache_ctx_t *ctx, size_t len)
 {
-    ngx_connection_t            *c;
-    ngx_pool_cleanup_t          *cln;
-    ngx_http_snapcache_watch_t  *w;
+    size_t                          expect;
+    ngx_connection_t               *c;
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_snapcache_watch_t     *w;
+    ngx_http_snapcache_delivery_t  *d;
 
-    c = r->connection;
+    c = ngx_http_snapcache_watch_socket(r);
 
     if (!ctx->slcf->adapt || !ctx->client_known || len == 0
         || r->header_only)
@@ -222,34 +278,47 @@ ngx_http_snapcache_watch_sent(ngx_http_request_t *r,
     }
 
     w = ngx_http_snapcache_watch_get(c, 0);
-    if (w == NULL || !w->baseline || w->active) {
+
+    /*
+     * A connection this busy is measured by the deliveries it has; the
+     * rest of its responses cost nothing more (the spell's sample counts
+     * their bytes all the same).
+     */
+    if (w == NULL || !w->active || w->n == NGX_HTTP_SNAPCACHE_LINK_DELIVERIES)
+    {
         return;
     }
 
-    w->baseline = 0;
+    /*
+     * What is sure to cross the connection: HTTP/2's frame headers and
+     * TLS's records only add to it, so a delivery is never taken for
+     * done before its body is acknowledged.
+     */
+    expect = len;
+
+    if (ngx_http_snapcache_watch_socket(r) == r->connection) {
+        expect += r->header_size;
+    }
+
+    d = &w->d[w->n++];
+    d->client[0] = ctx->client[0];
+    d->client[1] = ctx->client[1];
+
+    ngx_http_snapcache_link_queue(w->smcf, d->client, expect, 1);
+
+    w->expect += expect;
+    d->end = w->expect;
+
+    /* what the rung weighs is known now, delivered or not */
+    ngx_http_snapcache_link_size(w->smcf, ctx->device, (uint32_t) ctx->variant,
+                                 len);
 
     /* looked at once more when the request is done, while still open */
     cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return;
+    if (cln) {
+        cln->handler = ngx_http_snapcache_watch_request_done;
+        cln->data = w;
     }
-
-    cln->handler = ngx_http_snapcache_watch_request_done;
-    cln->data = w;
-
-    w->smcf = ctx->smcf;
-    w->client[0] = ctx->client[0];
-    w->client[1] = ctx->client[1];
-    w->device[0] = ctx->device[0];
-    w->device[1] = ctx->device[1];
-    w->variant = (uint32_t) ctx->variant;
-    w->body_len = len;
-    w->expect = r->header_size + len;
-    w->interval = NGX_HTTP_SNAPCACHE_LINK_POLL;
-    w->started = ngx_current_msec;
-    w->deadline = ngx_current_msec
-                  + ngx_max(1000, ngx_min(10000, 2 * ctx->slcf->adapt_budget));
-    w->active = 1;
 
     /*
      * A connection that closes after this response would be closed as
@@ -257,11 +326,14 @@ ngx_http_snapcache_watch_sent(ngx_http_request_t *r,
      * lingering keeps it open until the client closes its side, that is
      * until it has read everything, so that the delivery can be seen.
      */
-    if (!r->keepalive) {
+    if (c == r->connection && !r->keepalive) {
         r->lingering_close = 1;
     }
 
-    ngx_http_snapcache_watch_poll(w);
+    /* the first delivery of a spell may be done already: look now */
+    if (w->n == 1) {
+        ngx_http_snapcache_watch_poll(w);
+    }
 }
 
 
@@ -287,6 +359,39 @@ ngx_http_snapcache_tcp_info(ngx_connection_t *c,
     return NGX_OK;
 #else
     return NGX_DECLINED;
+#endif
+}
+
+
+/*
+ * Pacing caps the socket's rate (SO_MAX_PACING_RATE, in bytes a second)
+ * for what it sends from now on; 0 takes the cap away.  Set only when it
+ * changes: a connection that is not held down costs nothing.
+ */
+static void
+ngx_http_snapcache_watch_pace(ngx_http_snapcache_watch_t *w, uint32_t kbps)
+{
+#if (NGX_LINUX) && defined(SO_MAX_PACING_RATE)
+    unsigned int  rate;
+
+    if (kbps == w->pace_kbps) {
+        return;
+    }
+
+    rate = kbps ? (unsigned int) ngx_min((uint64_t) kbps * 125, 0xfffffffe)
+                : ~0U;
+
+    if (setsockopt(w->connection->fd, SOL_SOCKET, SO_MAX_PACING_RATE,
+                   &rate, sizeof(rate))
+        == -1)
+    {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, w->connection->log, ngx_errno,
+                       "snapcache: setsockopt(SO_MAX_PACING_RATE, %uD) "
+                       "failed", rate);
+        return;
+    }
+
+    w->pace_kbps = kbps;
 #endif
 }
 
@@ -336,14 +441,17 @@ ngx_http_snapcache_watch_get(ngx_connection_t *c, ngx_uint_t create)
 
 
 /*
- * Delivered when nginx has written the whole body, holds nothing back,
- * and the socket has nothing unsent or unacknowledged.  Then, or at the
- * deadline, the bytes acknowledged since the start over the time the
- * connection was busy are the sample; until then, look again later.
+ * The spell is over when the socket has nothing unsent or
+ * unacknowledged and its bytes are acknowledged; then, or at the
+ * deadline, the bytes acknowledged since its start over the time the
+ * connection was busy are the sample.  Until then, the deliveries whose
+ * end the acknowledgements passed leave the queue, and it looks again
+ * later.
  */
 static void
 ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w)
 {
+    uint64_t                        acked;
     ngx_msec_t                      now, next;
     ngx_uint_t                      delivered;
     ngx_connection_t               *c;
@@ -353,18 +461,25 @@ ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w)
     c = w->connection;
 
     if (c->error || ngx_http_snapcache_tcp_info(c, &ti) != NGX_OK) {
-        goto done;
+        ngx_http_snapcache_watch_end(w);
+        return;
     }
 
     now = ngx_current_msec;
+    w->polled = now;
+    acked = ti.bytes_acked >= w->acked ? ti.bytes_acked - w->acked : 0;
 
     /*
-     * The response's bytes are acknowledged and nothing else is waiting
-     * (c->sent cannot tell: a keepalive connection zeroes it between
-     * requests).
+     * The kernel's latest rate sample, when the link, not us, set it,
+     * and an acknowledgement of this spell's bytes made it (until then
+     * it is the last spell's).
      */
-    delivered = ti.bytes_acked >= w->acked
-                && ti.bytes_acked - w->acked >= w->expect
+    if (acked && !(ti.flags & 1) && ti.delivery_rate / 125 > w->delivery) {
+        w->delivery = (uint32_t) ngx_min(ti.delivery_rate / 125, 0xffffffff);
+    }
+
+    /* c->sent cannot tell: a keepalive connection zeroes it */
+    delivered = w->n && acked >= w->expect
                 && ti.notsent_bytes == 0 && ti.unacked == 0;
 
     /*
@@ -372,17 +487,29 @@ ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w)
      * that was reset; only the first has had everything acknowledged.
      */
     if (ti.state == 7 && !delivered) {
-        goto done;
+        ngx_http_snapcache_watch_end(w);
+        return;
     }
 
-    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, c->log, 0,
+    ngx_log_debug6(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "snapcache delivery: state %d, %uL of %uL acked, "
-                   "%uD unsent, %M ms left", (int) ti.state,
-                   ti.bytes_acked - w->acked, w->expect, ti.notsent_bytes,
-                   w->deadline - now);
+                   "%uD unsent, %ui in the spell, %M ms left",
+                   (int) ti.state, acked, w->expect, ti.notsent_bytes,
+                   w->n - w->first, w->deadline - now);
 
-    if (!delivered && (ngx_msec_int_t) (w->deadline - now) > 0) {
-        next = ngx_min(w->interval, w->deadline - now);
+    if (!delivered && (w->n == 0 || (ngx_msec_int_t) (w->deadline - now) > 0))
+    {
+        ngx_http_snapcache_watch_passed(w, acked);
+
+        if (w->n == 0 && now - w->started > NGX_HTTP_SNAPCACHE_LINK_POLL_MAX)
+        {
+            /* a spell that no response joined: a 304, an error body */
+            w->active = 0;
+            return;
+        }
+
+        next = w->n ? ngx_min(w->interval, w->deadline - now)
+                    : w->interval;
         w->interval = ngx_min(2 * w->interval,
                               NGX_HTTP_SNAPCACHE_LINK_POLL_MAX);
 
@@ -394,17 +521,17 @@ ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w)
     }
 
     ngx_memzero(&s, sizeof(snapcache_adapt_sample_t));
-    s.bytes = ti.bytes_acked - w->acked;
+    s.bytes = acked;
     s.busy_us = ti.busy_time - w->busy;
     s.min_rtt_us = ti.min_rtt;
     s.retrans = ti.total_retrans - w->retrans;
     s.complete = delivered;
 
     ngx_log_debug8(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                   "snapcache delivery: %uL bytes acked of %uz in %uL us "
+                   "snapcache delivery: %uL bytes acked of %uL in %uL us "
                    "busy, %s, min rtt %uD us, rtt %uD us, "
                    "delivery rate %uL B/s, app limited %d",
-                   s.bytes, w->body_len, s.busy_us,
+                   s.bytes, w->expect, s.busy_us,
                    delivered ? "delivered" : "deadline", ti.min_rtt, ti.rtt,
                    ti.delivery_rate, ti.flags & 1);
 
@@ -416,13 +543,110 @@ ngx_http_snapcache_watch_poll(ngx_http_snapcache_watch_t *w)
         s.busy_us = 1000;
     }
 
-    if (ti.bytes_acked >= w->acked) {
-        ngx_http_snapcache_link_record(w->smcf, w->client, w->device,
-                                       w->variant, w->body_len, &s);
+    s.paced_kbps = w->pace_kbps;
+    s.delivery_kbps = w->delivery;
+
+    ngx_http_snapcache_watch_passed(w, delivered ? w->expect : acked);
+    ngx_http_snapcache_watch_record(w, &s, ti.bytes_acked >= w->acked);
+
+    w->first = w->n;
+    ngx_http_snapcache_watch_end(w);
+}
+
+
+/*
+ * The spell's sample to each client it carried (usually one), with what
+ * of the client's deliveries the queue still holds.
+ */
+static void
+ngx_http_snapcache_watch_record(ngx_http_snapcache_watch_t *w,
+    snapcache_adapt_sample_t *s, ngx_uint_t sample)
+{
+    uint64_t                        bytes, start;
+    ngx_uint_t                      i, j, k, responses;
+    ngx_http_snapcache_delivery_t  *d;
+
+    for (i = 0; i < w->n; i++) {
+        d = &w->d[i];
+
+        for (k = 0; k < i; k++) {
+            if (w->d[k].client[0] == d->client[0]
+                && w->d[k].client[1] == d->client[1])
+            {
+                break;
+            }
+        }
+
+        if (k < i) {
+            continue;
+        }
+
+        bytes = 0;
+        responses = 0;
+
+        for (j = ngx_max(i, w->first); j < w->n; j++) {
+            if (w->d[j].client[0] == d->client[0]
+                && w->d[j].client[1] == d->client[1])
+            {
+                start = j ? w->d[j - 1].end : 0;
+                bytes += w->d[j].end - start;
+                responses++;
+            }
+        }
+
+        if (sample) {
+            ngx_http_snapcache_link_record(w->smcf, d->client, s, w->started,
+                                           bytes, responses);
+
+        } else if (responses) {
+            ngx_http_snapcache_link_queue(w->smcf, d->client,
+                                          -(int64_t) bytes,
+                                          -(ngx_int_t) responses);
+        }
+    }
+}
+
+
+/* Deliveries the acknowledgements passed leave the client's queue. */
+static void
+ngx_http_snapcache_watch_passed(ngx_http_snapcache_watch_t *w,
+    uint64_t acked)
+{
+    uint64_t                        start;
+    ngx_http_snapcache_delivery_t  *d;
+
+    for ( /* void */ ; w->first < w->n; w->first++) {
+        d = &w->d[w->first];
+
+        if (d->end > acked) {
+            break;
+        }
+
+        start = w->first ? w->d[w->first - 1].end : 0;
+
+        ngx_http_snapcache_link_queue(w->smcf, d->client,
+                                      -(int64_t) (d->end - start), -1);
+    }
+}
+
+
+/* The spell is over, measured or not: nothing of it stays queued. */
+static void
+ngx_http_snapcache_watch_end(ngx_http_snapcache_watch_t *w)
+{
+    uint64_t                        start;
+    ngx_http_snapcache_delivery_t  *d;
+
+    for ( /* void */ ; w->first < w->n; w->first++) {
+        d = &w->d[w->first];
+        start = w->first ? w->d[w->first - 1].end : 0;
+
+        ngx_http_snapcache_link_queue(w->smcf, d->client,
+                                      -(int64_t) (d->end - start), -1);
     }
 
-done:
-
+    w->n = 0;
+    w->first = 0;
     w->active = 0;
 
     if (w->timer.timer_set) {
@@ -460,9 +684,7 @@ ngx_http_snapcache_watch_cleanup(void *data)
 {
     ngx_http_snapcache_watch_t *w = data;
 
-    w->active = 0;
-
-    if (w->timer.timer_set) {
-        ngx_del_timer(&w->timer);
+    if (w->active) {
+        ngx_http_snapcache_watch_end(w);
     }
 }

@@ -23,7 +23,8 @@ my $d = $t->dir;
 
 my $logfmt = <<"EOF";
     log_format adapt '\$snapcache_variant \$snapcache_adapt_reason '
-                     '"\$snapcache_link_kbps" "\$snapcache_link_rtt"';
+                     '"\$snapcache_link_kbps" "\$snapcache_link_rtt" '
+                     '"\$snapcache_link_queued"';
     snapcache_store $d/store size=64m;
 EOF
 
@@ -135,10 +136,11 @@ my $log = do {
     local $/;
     <$f>;
 };
-like($log, qr/^hd unknown "-" "-"$/m, 'log: unknown, no figures');
-like($log, qr/^full ceiling "\d+" "\d+"$/m, 'log: ceiling with the rate '
-    . 'and RTT it was chosen with');
-like($log, qr/^thumb hint "50" "2000"$/m, 'log: the hints as figures');
+like($log, qr/^hd unknown "-" "-" "-"$/m, 'log: unknown, no figures');
+like($log, qr/^full ceiling "\d+" "\d+" "\d+"$/m, 'log: ceiling with the '
+    . 'rate, RTT and queued bytes it was chosen with');
+like($log, qr/^thumb hint "50" "2000" "0"$/m, 'log: the hints as figures, '
+    . 'nothing queued');
 
 # the budget is range-checked
 $t->stop;

@@ -44,6 +44,7 @@ plan skip_all => 'python3-selenium is missing (make deps installs it)'
 
 my $port = free_port();
 my $oport = free_port();
+my $tport = free_port();
 my $tmp = tempdir(CLEANUP => 1);
 my $log = "$tmp/demo.out";
 
@@ -56,6 +57,7 @@ if (!$pid) {
     open STDERR, '>&', \*STDOUT;
     $ENV{PORT} = $port;
     $ENV{ORIGIN_PORT} = $oport;
+    $ENV{TLS_PORT} = $tport;
     exec "$root/tools/run-demo" or die;
 }
 

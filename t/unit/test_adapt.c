@@ -115,7 +115,7 @@ fits(const uint64_t *bytes, int i, uint32_t kbps, uint32_t rtt,
 static void
 test_choose_exhaustive(void)
 {
-    int                       n, ceil, sd, hints, dropped, prev, j;
+    int                       n, ceil, sd, hints, dropped, prev, j, rose;
     int                       lower_fits;
     unsigned                  count, bad_ceiling, bad_budget, bad_step;
     unsigned                  bad_steady, bad_unknown, bad_rc, bad_open;
@@ -127,6 +127,9 @@ test_choose_exhaustive(void)
 
     count = bad_ceiling = bad_budget = bad_step = bad_steady = 0;
     bad_unknown = bad_rc = bad_open = bad_dropped = 0;
+
+    /* nothing queued, a tile alone: the choice as it was before queues */
+    memset(&in, 0, sizeof(in));
 
     for (n = 1; n <= 6; n++)
     for (ceil = 0; ceil < n; ceil++)
@@ -140,6 +143,7 @@ test_choose_exhaustive(void)
     for (prev = -1; prev < n; prev++)
     for (si = 0; si < NELTS(since_set); si++)
     for (hk = 0; hk < NELTS(hold_kbps_set); hk++)
+    for (rose = 0; rose <= 1; rose++)
     {
         in.nrungs = (unsigned) n;
         in.bytes = size_sets[s];
@@ -154,6 +158,7 @@ test_choose_exhaustive(void)
         hold.rung = prev;
         hold.since = since_set[si];
         hold.kbps = hold_kbps_set[hk];
+        hold.rose = (uint32_t) rose;
         before = hold;
 
         count++;
@@ -202,9 +207,13 @@ test_choose_exhaustive(void)
                 bad_step++;
             }
 
-            /* up again only after STEADY choices, or on a changed link */
+            /*
+             * after a step down, up again only after STEADY choices, or
+             * on a changed link; a climb goes on
+             */
             if (hold.rung > prev
-                && !(before.since >= SNAPCACHE_ADAPT_STEADY - 1
+                && !(before.rose
+                     || before.since >= SNAPCACHE_ADAPT_STEADY - 1
                      || (uint64_t) in.kbps * 2 >= (uint64_t) before.kbps * 3))
             {
                 bad_steady++;
@@ -236,10 +245,11 @@ test_choose_exhaustive(void)
     is_int(bad_budget, 0, "never a rung predicted over budget while a "
            "lower one fits");
     is_int(bad_step, 0, "never up by more than one rung");
-    is_int(bad_steady, 0, "never up again within %d choices on a steady "
-           "link", SNAPCACHE_ADAPT_STEADY);
+    is_int(bad_steady, 0, "after a step down, never up again within %d "
+           "choices on a steady link", SNAPCACHE_ADAPT_STEADY);
     is_int(bad_open, 0, "an open link gets the ceiling");
-    is_int(bad_dropped, 0, "careful (after a collapse, on a lossy link): a rung with headroom");
+    is_int(bad_dropped, 0, "careful (after a collapse, on a lossy link): "
+           "a rung with headroom");
 
     in.nrungs = 0;
     is_int(snapcache_adapt_choose(&in, &hold, &c), -1, "empty ladder");
@@ -250,11 +260,412 @@ test_choose_exhaustive(void)
 }
 
 
+/*
+ * The share of the link, read from the rule in snapcache_adapt.h rather
+ * than from the code: the bytes queued ahead, then this response and
+ * the rest of its wall at this rung's size, saturating.
+ */
+static uint64_t
+share_of(uint64_t queued_bytes, unsigned queued, unsigned together,
+    uint64_t bytes)
+{
+    uint64_t  k;
+
+    k = together > queued ? together - queued : 1;
+
+    if (bytes > UINT64_MAX / k) {
+        return UINT64_MAX;
+    }
+
+    bytes *= k;
+
+    return bytes > UINT64_MAX - queued_bytes ? UINT64_MAX
+                                             : bytes + queued_bytes;
+}
+
+
+/* Which rungs fit num/den of the budget with the bytes of k at qb. */
+static unsigned
+share_fits(const uint64_t *bytes, int n, uint64_t qb, unsigned k,
+    uint32_t kbps, uint32_t rtt, uint32_t budget, uint64_t num, uint64_t den)
+{
+    int       i;
+    unsigned  mask;
+    uint64_t  ms;
+
+    mask = 0;
+
+    for (i = 0; i < n; i++) {
+        /* nothing queued and k together: a share of k */
+        ms = snapcache_adapt_predict_ms(share_of(qb, 0, k, bytes[i]), kbps,
+                                        rtt);
+
+        /* ms * den <= budget * num, for whole milliseconds */
+        if (ms <= (uint64_t) budget * num / den) {
+            mask |= 1u << i;
+        }
+    }
+
+    return mask;
+}
+
+
+/* Non-decreasing ladders; each is taken whole and by its lower rungs. */
+static const uint64_t  share_ladders[][5] = {
+    { 5000, 16000, 52000, 200000, 800000 },
+    { 50000, 50000, 50000, 50000, 50000 },
+    { 10, 20, 40, 80, 160 },
+    { 1000, 1000, 30000, 30000, 3000000 },
+    { 1, 2, 4000000, 4000000, 8000000 },
+    { 1ull << 61, 1ull << 62, UINT64_MAX / 2, UINT64_MAX - 1, UINT64_MAX }
+};
+
+static const uint32_t  share_kbps[] = {
+    0, 1, 8, 64, 512, 2000, 10000, 400000, UINT32_MAX
+};
+static const uint32_t  share_rtt[] = { 0, 40, 400 };
+static const uint32_t  share_budget[] = { 1000, 4000 };
+static const uint64_t  share_qb[] = {
+    0, 4000, 60000, 500000, 3000000, 8000000, UINT64_MAX
+};
+static const uint32_t  share_since[] = { 0, 7, 1000 };
+static const uint32_t  share_hold_kbps[] = { 0, 1000, UINT32_MAX };
+
+
+#define SHARE_QB    NELTS(share_qb)
+#define SHARE_MAXQ  8
+
+
+static void
+test_choose_share(void)
+{
+    int                       n, ceil, careful, prev, want, top;
+    unsigned                  q, t, k, c, mask, low;
+    unsigned                  fit[SHARE_QB][SHARE_MAXQ + 1];
+    unsigned                  fit70[SHARE_QB][SHARE_MAXQ + 1];
+    unsigned                  got[SHARE_QB][SHARE_MAXQ + 1][SHARE_MAXQ + 1];
+    unsigned                  by_k[SHARE_MAXQ + 1];
+    unsigned long             count, bad_rc, bad_ceiling, bad_none;
+    unsigned long             bad_budget, bad_careful, bad_step, bad_unknown;
+    unsigned long             bad_qb, bad_together, bad_queued, bad_k;
+    size_t                    l, kb, r, b, x, si, hk, nholds, h;
+    snapcache_adapt_hold_t    hold, holds[1 + 5 * NELTS(share_since)
+                                          * NELTS(share_hold_kbps)];
+    snapcache_adapt_input_t   in;
+    snapcache_adapt_choice_t  ch;
+
+    count = bad_rc = bad_ceiling = bad_none = bad_budget = bad_careful = 0;
+    bad_step = bad_unknown = bad_qb = bad_together = bad_queued = 0;
+    bad_k = 0;
+
+    memset(&in, 0, sizeof(in));
+
+    for (l = 0; l < NELTS(share_ladders); l++)
+    for (n = 1; n <= 5; n++)
+    for (kb = 0; kb < NELTS(share_kbps); kb++)
+    for (r = 0; r < NELTS(share_rtt); r++)
+    for (b = 0; b < NELTS(share_budget); b++)
+    {
+        in.nrungs = (unsigned) n;
+        in.bytes = share_ladders[l];
+        in.kbps = share_kbps[kb];
+        in.rtt_ms = share_rtt[r];
+        in.budget_ms = share_budget[b];
+
+        for (x = 0; x < SHARE_QB; x++) {
+            for (k = 1; k <= SHARE_MAXQ; k++) {
+                fit[x][k] = share_fits(in.bytes, n, share_qb[x], k, in.kbps,
+                                       in.rtt_ms, in.budget_ms, 1, 1);
+                fit70[x][k] = share_fits(in.bytes, n, share_qb[x], k,
+                                         in.kbps, in.rtt_ms, in.budget_ms,
+                                         7, 10);
+            }
+        }
+
+        nholds = 0;
+        holds[nholds].rung = SNAPCACHE_ADAPT_NONE;
+        holds[nholds].kbps = 0;
+        holds[nholds].rose = 0;
+        holds[nholds++].since = 0;
+
+        for (prev = 0; prev < n; prev++)
+        for (si = 0; si < NELTS(share_since); si++)
+        for (hk = 0; hk < NELTS(share_hold_kbps); hk++)
+        {
+            holds[nholds].rung = prev;
+            holds[nholds].kbps = share_hold_kbps[hk];
+            holds[nholds].rose = 0;
+            holds[nholds++].since = share_since[si];
+        }
+
+        for (ceil = 0; ceil < n; ceil++)
+        for (careful = 0; careful <= 1; careful++)
+        for (h = 0; h < nholds; h++)
+        {
+            in.ceiling = ceil;
+            in.careful = careful;
+            prev = holds[h].rung;
+
+            for (x = 0; x < SHARE_QB; x++)
+            for (q = 0; q <= SHARE_MAXQ; q++)
+            for (t = 0; t <= SHARE_MAXQ; t++)
+            {
+                in.queued_bytes = share_qb[x];
+                in.queued = q;
+                in.together = t;
+                hold = holds[h];
+                count++;
+
+                if (snapcache_adapt_choose(&in, &hold, &ch) != 0) {
+                    bad_rc++;
+                    got[x][q][t] = 0;
+                    continue;
+                }
+
+                c = ch.index;
+                got[x][q][t] = c;
+
+                /* (1) never above the ceiling */
+                if ((int) c > ceil) {
+                    bad_ceiling++;
+                }
+
+                /* nothing measured, nothing to choose: the ceiling */
+                if (in.kbps == 0 || ceil == 0) {
+                    if ((int) c != ceil
+                        || memcmp(&hold, &holds[h], sizeof(hold)) != 0)
+                    {
+                        bad_unknown++;
+                    }
+
+                    continue;
+                }
+
+                k = t > q ? t - q : 1;
+                mask = fit[x][k];
+
+                /*
+                 * (2) with no hold, exactly the largest rung that fits,
+                 * with headroom when careful, at or below the ceiling;
+                 * the lowest when none does
+                 */
+                if (prev == SNAPCACHE_ADAPT_NONE) {
+                    low = (careful ? fit70[x][k] : mask)
+                          & ((2u << ceil) - 1);
+                    want = 0;
+
+                    for (top = 0; top < n; top++) {
+                        if (low & (1u << top)) {
+                            want = top;
+                        }
+                    }
+
+                    if ((int) c != want) {
+                        if (bad_none++ < 5) {
+                            diag("share: l=%zu n=%d ceil=%d kbps=%u "
+                                 "rtt=%u budget=%u qb=%llu q=%u t=%u "
+                                 "careful=%d -> %u, want %d", l, n, ceil,
+                                 in.kbps, in.rtt_ms, in.budget_ms,
+                                 (unsigned long long) in.queued_bytes, q,
+                                 t, careful, c, want);
+                        }
+                    }
+                }
+
+                /* (2) any hold: never over budget while a lower rung fits */
+                if (!(mask & (1u << c)) && (mask & ((1u << c) - 1))) {
+                    if (bad_budget++ < 5) {
+                        diag("share: over budget: l=%zu n=%d ceil=%d "
+                             "kbps=%u rtt=%u qb=%llu q=%u t=%u prev=%d "
+                             "-> %u", l, n, ceil, in.kbps, in.rtt_ms,
+                             (unsigned long long) in.queued_bytes, q, t,
+                             prev, c);
+                    }
+                }
+
+                /* careful: with headroom for the share, or the lowest */
+                if (careful && c > 0 && !(fit70[x][k] & (1u << c))) {
+                    bad_careful++;
+                }
+
+                /* up by one rung at most, queue or not */
+                if (prev >= 0 && (int) c > (prev < ceil ? prev : ceil) + 1) {
+                    bad_step++;
+                }
+            }
+
+            /* (3) a larger share never chooses a larger rung */
+            for (x = 0; x < SHARE_QB; x++)
+            for (q = 0; q <= SHARE_MAXQ; q++)
+            for (t = 0; t <= SHARE_MAXQ; t++)
+            {
+                c = got[x][q][t];
+
+                if (x > 0 && c > got[x - 1][q][t]) {
+                    bad_qb++;
+                }
+
+                /* more of the wall still to come */
+                if (t > 0 && c > got[x][q][t - 1]) {
+                    bad_together++;
+                }
+
+                /* more of it already queued, at the same queued bytes */
+                if (q > 0 && c < got[x][q - 1][t]) {
+                    bad_queued++;
+                }
+            }
+
+            /* only the share counts: one choice for each k, falling */
+            for (x = 0; x < SHARE_QB; x++) {
+                for (k = 0; k <= SHARE_MAXQ; k++) {
+                    by_k[k] = UINT32_MAX;
+                }
+
+                for (q = 0; q <= SHARE_MAXQ; q++)
+                for (t = 0; t <= SHARE_MAXQ; t++)
+                {
+                    k = t > q ? t - q : 1;
+                    c = got[x][q][t];
+
+                    if (by_k[k] == UINT32_MAX) {
+                        by_k[k] = c;
+
+                    } else if (by_k[k] != c) {
+                        bad_k++;
+                    }
+                }
+
+                for (k = 2; k <= SHARE_MAXQ; k++) {
+                    if (by_k[k] > by_k[k - 1]) {
+                        bad_k++;
+                    }
+                }
+            }
+        }
+    }
+
+    diag("%lu choices with queues and walls", count);
+    is_int(bad_rc, 0, "share: every input is accepted");
+    is_int(bad_ceiling, 0, "share: never above the ceiling");
+    is_int(bad_unknown, 0, "share: unknown link or lowest ceiling: the "
+           "ceiling whatever the queue, hold untouched");
+    is_int(bad_none, 0, "share, no hold: the largest rung whose share "
+           "fits (with headroom when careful), at or below the ceiling, "
+           "else the lowest");
+    is_int(bad_budget, 0, "share, any hold: never a rung whose share is "
+           "predicted over budget while a lower one fits");
+    is_int(bad_careful, 0, "share, careful: a rung with headroom for its "
+           "share, or the lowest");
+    is_int(bad_step, 0, "share: never up by more than one rung");
+    is_int(bad_qb, 0, "more queued bytes never choose a larger rung");
+    is_int(bad_together, 0, "a larger wall (together) never chooses a "
+           "larger rung");
+    is_int(bad_queued, 0, "more of the wall already queued (at the same "
+           "queued bytes) never chooses a smaller rung");
+    is_int(bad_k, 0, "the choice depends on the share only "
+           "(max(1, together - queued)), and falls as it grows");
+}
+
+
+/*
+ * A wall of 4 tiles at 512 kbit/s, each one asked for with the others
+ * still undelivered, against one tile alone on the same link.
+ */
+static void
+test_wall(void)
+{
+    int                       i, wall_ok;
+    unsigned                  first;
+    uint64_t                  bytes[4] = { 5000, 16000, 52000, 200000 };
+    uint64_t                  queued;
+    snapcache_adapt_hold_t    hold;
+    snapcache_adapt_input_t   in;
+    snapcache_adapt_choice_t  c;
+
+    memset(&in, 0, sizeof(in));
+    in.nrungs = 4;
+    in.bytes = bytes;
+    in.ceiling = 3;
+    in.kbps = 512;
+    in.rtt_ms = 40;
+    in.budget_ms = 1000;
+    in.together = 4;
+
+    hold.rung = SNAPCACHE_ADAPT_NONE;
+    hold.kbps = 0;
+    hold.since = 0;
+    hold.rose = 0;
+
+    snapcache_adapt_choose(&in, &hold, &c);
+    first = c.index;
+
+    ok(snapcache_adapt_predict_ms(4 * bytes[first], 512, 40) <= 1000,
+       "a 4-tile wall at 512 kbit/s: rung %u, 4 x %llu bytes within 1 s "
+       "(%llu ms)", first, (unsigned long long) bytes[first],
+       (unsigned long long) snapcache_adapt_predict_ms(4 * bytes[first],
+                                                       512, 40));
+
+    /* the other three tiles, the earlier ones still queued */
+    wall_ok = 1;
+    queued = bytes[first];
+
+    for (i = 1; i < 4; i++) {
+        in.queued = (unsigned) i;
+        in.queued_bytes = queued;
+        snapcache_adapt_choose(&in, &hold, &c);
+
+        if (c.index != first) {
+            wall_ok = 0;
+        }
+
+        queued += bytes[c.index];
+    }
+
+    ok(wall_ok, "each tile of the wall gets the same rung");
+    ok(snapcache_adapt_predict_ms(queued, 512, 40) <= 1000,
+       "the whole wall within 1 s (%llu ms)",
+       (unsigned long long) snapcache_adapt_predict_ms(queued, 512, 40));
+
+    in.queued = 0;
+    in.queued_bytes = 0;
+    in.together = 1;
+    hold.rung = SNAPCACHE_ADAPT_NONE;
+    snapcache_adapt_choose(&in, &hold, &c);
+
+    ok(c.index > first, "one tile alone on the same link: a larger rung "
+       "(%u > %u)", c.index, first);
+    is_str(snapcache_adapt_reason_name(c.reason), "link",
+           "one tile alone: below the ceiling for the link");
+
+    in.together = 0;
+    hold.rung = SNAPCACHE_ADAPT_NONE;
+    snapcache_adapt_choose(&in, &hold, &c);
+    ok(c.index > first, "together 0 is one tile too (%u)", c.index);
+
+    /* a queue as large as the wall's, in one earlier response */
+    in.queued = 1;
+    in.queued_bytes = 3 * bytes[first + 1];
+    hold.rung = SNAPCACHE_ADAPT_NONE;
+    snapcache_adapt_choose(&in, &hold, &c);
+    ok(c.index <= first, "behind 3 x %llu bytes queued: no larger than "
+       "the wall's rung (%u)", (unsigned long long) bytes[first + 1],
+       c.index);
+
+    in.queued_bytes = UINT64_MAX;
+    in.together = UINT32_MAX;
+    in.queued = 0;
+    hold.rung = SNAPCACHE_ADAPT_NONE;
+    snapcache_adapt_choose(&in, &hold, &c);
+    is_int(c.index, 0, "a saturated share: the lowest rung");
+}
+
+
 static void
 test_reasons(void)
 {
     uint64_t                  bytes[4] = { 6000, 18000, 60000, 200000 };
-    snapcache_adapt_hold_t    hold = { SNAPCACHE_ADAPT_NONE, 0, 0 };
+    snapcache_adapt_hold_t    hold = { SNAPCACHE_ADAPT_NONE, 0, 0, 0 };
     snapcache_adapt_input_t   in;
     snapcache_adapt_choice_t  c;
 
@@ -392,6 +803,137 @@ test_sample(void)
     is_int(l.samples, 1, "sample count restarted");
     is_int(snapcache_adapt_link_kbps(&l, 1000), 2000,
            "a clock a little behind another worker's is not older");
+}
+
+
+/* A climb goes on while the link allows it; after a step down it waits. */
+static void
+test_climb(void)
+{
+    uint64_t                  bytes[3] = { 5000, 16000, 52000 };
+    snapcache_adapt_hold_t    hold;
+    snapcache_adapt_input_t   in;
+    snapcache_adapt_choice_t  c;
+
+    memset(&in, 0, sizeof(in));
+    in.nrungs = 3;
+    in.bytes = bytes;
+    in.ceiling = 2;
+    in.kbps = 4000;
+    in.budget_ms = 1000;
+
+    /* held on the lowest rung by a slow link that has just come back */
+    memset(&hold, 0, sizeof(hold));
+    hold.rung = 0;
+    hold.kbps = 512;
+    snapcache_adapt_choose(&in, &hold, &c);
+    is_int(c.index, 1, "the link came back: one rung up");
+    is_int(hold.rose, 1, "marked as a step up");
+
+    hold.kbps = 3000;
+    snapcache_adapt_choose(&in, &hold, &c);
+    is_int(c.index, 2, "a climb goes on at once, with headroom");
+
+    /* the same link, but the last change was a step down */
+    hold.rung = 1;
+    hold.kbps = 3000;
+    hold.since = 0;
+    hold.rose = 0;
+    snapcache_adapt_choose(&in, &hold, &c);
+    is_int(c.index, 1, "after a step down it waits on a steady link");
+}
+
+
+/* The kernel's delivery rate counts when higher, up to twice the rest. */
+static void
+test_sample_delivery(void)
+{
+    snapcache_adapt_link_t    l;
+    snapcache_adapt_sample_t  s;
+
+    memset(&s, 0, sizeof(s));
+    s.bytes = 64000;
+    s.busy_us = 1000000;
+    s.complete = 1;
+
+    memset(&l, 0, sizeof(l));
+    s.delivery_kbps = 700;
+    snapcache_adapt_sample(&l, &s, 1000);
+    is_int(l.kbps, 700, "64 KB in 1 s busy, the kernel saw 700 kbit/s: 700");
+
+    memset(&l, 0, sizeof(l));
+    s.delivery_kbps = 5000;
+    snapcache_adapt_sample(&l, &s, 1000);
+    is_int(l.kbps, 1024, "a delivery rate far above: twice the busy rate");
+
+    memset(&l, 0, sizeof(l));
+    s.delivery_kbps = 100;
+    snapcache_adapt_sample(&l, &s, 1000);
+    is_int(l.kbps, 512, "a lower delivery rate changes nothing");
+}
+
+
+/* A paced delivery is not flattered by a burst: taken at once. */
+static void
+test_sample_paced(void)
+{
+    uint32_t                  before;
+    snapcache_adapt_link_t    l, u;
+    snapcache_adapt_sample_t  s;
+
+    memset(&l, 0, sizeof(l));
+    memset(&s, 0, sizeof(s));
+
+    s.bytes = 64000;
+    s.busy_us = 1000000;
+    s.complete = 1;
+    snapcache_adapt_sample(&l, &s, 1000);
+    is_int(l.kbps, 512, "held down at 512 kbit/s");
+
+    u = l;
+
+    /* paced at 3 x 512: 64 KB in 0.35 s is 1463 kbit/s, near the pace */
+    s.busy_us = 350000;
+    s.paced_kbps = 1536;
+    snapcache_adapt_sample(&l, &s, 2000);
+    is_int(l.kbps, 1462, "a paced delivery faster than the estimate is "
+           "taken at once");
+
+    s.paced_kbps = 0;
+    snapcache_adapt_sample(&u, &s, 2000);
+    ok(u.kbps > 512 && u.kbps < 1462, "the same delivery unpaced goes part "
+       "of the way (%u)", u.kbps);
+
+    /* well under its pace: the link's own rate, taken at once as well */
+    memset(&l, 0, sizeof(l));
+    s.busy_us = 1000000;
+    s.paced_kbps = 0;
+    snapcache_adapt_sample(&l, &s, 1000);
+    before = l.kbps;
+    s.busy_us = 500000;
+    s.paced_kbps = 4000;
+    snapcache_adapt_sample(&l, &s, 2000);
+    ok(before == 512 && l.kbps == 1024, "under its pace it is the link's "
+       "rate, taken at once (%u)", l.kbps);
+
+    /* a small paced transfer still weighs by its size */
+    memset(&l, 0, sizeof(l));
+    s.bytes = 64000;
+    s.busy_us = 1000000;
+    s.paced_kbps = 0;
+    snapcache_adapt_sample(&l, &s, 1000);
+    s.bytes = 4096;
+    s.busy_us = 25000;
+    s.paced_kbps = 1536;
+    snapcache_adapt_sample(&l, &s, 2000);
+    ok(l.kbps > 512 && l.kbps < 512 + (1310 - 512) / 10, "a 4 KB paced "
+       "burst moves it by its weight only (%u)", l.kbps);
+
+    /* a paced delivery slower than the estimate is believed as ever */
+    s.bytes = 64000;
+    s.busy_us = 2000000;
+    snapcache_adapt_sample(&l, &s, 3000);
+    is_int(l.kbps, 256, "a slower paced delivery: believed at once");
 }
 
 
@@ -645,6 +1187,12 @@ test_sizes(void)
     is_int((int) snapcache_adapt_predict_ms(32000, 256, 50), 1212,
            "plus two RTTs");
     ok(snapcache_adapt_predict_ms(1, 0, 0) == UINT64_MAX, "no rate: never");
+    ok(snapcache_adapt_predict_ms(UINT64_MAX, 1, 0) == UINT64_MAX,
+       "too long for 64 bits: never, not wrapped");
+    ok(snapcache_adapt_predict_ms(UINT64_MAX, UINT32_MAX, 0)
+       == 38177487085ull, "every byte there is, at the fastest rate");
+    is_int(snapcache_adapt_predict_ms(1000000000000ull, UINT32_MAX, 0),
+           2070, "1 TB at the fastest rate: the rate is not wrapped");
 }
 
 
@@ -693,8 +1241,13 @@ main(void)
 {
     test_ceiling();
     test_choose_exhaustive();
+    test_choose_share();
+    test_wall();
     test_reasons();
+    test_climb();
     test_sample();
+    test_sample_paced();
+    test_sample_delivery();
     test_display();
     test_hints();
     test_sizes();

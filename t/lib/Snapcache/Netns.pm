@@ -84,6 +84,46 @@ sub cli { $_[0]{cli} }
 sub sveth { $_[0]{sveth} }
 sub cveth { $_[0]{cveth} }
 
+# For a test that runs itself inside the server's namespace, so that its
+# harness, origin and nginx all live there.  The outer run (no --inner
+# in @ARGV) skips the test with the reason of the first need that is
+# false, makes the link at kbit, runs `$0 --inner CLI_NS VETH` in the
+# server's namespace, removes the link and exits as that run did.  The
+# inner run gets (client namespace, server's veth) back.
+#
+#   my ($cli, $veth) = Snapcache::Netns->inner(kbit => 512,
+#       needs => [[-r $photo, "no photograph at $photo"]]);
+sub inner {
+    my ($class, %opt) = @_;
+
+    return @ARGV[1, 2] if @ARGV && $ARGV[0] eq '--inner';
+
+    for my $need (@{ $opt{needs} || [] }) {
+        _skip_all($need->[1]) unless $need->[0];
+    }
+
+    my ($net, $why) = $class->new(kbit => $opt{kbit});
+    _skip_all($why) unless $net;
+
+    system('ip', 'netns', 'exec', $net->srv, $^X, $0, '--inner', $net->cli,
+        $net->sveth);
+    my $rc = $? >> 8 || ($? ? 1 : 0);
+
+    $net->remove;
+    exit $rc;
+}
+
+sub _skip_all {
+    print "1..0 # SKIP $_[0]\n";
+    exit 0;
+}
+
+# Sets the rate of dev, from inside its namespace (an inner run's veth).
+sub set_rate {
+    my ($dev, $kbit) = @_;
+    system(tbf_command($dev, $kbit)) == 0 or die "tc failed\n";
+}
+
 # The tc command that shapes dev to kbit, run in dev's namespace.
 sub tbf_command {
     my ($dev, $kbit) = @_;
