@@ -82,9 +82,11 @@ snapcache_adapt_sample(snapcache_adapt_link_t *link,
     /* bits per millisecond is kbit/s */
     rate = sample->bytes * 8000 / sample->busy_us;
 
-    if (sample->delivery_kbps > rate) {
-        rate = sample->delivery_kbps < 2 * rate ? sample->delivery_kbps
-                                                : 2 * rate;
+    if (sample->delivery_kbps > rate
+        && sample->bytes >= SNAPCACHE_ADAPT_PIECES_BYTES)
+    {
+        rate = sample->delivery_kbps < rate * 3 / 2 ? sample->delivery_kbps
+                                                    : rate * 3 / 2;
     }
 
     if (rate == 0) {

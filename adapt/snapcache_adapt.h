@@ -72,6 +72,9 @@
 /* a sample of this many bytes or more has full weight */
 #define SNAPCACHE_ADAPT_FULL_BYTES  16384
 
+/* and of this many, the kernel's delivery rate counts too */
+#define SNAPCACHE_ADAPT_PIECES_BYTES  (4 * SNAPCACHE_ADAPT_FULL_BYTES)
+
 
 /* ------------------------------------------------------------ ceiling */
 
@@ -139,13 +142,15 @@ typedef struct {
  * better over a refresh or two.  A complete small transfer weighs less
  * ((bytes / SNAPCACHE_ADAPT_FULL_BYTES) squared), since a shaper's burst
  * makes it look faster than the link is; an incomplete one weighs fully.
- * The rate is the bytes over the busy time, or the kernel's delivery
- * rate when that is higher, up to twice as high: a delivery in several
- * pieces (tiles sent as their fills finish) waits for each piece's last
+ * The rate is the bytes over the busy time, or, for a sample of
+ * SNAPCACHE_ADAPT_PIECES_BYTES or more, the kernel's delivery rate when
+ * that is higher, up to 1.5 times as high: a delivery in several pieces
+ * (tiles sent as their fills finish) waits for each piece's last
  * acknowledgement, and its busy time counts those waits, while the
  * kernel's rate, from the acknowledgements of a full flight, is the
- * link's; the cap keeps one compressed burst of acknowledgements from
- * passing for a faster link.
+ * link's.  A smaller sample's delivery rate is a shaper's burst as much
+ * as the link, and the cap keeps a compressed run of acknowledgements
+ * from passing for a faster link.
  *
  * A paced delivery is taken at once (by its weight) when faster too: the
  * pace, not a burst into a shaper's queue, set its speed, so it is

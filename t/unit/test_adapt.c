@@ -844,7 +844,7 @@ test_climb(void)
 }
 
 
-/* The kernel's delivery rate counts when higher, up to twice the rest. */
+/* The kernel's delivery rate counts when higher, up to 1.5 times. */
 static void
 test_sample_delivery(void)
 {
@@ -852,24 +852,33 @@ test_sample_delivery(void)
     snapcache_adapt_sample_t  s;
 
     memset(&s, 0, sizeof(s));
-    s.bytes = 64000;
-    s.busy_us = 1000000;
+    s.bytes = 128000;
+    s.busy_us = 2000000;
     s.complete = 1;
 
     memset(&l, 0, sizeof(l));
     s.delivery_kbps = 700;
     snapcache_adapt_sample(&l, &s, 1000);
-    is_int(l.kbps, 700, "64 KB in 1 s busy, the kernel saw 700 kbit/s: 700");
+    is_int(l.kbps, 700, "128 KB in 2 s busy, the kernel saw 700 kbit/s: "
+           "700");
 
     memset(&l, 0, sizeof(l));
     s.delivery_kbps = 5000;
     snapcache_adapt_sample(&l, &s, 1000);
-    is_int(l.kbps, 1024, "a delivery rate far above: twice the busy rate");
+    is_int(l.kbps, 768, "a delivery rate far above: 1.5 x the busy rate");
 
     memset(&l, 0, sizeof(l));
     s.delivery_kbps = 100;
     snapcache_adapt_sample(&l, &s, 1000);
     is_int(l.kbps, 512, "a lower delivery rate changes nothing");
+
+    /* a small delivery's kernel rate is a shaper's burst as much */
+    memset(&l, 0, sizeof(l));
+    s.bytes = 32000;
+    s.busy_us = 500000;
+    s.delivery_kbps = 700;
+    snapcache_adapt_sample(&l, &s, 1000);
+    is_int(l.kbps, 512, "under 64 KB the delivery rate does not count");
 }
 
 
