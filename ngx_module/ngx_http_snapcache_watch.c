@@ -296,7 +296,7 @@ ngx_http_snapcache_watch_sent(ngx_http_request_t *r,
      */
     expect = len;
 
-    if (ngx_http_snapcache_watch_socket(r) == r->connection) {
+    if (c == r->connection) {
         expect += r->header_size;
     }
 
