@@ -135,8 +135,11 @@ is($count->(get('e500-1', v => 'thumb'))->{status}, 502, 'a failed fill');
 is_deeply(\%x, { MISS => 3, HIT => 2, 403 => 3, 502 => 1 },
     'what the requests were');
 
-# a full thread pool: 12 fills at once against 1 thread and a queue of 1
-for my $s (map { "q$_" } 1 .. 12) {
+# a full thread pool: 12 fills at once against 1 thread and a queue of 1;
+# the origin sends each slowly (4 KB every 50 ms), so that the fills are
+# still in flight while the rest of the burst arrives, however fast the
+# machine
+for my $s (map { "slowq$_" } 1 .. 12) {
     Snapcache::Test::_origin_image("$d/origin", build_dir() . '/bin/snapmark',
         'acct-m', 'cam-1', $s);
 }
@@ -145,7 +148,7 @@ for my $i (1 .. 12) {
     my $pid = fork // die;
     if (!$pid) {
         my $r = raw_request($t->port, $t->sign_url(account => 'acct-m',
-            device => 'cam-1', snapshot => "q$i", v => 'full',
+            device => 'cam-1', snapshot => "slowq$i", v => 'full',
             prefix => '/tiny/'));
         _exit($r->{status} == 200 ? 0 : $r->{status} == 503 ? 1 : 2);
     }
