@@ -18,7 +18,9 @@ my $snapmark = build_dir() . '/bin/snapmark';
 plan skip_all => "snapmark not built" unless -x $snapmark;
 
 my $t = Snapcache::Test->new(workers => 2);
-$t->start_origin;
+# a quarter of a full HD frame: a slow fill still takes seconds (the
+# origin sends 4 KB every 50 ms), and 100 of them still overflow the map
+$t->start_origin(image_size => '960x540');
 my $d = $t->dir;
 my %conf = (
     main => 'thread_pool snapcache threads=2;',
@@ -104,6 +106,11 @@ my $again = $t->request($t->sign_url(account => 'acct-f', device => 'cam-0',
     snapshot => 's100', v => 'full'));
 is($again->{status}, 200, 'the newest snapshot is served');
 is($again->{headers}{'x-snapcache'}, 'HIT', 'from the store, after eviction');
+my $first = $t->request($t->sign_url(account => 'acct-f', device => 'cam-1',
+    snapshot => 's1', v => 'full'));
+is($first->{status}, 200, 'the oldest snapshot is served');
+isnt($first->{headers}{'x-snapcache'}, 'HIT',
+    'the oldest is no longer in the store: the map overflowed');
 
 # ------------------------------------------------------------ killed worker
 
