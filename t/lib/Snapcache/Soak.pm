@@ -403,10 +403,10 @@ sub rss {
         my ($all, $anon, $file) = (0, 0, 0);
         for my $pid ($t->worker_pids) {
             open my $f, '<', "/proc/$pid/status" or next;
-            while (<$f>) {
-                $all += $1 if /^VmRSS:\s+(\d+)/;
-                $anon += $1 if /^RssAnon:\s+(\d+)/;
-                $file += $1 if /^RssFile:\s+(\d+)/;
+            while (my $l = <$f>) {
+                $all += $1 if $l =~ /^VmRSS:\s+(\d+)/;
+                $anon += $1 if $l =~ /^RssAnon:\s+(\d+)/;
+                $file += $1 if $l =~ /^RssFile:\s+(\d+)/;
             }
         }
         push @mb, [map { $_ / 1024 } $all, $anon, $file];

@@ -503,11 +503,14 @@ sub _start_time {
     return (split ' ', $stat)[19];
 }
 
+# (A lexical line, not $_: callers call this inside grep and map, where
+# $_ is an alias of their list's element, and while (<$f>) would write
+# the lines of the maps file into it.)
 sub _maps {
     my ($pid, $file) = @_;
     open my $f, '<', "/proc/$pid/maps" or return 0;
-    while (<$f>) {
-        return 1 if / \Q$file\E$/;
+    while (my $l = <$f>) {
+        return 1 if $l =~ / \Q$file\E$/;
     }
     return 0;
 }
