@@ -485,56 +485,54 @@ ngx_http_snapcache_request_variable(ngx_http_request_t *r,
 /*
  * Every parameter whose name is "sig", in any case and however
  * percent-encoded, after a '?', '&' or ';' anywhere in the line, keeps
- * its name and loses its value: "sig=x".  A
- * line cut short (a 414) is handled the same way.  Without a query the
- * line is returned as it is, with no copy.
+ * its name and loses its value: "sig=x".  A line cut short (a 414) is
+ * handled the same way.  A line with no such parameter is returned as
+ * it is, with no copy: this runs for every request, and the copy is
+ * made only once a value to cut is found, in spans rather than bytes.
  */
 static ngx_int_t
 ngx_http_snapcache_redact(ngx_pool_t *pool, ngx_str_t *line, ngx_str_t *out)
 {
-    u_char  *p, *q, *end, *dst, *buf;
+    u_char  *p, *q, *end, *from, *dst, *buf;
 
     p = line->data;
     end = p + line->len;
 
-    for (q = p; q < end && *q != '?' && *q != '&' && *q != ';'; q++) {
-        /* void */
-    }
+    buf = NULL;
+    dst = NULL;
+    from = p;
 
-    if (q == end) {
-        *out = *line;
-        return NGX_OK;
-    }
-
-    buf = ngx_pnalloc(pool, line->len + 1);
-    if (buf == NULL) {
-        return NGX_ERROR;
-    }
-
-    dst = ngx_cpymem(buf, p, q - p);
-    p = q;
-
-    while (p < end) {
-
-        *dst++ = *p;
+    for ( /* void */ ; p < end; p++) {
 
         if (*p != '?' && *p != '&' && *p != ';') {
-            p++;
             continue;
         }
 
-        p++;
-
-        q = p;
-        while (q < end && *q != '=' && *q != '&' && *q != ';' && *q != ' ') {
-            q++;
+        for (q = p + 1;
+             q < end && *q != '=' && *q != '&' && *q != ';' && *q != ' ';
+             q++)
+        {
+            /* void */
         }
 
-        if (q == end || *q != '=' || !ngx_http_snapcache_is_sig(p, q)) {
+        if (q == end || *q != '=' || !ngx_http_snapcache_is_sig(p + 1, q)) {
             continue;
         }
 
-        dst = ngx_cpymem(dst, p, q - p + 1);
+        if (buf == NULL) {
+            /*
+             * "x" is longer than an empty value: each "&sig=" of five
+             * bytes or more can grow the line by one
+             */
+            buf = ngx_pnalloc(pool, line->len + line->len / 5 + 1);
+            if (buf == NULL) {
+                return NGX_ERROR;
+            }
+
+            dst = buf;
+        }
+
+        dst = ngx_cpymem(dst, from, q + 1 - from);
         *dst++ = 'x';
 
         for (p = q + 1;
@@ -543,7 +541,19 @@ ngx_http_snapcache_redact(ngx_pool_t *pool, ngx_str_t *line, ngx_str_t *out)
         {
             /* void */
         }
+
+        from = p;
+
+        /* the loop's p++ would step over a separator that ends the value */
+        p--;
     }
+
+    if (buf == NULL) {
+        *out = *line;
+        return NGX_OK;
+    }
+
+    dst = ngx_cpymem(dst, from, end - from);
 
     out->data = buf;
     out->len = dst - buf;

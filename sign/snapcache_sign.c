@@ -38,6 +38,9 @@ static const char  b64url_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 
+static int b64url_value(unsigned char c);
+
+
 static int
 id_char(unsigned char c)
 {
@@ -182,9 +185,7 @@ sig_chars_valid(snapcache_str_t s)
      * verifier as "signature", which tells a client what it got wrong */
 
     for (i = 0; i < s.len; i++) {
-        if (s.data[i] == '\0'
-            || (strchr(b64url_alphabet, s.data[i]) == NULL && s.data[i] != '='))
-        {
+        if (b64url_value((unsigned char) s.data[i]) < 0 && s.data[i] != '=') {
             return 0;
         }
     }

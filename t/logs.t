@@ -50,6 +50,7 @@ sub raw {
 }
 
 my $tail = "Connection: close\r\n\r\n";
+my $empty_sigs = '/snap/acct-1/cam-1/s1?' . join('&', ('sig=') x 190);
 my %cases = (
     'a valid URL' => ["GET $url HTTP/1.1\r\nHost: x\r\n$tail", 200],
     'an invalid header line' =>
@@ -67,6 +68,9 @@ my %cases = (
         ["GET " . ($url =~ s{^/snap/}{/SNAP/}r) . " HTTP/1.1\r\nHost: x\r\n"
         . $tail, 404],
     'a lowercase method' => ["get $url HTTP/1.1\r\nHost: x\r\n$tail", 400],
+    # each empty value grows the line by one byte ("sig=" -> "sig=x")
+    'empty sig values' => ["GET $empty_sigs HTTP/1.1\r\nHost: x\r\n$tail",
+        400],
     'a percent-encoded sig name' =>
         ["GET " . ($url =~ s/&sig=/&%73Ig=/r) . " HTTP/1.1\r\nHost: x\r\n"
         . $tail, 400],
@@ -107,6 +111,12 @@ for my $line (split /\n/, $raw) {
     unlike($line, qr/\Q$sig\E/, "\$request of an accepted request ($1) is "
         . 'redacted');
 }
+
+my $want = "GET /snap/acct-1/cam-1/s1?" . join('&', ('sig=x') x 190)
+    . " HTTP/1.1";
+ok((grep { $_ eq "400 $want" } split /\n/, $raw),
+    '190 empty sig values: each redacted to "sig=x", the rest intact')
+    or diag grep { /sig=x&sig=/ } split /\n/, $raw;
 
 unlike($notice, qr/\Q$sig\E/, 'an error log at notice holds no signature');
 like($info, qr/open\(\) ".*SNAP.*failed.*request: "GET \/SNAP\/[^"]*sig=x/,
