@@ -18,6 +18,7 @@
 #include "ngx_module/ngx_http_snapcache.h"
 
 /* after nginx's headers, which define _GNU_SOURCE: SCHED_IDLE */
+#include <dirent.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/syscall.h>
@@ -124,31 +125,160 @@ ngx_http_snapcache_task_free(ngx_http_snapcache_task_t *t)
  * not get a value lower than the one it had.
  */
 static void
-ngx_http_snapcache_thread_nice(ngx_int_t nice)
+ngx_http_snapcache_tid_nice(pid_t tid, ngx_int_t nice)
 {
     struct sched_param  sp;
-
-    static _Thread_local ngx_int_t  set = -1;
-
-    if (set == nice) {
-        return;
-    }
 
     ngx_memzero(&sp, sizeof(struct sched_param));
 
     if (nice == NGX_HTTP_SNAPCACHE_NICE_IDLE) {
-        (void) pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
-        set = nice;
+        (void) sched_setscheduler(tid, SCHED_IDLE, &sp);
         return;
     }
 
-    if (set == NGX_HTTP_SNAPCACHE_NICE_IDLE) {
-        (void) pthread_setschedparam(pthread_self(), SCHED_OTHER, &sp);
+    if (sched_getscheduler(tid) == SCHED_IDLE) {
+        (void) sched_setscheduler(tid, SCHED_OTHER, &sp);
     }
 
-    set = nice;
+    (void) setpriority(PRIO_PROCESS, (id_t) tid, (int) nice);
+}
 
-    (void) setpriority(PRIO_PROCESS, (id_t) syscall(SYS_gettid), (int) nice);
+
+/* The threads of this process, from /proc/self/stat; 0 if unknown. */
+static ngx_uint_t
+ngx_http_snapcache_thread_count(void)
+{
+    int         fd, i;
+    u_char      buf[1024], *p, *last;
+    ssize_t     n;
+    ngx_uint_t  count;
+
+    fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd == -1) {
+        return 0;
+    }
+
+    n = read(fd, buf, sizeof(buf) - 1);
+    (void) close(fd);
+
+    if (n <= 0) {
+        return 0;
+    }
+
+    last = buf + n;
+
+    /* the name in parentheses may hold anything: fields follow its end */
+    for (p = last; p > buf && p[-1] != ')'; p--) {
+        /* void */
+    }
+
+    /* num_threads is the 20th field; p is at the 3rd's separator */
+    for (i = 2; i < 19 && p < last; p++) {
+        if (*p == ' ') {
+            i++;
+        }
+    }
+
+    for (count = 0; p < last && *p >= '0' && *p <= '9'; p++) {
+        count = count * 10 + (*p - '0');
+    }
+
+    return count;
+}
+
+
+/*
+ * libvips runs a pipeline on worker threads of its own, which it keeps
+ * and reuses, and a thread starts with the priority of the thread that
+ * made it: those made by the event loop (at start, when the encoders
+ * are probed) would transcode at the event loop's priority, and they
+ * do most of a transcode's work.  So a fill also gives the priority to
+ * every thread of the process that libvips named, found in
+ * /proc/self/task: again only when the value changes or the process
+ * has threads it had not when it last looked, as threads made later by
+ * a pool thread or a reniced one inherit it.  The threads are shared by
+ * the pool's threads: with values that differ between locations, they
+ * keep the latest fill's.
+ */
+static void
+ngx_http_snapcache_vips_nice(ngx_int_t nice)
+{
+    int              fd;
+    DIR             *dir;
+    pid_t            tid, self;
+    u_char           path[64], name[32];
+    ssize_t          n;
+    ngx_uint_t       count;
+    struct dirent   *de;
+
+    static pthread_mutex_t  lock = PTHREAD_MUTEX_INITIALIZER;
+    static ngx_int_t        done_nice = -1;
+    static ngx_uint_t       done_count;
+
+    count = ngx_http_snapcache_thread_count();
+
+    (void) pthread_mutex_lock(&lock);
+
+    if (done_nice == nice && done_count == count && count != 0) {
+        (void) pthread_mutex_unlock(&lock);
+        return;
+    }
+
+    dir = opendir("/proc/self/task");
+    if (dir == NULL) {
+        (void) pthread_mutex_unlock(&lock);
+        return;
+    }
+
+    self = getpid();
+
+    while ((de = readdir(dir)) != NULL) {
+
+        tid = (pid_t) ngx_atoi((u_char *) de->d_name,
+                               ngx_strlen(de->d_name));
+
+        /* the event loop is the process's first thread */
+        if (tid <= 0 || tid == self) {
+            continue;
+        }
+
+        ngx_sprintf(path, "/proc/self/task/%P/comm%Z", (ngx_pid_t) tid);
+
+        fd = open((char *) path, O_RDONLY | O_CLOEXEC);
+        if (fd == -1) {
+            continue;
+        }
+
+        n = read(fd, name, sizeof(name));
+        (void) close(fd);
+
+        if (n == sizeof("libvips worker\n") - 1
+            && ngx_strncmp(name, "libvips worker\n", n) == 0)
+        {
+            ngx_http_snapcache_tid_nice(tid, nice);
+        }
+    }
+
+    (void) closedir(dir);
+
+    done_nice = nice;
+    done_count = count;
+
+    (void) pthread_mutex_unlock(&lock);
+}
+
+
+static void
+ngx_http_snapcache_thread_nice(ngx_int_t nice)
+{
+    static _Thread_local ngx_int_t  set = -1;
+
+    if (set != nice) {
+        ngx_http_snapcache_tid_nice((pid_t) syscall(SYS_gettid), nice);
+        set = nice;
+    }
+
+    ngx_http_snapcache_vips_nice(nice);
 }
 
 

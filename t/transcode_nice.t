@@ -2,10 +2,11 @@
 # SPDX-License-Identifier: BSD-2-Clause
 
 # snapcache_transcode_nice: after a fill, the thread-pool thread that ran
-# it (and the libvips threads it started) have the nice value asked for,
-# or the SCHED_IDLE policy for "idle", while the worker's event loop
-# keeps nice 0 and SCHED_OTHER; and the directive's bad values stop
-# nginx -t.
+# it and every thread libvips runs a pipeline on (those the event loop
+# started when the encoders were probed at start too, which do most of a
+# transcode's work) have the nice value asked for, or the SCHED_IDLE
+# policy for "idle", while the worker's event loop keeps nice 0 and
+# SCHED_OTHER; and the directive's bad values stop nginx -t.
 
 use strict;
 use warnings;
@@ -28,7 +29,9 @@ sub threads_of {
         # fields after the command, which may hold spaces
         my @f = split ' ', substr($stat, rindex($stat, ')') + 2);
         # field 19 of stat is nice, 41 is policy (1-based, with pid, comm)
-        $t{$tid} = { nice => $f[16], policy => $f[38] };
+        $t{$tid} = { nice => $f[16], policy => $f[38],
+            name => substr($stat, index($stat, '(') + 1,
+                rindex($stat, ')') - index($stat, '(') - 1) };
     }
     return \%t;
 }
@@ -60,6 +63,15 @@ for my $case ([ '19', $SCHED_OTHER, 19 ], [ 'idle', $SCHED_IDLE, 0 ]) {
         && $threads->{$_}{nice} == $nice } keys %$threads;
     ok(@set >= 1, "nice $value: the pool's thread took it ("
         . scalar(@set) . " threads)");
+
+    my @vips = grep { $threads->{$_}{name} eq 'libvips worker' }
+        keys %$threads;
+    ok(@vips >= 1, "nice $value: libvips has threads of its own ("
+        . scalar(@vips) . ")");
+    my @wrong = grep { $threads->{$_}{policy} != $policy
+        || $threads->{$_}{nice} != $nice } @vips;
+    is(scalar(@wrong), 0, "nice $value: every libvips thread took it")
+        or diag explain { map { $_ => $threads->{$_} } @wrong };
     $t->teardown;
 }
 
