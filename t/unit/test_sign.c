@@ -325,6 +325,64 @@ test_parse_queries(void)
 }
 
 
+/*
+ * Every byte, as a character of a signature and of an id: exactly the
+ * URL-safe alphabet decodes, each to its place in it, and ids take that
+ * alphabet and '.'.
+ */
+static void
+test_base64_every_byte(void)
+{
+    int            c, v, bad_sig, bad_id;
+    char           in[4], id[2];
+    size_t         n;
+    const char    *at;
+    unsigned char  buf[8];
+
+    static const char  alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+    bad_sig = 0;
+    bad_id = 0;
+
+    for (c = 1; c < 256; c++) {
+        at = strchr(alphabet, c);
+
+        /* "AA?A": the character's six bits are bits 6 to 11 of 24 */
+        in[0] = 'A';
+        in[1] = 'A';
+        in[2] = (char) c;
+        in[3] = 'A';
+
+        if (snapcache_b64url_decode(in, 4, buf, sizeof(buf), &n) == 0) {
+            v = ((buf[1] & 0x0f) << 2) | (buf[2] >> 6);
+
+            if (at == NULL || n != 3 || v != at - alphabet) {
+                diag("byte %d decoded to %d", c, v);
+                bad_sig++;
+            }
+
+        } else if (at != NULL) {
+            diag("byte %d did not decode", c);
+            bad_sig++;
+        }
+
+        id[0] = 'a';
+        id[1] = (char) c;
+
+        if (snapcache_id_valid(id, 2) != (at != NULL || c == '.')) {
+            diag("byte %d as an id character", c);
+            bad_id++;
+        }
+    }
+
+    is_int(bad_sig, 0, "base64url: each of 255 bytes decodes as the "
+           "alphabet says");
+    is_int(bad_id, 0, "ids: each of 255 bytes is an id character as the "
+           "alphabet and '.' say");
+}
+
+
 static void
 test_base64(void)
 {
@@ -358,6 +416,8 @@ test_base64(void)
        "an impossible length is refused");
     ok(snapcache_b64url_decode("AAAAAAAA", 8, buf, 5, &n) != 0,
        "output that does not fit is refused");
+
+    test_base64_every_byte();
 }
 
 
