@@ -22,7 +22,10 @@
 #   misses 100 cold thumbnails of 20 distinct 1920x1080 originals, 4
 #          clients, against image_filter resizing the same originals
 #          and libvips in-process (build/bin/bench_transcode -t 2), the
-#          limit
+#          limit; and the same fills with snapcache_keep_original off
+#          (/nokeep/), which tells the put of the kept original (a
+#          store write of the whole original, into page-cache pages the
+#          store had not used before) from the rest of the serving path
 #   rungs  all four rungs of a snapshot: one fill against four
 #   memory worker RSS after 1k and after MISSES misses
 #
@@ -122,6 +125,7 @@ http {
         location /snap/ { snapcache; }
         location /lmdb/ { snapcache; snapcache_memory_cache off; }
         location /alone/ { snapcache; snapcache_fill_below off; }
+        location /nokeep/ { snapcache; snapcache_keep_original off; }
         location /_origin/ {
             internal;
             proxy_pass http://127.0.0.1:$P_ORIG/;
@@ -535,11 +539,22 @@ r = resource.getrusage(resource.RUSAGE_CHILDREN)
 print("%.3f" % (r.ru_utime + r.ru_stime))' "$@"
 }
 
+# fill_run name file: images/s, and the workers' CPU ms per image (the
+# origin's serving of the originals included), appended to $W/file
+fill_run() {
+    local t c0 c1
+    c0=$(worker_ticks)
+    t=$(time_it run4 "$1")
+    c1=$(worker_ticks)
+    echo "$t $c0 $c1" | awk -v hz="$(getconf CLK_TCK)" '{
+        printf "%.1f %.2f\n", 100 / $1, ($3 - $2) * 1000 / hz / 100 }' \
+        >> "$W/$2"
+}
+
 if has misses; then
     echo "== misses: 20 distinct 1920x1080 originals under 5 devices = 100" \
          "cold keys -> thumb, 4 clients"
-    : > "$W/m.snap"; : > "$W/m.filter"; : > "$W/m.limit"
-    hz=$(getconf CLK_TCK)
+    : > "$W/m.snap"; : > "$W/m.filter"; : > "$W/m.limit"; : > "$W/m.nokeep"
     for r in $(seq "$ROUNDS"); do
         for d in 0 1 2 3 4; do
             for i in $(seq 0 19); do echo "acct cold$r-$d p$i thumb"; done
@@ -550,14 +565,16 @@ if has misses; then
                 echo "http://127.0.0.1:$P_FILTER/img/p$i.jpg"
             done
         done | split_cfg filter
-        c0=$(worker_ticks)
-        t=$(time_it run4 cold)
-        c1=$(worker_ticks)
-        # images/s, and the workers' CPU ms per image (the origin's
-        # serving of the originals included)
-        echo "$t $c0 $c1" | awk -v hz="$hz" '{
-            printf "%.1f %.2f\n", 100 / $1, ($3 - $2) * 1000 / hz / 100 }' \
-            >> "$W/m.snap"
+        for d in 0 1 2 3 4; do
+            for i in $(seq 0 19); do echo "acct nokeep$r-$d p$i thumb"; done
+        done | sign_many "$W/keys/k.key" k \
+            "http://127.0.0.1:$P_SNAP/nokeep/" 7200 | split_cfg nokeep
+        # the two snapcache sides alternate which goes first
+        if [ $((r % 2)) -eq 1 ]; then
+            fill_run cold m.snap; fill_run nokeep m.nokeep
+        else
+            fill_run nokeep m.nokeep; fill_run cold m.snap
+        fi
         t=$(time_it run4 filter)
         echo "$t" | awk '{ printf "%.1f\n", 100 / $1 }' >> "$W/m.filter"
         if [ -x "$B/bin/bench_transcode" ]; then
@@ -566,12 +583,14 @@ if has misses; then
                 | paste -sd' ' | awk '{ printf "%s %.2f\n", $1, $2 * 10 }' \
                 >> "$W/m.limit"
         fi
-        echo "   round $r: snapcache $(tail -1 "$W/m.snap" | cut -d' ' -f1)," \
+        echo "   round $r: snapcache $(tail -1 "$W/m.snap" | cut -d' ' -f1)" \
+             "(keep_original off $(tail -1 "$W/m.nokeep" | cut -d' ' -f1))," \
              "image_filter $(tail -1 "$W/m.filter")," \
              "libvips in-process $(tail -1 "$W/m.limit" 2>/dev/null \
                  | cut -d' ' -f1) images/s;" \
              "CPU per image: snapcache $(tail -1 "$W/m.snap" | cut -d' ' -f2)" \
-             "ms, libvips $(tail -1 "$W/m.limit" 2>/dev/null | cut -d' ' -f2) ms"
+             "ms (keep_original off $(tail -1 "$W/m.nokeep" | cut -d' ' -f2)" \
+             "ms), libvips $(tail -1 "$W/m.limit" 2>/dev/null | cut -d' ' -f2) ms"
     done
     S=$(cut -d' ' -f1 "$W/m.snap" | median); F=$(median < "$W/m.filter")
     L=$(cut -d' ' -f1 "$W/m.limit" | median)
@@ -588,6 +607,13 @@ if has misses; then
                 (r >= 0.95 ? "met" : "NOT met");
             printf "   CPU per image, limit/snapcache %.2fx (1.0: the" \
                 " serving path costs no CPU beyond libvips)\n", c }'
+        R=$(paste -d' ' "$W/m.nokeep" "$W/m.limit" \
+            | awk '{ print $1 / $3 }' | median)
+        C=$(paste -d' ' "$W/m.nokeep" "$W/m.limit" \
+            | awk '{ print $4 / $2 }' | median)
+        awk -v r="$R" -v c="$C" 'BEGIN {
+            printf "   with snapcache_keep_original off: snapcache/limit" \
+                " %.2fx, CPU per image limit/snapcache %.2fx\n", r, c }'
     else
         echo "   ratio snapcache/limit: not measured (no bench_transcode)"
     fi
