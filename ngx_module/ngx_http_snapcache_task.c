@@ -172,8 +172,11 @@ ngx_http_snapcache_thread_count(void)
         /* void */
     }
 
-    /* num_threads is the 20th field; p is at the 3rd's separator */
-    for (i = 2; i < 19 && p < last; p++) {
+    /*
+     * num_threads is the 20th field: i is the field the last space
+     * began, and p is at the space that begins the 3rd
+     */
+    for (i = 2; i < 20 && p < last; p++) {
         if (*p == ' ') {
             i++;
         }
