@@ -628,7 +628,8 @@ if has misses; then
                  | cut -d' ' -f1) images/s;" \
              "CPU per image: snapcache $(tail -1 "$W/m.snap" | cut -d' ' -f2)" \
              "ms (keep_original off $(tail -1 "$W/m.nokeep" | cut -d' ' -f2)" \
-             "ms), libvips $(tail -1 "$W/m.limit" 2>/dev/null | cut -d' ' -f2) ms"
+             "ms), libvips $(tail -1 "$W/m.limit" 2>/dev/null \
+                 | cut -d' ' -f2) ms"
     done
     S=$(cut -d' ' -f1 "$W/m.snap" | median); F=$(median < "$W/m.filter")
     L=$(cut -d' ' -f1 "$W/m.limit" | median)
