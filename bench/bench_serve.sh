@@ -21,13 +21,20 @@
 #          (SCHED_IDLE), and a pool of one thread; and the machine's
 #          floor: the paced p99 while a libvips process outside nginx
 #          keeps the cores busy at SCHED_IDLE
-#   misses 100 cold thumbnails of 20 distinct 1920x1080 originals, 4
-#          clients, against image_filter resizing the same originals
+#   misses 400 cold thumbnails (20 distinct 1920x1080 originals under
+#          MISS_DEVICES devices, 20), 4 clients, against image_filter
+#          resizing 100 of the same originals
 #          and libvips in-process (build/bin/bench_transcode -t 2), the
 #          limit; and the same fills with snapcache_keep_original off
 #          (/nokeep/), which tells the put of the kept original (a
 #          store write of the whole original, into page-cache pages the
-#          store had not used before) from the rest of the serving path
+#          store had not used before) from the rest of the serving path;
+#          MISS_ROUNDS rounds (default 7, at least ROUNDS), since the
+#          ratio of two runs moves by a fifth from one round to the
+#          next here; runs of 400 keys, not 100, so that a run's start
+#          and end (the clients starting, the first origin fetches, the
+#          last fills with a thread idle), which the limit does not
+#          time, weigh a quarter as much
 #   rungs  all four rungs of a snapshot: one fill against four
 #   memory worker RSS after 1k and after MISSES misses
 #
@@ -50,6 +57,9 @@ B=${SNAPCACHE_BUILD:-$ROOT/build}
 W=$B/bench-serve
 DUR=${DUR:-5}
 ROUNDS=${ROUNDS:-3}
+MISS_ROUNDS=${MISS_ROUNDS:-$((ROUNDS < 7 ? 7 : ROUNDS))}
+MISS_DEVICES=${MISS_DEVICES:-20}
+MISS_KEYS=$((MISS_DEVICES * 20))
 MISSES=${MISSES:-10000}
 SECTIONS=${BENCH_SECTIONS:-hits busy misses rungs memory}
 BUSY=${BUSY:-nice10 nice19 idle pool1}
@@ -108,7 +118,7 @@ http {
     uwsgi_temp_path $W/tmp/uwsgi;
     scgi_temp_path $W/tmp/scgi;
 
-    snapcache_store $W/store size=2g;
+    snapcache_store $W/store size=4g;
     snapcache_memory_cache size=64m;
     snapcache_sign_key k $W/keys/k.key;
     snapcache_url_max_lifetime 2h;
@@ -579,22 +589,31 @@ print("%.3f" % (r.ru_utime + r.ru_stime))' "$@"
 
 # fill_run name file: images/s, and the workers' CPU ms per image (the
 # origin's serving of the originals included), appended to $W/file
-fill_run() {
+fill_run() {  # name file: the fills of MISS_KEYS cold keys
     local t c0 c1
     c0=$(worker_ticks)
     t=$(time_it run4 "$1")
     c1=$(worker_ticks)
-    echo "$t $c0 $c1" | awk -v hz="$(getconf CLK_TCK)" '{
-        printf "%.1f %.2f\n", 100 / $1, ($3 - $2) * 1000 / hz / 100 }' \
+    echo "$t $c0 $c1" | awk -v hz="$(getconf CLK_TCK)" -v n="$MISS_KEYS" '{
+        printf "%.1f %.2f\n", n / $1, ($3 - $2) * 1000 / hz / n }' \
         >> "$W/$2"
 }
 
+limit_run() {
+    [ -x "$B/bin/bench_transcode" ] || return 0
+    # 20 originals, 5 times over: 100 images
+    cpu_of "$B/bin/bench_transcode" -t 2 320 50 "$W"/photos/p*.jpg \
+        | paste -sd' ' | awk '{ printf "%s %.2f\n", $1, $2 * 10 }' \
+        >> "$W/m.limit"
+}
+
 if has misses; then
-    echo "== misses: 20 distinct 1920x1080 originals under 5 devices = 100" \
-         "cold keys -> thumb, 4 clients"
+    echo "== misses: 20 distinct 1920x1080 originals under $MISS_DEVICES" \
+         "devices = $MISS_KEYS cold keys -> thumb, 4 clients," \
+         "$MISS_ROUNDS rounds (image_filter: 100 of them)"
     : > "$W/m.snap"; : > "$W/m.filter"; : > "$W/m.limit"; : > "$W/m.nokeep"
-    for r in $(seq "$ROUNDS"); do
-        for d in 0 1 2 3 4; do
+    for r in $(seq "$MISS_ROUNDS"); do
+        for d in $(seq "$MISS_DEVICES"); do
             for i in $(seq 0 19); do echo "acct cold$r-$d p$i thumb"; done
         done | sign_many "$W/keys/k.key" k "http://127.0.0.1:$P_SNAP/snap/" \
             7200 | split_cfg cold
@@ -603,24 +622,20 @@ if has misses; then
                 echo "http://127.0.0.1:$P_FILTER/img/p$i.jpg"
             done
         done | split_cfg filter
-        for d in 0 1 2 3 4; do
+        for d in $(seq "$MISS_DEVICES"); do
             for i in $(seq 0 19); do echo "acct nokeep$r-$d p$i thumb"; done
         done | sign_many "$W/keys/k.key" k \
             "http://127.0.0.1:$P_SNAP/nokeep/" 7200 | split_cfg nokeep
-        # the two snapcache sides alternate which goes first
+        # the limit runs between the two snapcache sides, which take
+        # turns at going first: each side's ratio is of runs a second
+        # apart, whichever way the machine's speed drifts
         if [ $((r % 2)) -eq 1 ]; then
-            fill_run cold m.snap; fill_run nokeep m.nokeep
+            fill_run cold m.snap; limit_run; fill_run nokeep m.nokeep
         else
-            fill_run nokeep m.nokeep; fill_run cold m.snap
+            fill_run nokeep m.nokeep; limit_run; fill_run cold m.snap
         fi
         t=$(time_it run4 filter)
         echo "$t" | awk '{ printf "%.1f\n", 100 / $1 }' >> "$W/m.filter"
-        if [ -x "$B/bin/bench_transcode" ]; then
-            # 20 originals, 5 times over: 100 images
-            cpu_of "$B/bin/bench_transcode" -t 2 320 50 "$W"/photos/p*.jpg \
-                | paste -sd' ' | awk '{ printf "%s %.2f\n", $1, $2 * 10 }' \
-                >> "$W/m.limit"
-        fi
         echo "   round $r: snapcache $(tail -1 "$W/m.snap" | cut -d' ' -f1)" \
              "(keep_original off $(tail -1 "$W/m.nokeep" | cut -d' ' -f1))," \
              "image_filter $(tail -1 "$W/m.filter")," \
