@@ -147,9 +147,12 @@ parse_path(const char *path, size_t len, snapcache_url_t *url)
             continue;
         }
 
-        rc = segment_error(path + start, i - start);
-        if (rc != SNAPCACHE_URL_OK) {
-            return rc;
+        /* a valid id has no '%', ';' or leading '.': one pass for it */
+        if (!snapcache_id_valid(path + start, i - start)) {
+            rc = segment_error(path + start, i - start);
+            if (rc != SNAPCACHE_URL_OK) {
+                return rc;
+            }
         }
 
         if (n == 3) {
@@ -214,6 +217,29 @@ sig_chars_valid(snapcache_str_t s)
 }
 
 
+/* "scope=device": the signature covers the device, not one snapshot */
+static int
+set_scope(const char *val, size_t val_len, snapcache_url_t *url,
+    int *scope_seen)
+{
+    if (*scope_seen) {
+        return SNAPCACHE_URL_PARAM_REPEATED;
+    }
+
+    *scope_seen = 1;
+
+    if (val_len != sizeof("device") - 1
+        || memcmp(val, "device", val_len) != 0)
+    {
+        return SNAPCACHE_URL_PARAM_INVALID;
+    }
+
+    url->device_scope = 1;
+
+    return SNAPCACHE_URL_OK;
+}
+
+
 static int
 set_param(const char *name, size_t name_len, const char *val, size_t val_len,
     snapcache_url_t *url, int *scope_seen)
@@ -223,42 +249,43 @@ set_param(const char *name, size_t name_len, const char *val, size_t val_len,
 #define PARAM_IS(lit)  (name_len == sizeof(lit) - 1                          \
                         && memcmp(name, lit, sizeof(lit) - 1) == 0)
 
-    if (PARAM_IS("exp")) {
-        dst = &url->exp;
+    /* the first byte leaves one name to compare (two for 's') */
 
-    } else if (PARAM_IS("kid")) {
-        dst = &url->kid;
+    switch (name[0]) {
 
-    } else if (PARAM_IS("sig")) {
-        dst = &url->sig;
+    case 'e':
+        dst = PARAM_IS("exp") ? &url->exp : NULL;
+        break;
 
-    } else if (PARAM_IS("max")) {
-        dst = &url->max;
+    case 'k':
+        dst = PARAM_IS("kid") ? &url->kid : NULL;
+        break;
 
-    } else if (PARAM_IS("v")) {
-        dst = &url->v;
+    case 'm':
+        dst = PARAM_IS("max") ? &url->max : NULL;
+        break;
 
-    } else if (PARAM_IS("scope")) {
-        if (*scope_seen) {
-            return SNAPCACHE_URL_PARAM_REPEATED;
+    case 's':
+        if (PARAM_IS("scope")) {
+            return set_scope(val, val_len, url, scope_seen);
         }
 
-        *scope_seen = 1;
+        dst = PARAM_IS("sig") ? &url->sig : NULL;
+        break;
 
-        if (val_len != sizeof("device") - 1
-            || memcmp(val, "device", val_len) != 0)
-        {
-            return SNAPCACHE_URL_PARAM_INVALID;
-        }
+    case 'v':
+        dst = PARAM_IS("v") ? &url->v : NULL;
+        break;
 
-        url->device_scope = 1;
-        return SNAPCACHE_URL_OK;
-
-    } else {
-        return SNAPCACHE_URL_PARAM_UNKNOWN;
+    default:
+        dst = NULL;
     }
 
 #undef PARAM_IS
+
+    if (dst == NULL) {
+        return SNAPCACHE_URL_PARAM_UNKNOWN;
+    }
 
     if (dst->data != NULL) {
         return SNAPCACHE_URL_PARAM_REPEATED;
@@ -740,37 +767,61 @@ int
 snapcache_b64url_decode(const char *in, size_t len, unsigned char *out,
     size_t out_size, size_t *out_len)
 {
-    int       d;
-    size_t    i, n, bits;
-    uint32_t  acc;
+    int                   a, b, c, d;
+    size_t                i, n, left;
+    uint32_t              v;
+    const unsigned char  *u;
 
     if (len % 4 == 1 || len * 6 / 8 > out_size) {
         return -1;
     }
 
-    acc = 0;
-    bits = 0;
+    u = (const unsigned char *) in;
     n = 0;
 
-    for (i = 0; i < len; i++) {
-        d = b64url_value((unsigned char) in[i]);
-        if (d < 0) {
+    /* four characters make three bytes: a signature is checked on every
+     * request, so a group at a time, with one test of all four */
+    for (i = 0; i + 4 <= len; i += 4) {
+        a = b64url_value(u[i]);
+        b = b64url_value(u[i + 1]);
+        c = b64url_value(u[i + 2]);
+        d = b64url_value(u[i + 3]);
+
+        if ((a | b | c | d) < 0) {
             return -1;
         }
 
-        acc = (acc << 6) | (uint32_t) d;
-        bits += 6;
+        v = (uint32_t) a << 18 | (uint32_t) b << 12 | (uint32_t) c << 6
+            | (uint32_t) d;
 
-        if (bits >= 8) {
-            bits -= 8;
-            out[n++] = (unsigned char) (acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
+        out[n++] = (unsigned char) (v >> 16);
+        out[n++] = (unsigned char) (v >> 8);
+        out[n++] = (unsigned char) v;
     }
 
-    if (acc != 0) {
+    left = len - i;
+
+    if (left > 0) {
+        a = b64url_value(u[i]);
+        b = b64url_value(u[i + 1]);
+        c = left == 3 ? b64url_value(u[i + 2]) : 0;
+
+        if ((a | b | c) < 0) {
+            return -1;
+        }
+
+        v = (uint32_t) a << 18 | (uint32_t) b << 12 | (uint32_t) c << 6;
+
         /* non-zero trailing bits: a second spelling of the same bytes */
-        return -1;
+        if ((left == 2 && (v & 0xffff)) || (left == 3 && (v & 0xff))) {
+            return -1;
+        }
+
+        out[n++] = (unsigned char) (v >> 16);
+
+        if (left == 3) {
+            out[n++] = (unsigned char) (v >> 8);
+        }
     }
 
     *out_len = n;

@@ -383,6 +383,112 @@ test_base64_every_byte(void)
 }
 
 
+/*
+ * The plain six-bits-at-a-time decoder, as the reference for the one
+ * that decodes a group of four at a time: same bytes, same refusals.
+ */
+static int
+b64url_reference(const char *in, size_t len, unsigned char *out,
+    size_t *out_len)
+{
+    size_t       i, n, bits;
+    uint32_t     acc;
+    const char  *at;
+
+    static const char  alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+    if (len % 4 == 1) {
+        return -1;
+    }
+
+    acc = 0;
+    bits = 0;
+    n = 0;
+
+    for (i = 0; i < len; i++) {
+        at = in[i] ? strchr(alphabet, in[i]) : NULL;
+        if (at == NULL) {
+            return -1;
+        }
+
+        acc = (acc << 6) | (uint32_t) (at - alphabet);
+        bits += 6;
+
+        if (bits >= 8) {
+            bits -= 8;
+            out[n++] = (unsigned char) (acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+
+    if (acc != 0) {
+        return -1;
+    }
+
+    *out_len = n;
+    return 0;
+}
+
+
+/*
+ * Every string of two and three characters from the alphabet and '=',
+ * after a full group and alone: the tails, where the trailing bits must
+ * be zero.
+ */
+static void
+test_base64_tails(void)
+{
+    int            a, b, c, k, rc, ref, bad;
+    char           in[8];
+    size_t         len, n, rn;
+    unsigned char  buf[8], rbuf[8];
+
+    static const char  chars[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=";
+
+    bad = 0;
+
+    for (k = 0; k < 2; k++) {
+        for (a = 0; chars[a]; a++) {
+            for (b = 0; chars[b]; b++) {
+                for (c = -1; c < (int) sizeof(chars) - 1; c++) {
+                    len = 0;
+
+                    if (k) {
+                        memcpy(in, "QUJD", 4);
+                        len = 4;
+                    }
+
+                    in[len++] = chars[a];
+                    in[len++] = chars[b];
+
+                    if (c >= 0) {
+                        in[len++] = chars[c];
+                    }
+
+                    rc = snapcache_b64url_decode(in, len, buf, sizeof(buf),
+                                                 &n);
+                    ref = b64url_reference(in, len, rbuf, &rn);
+
+                    if (rc != ref
+                        || (rc == 0 && (n != rn || memcmp(buf, rbuf, n))))
+                    {
+                        if (bad++ < 5) {
+                            diag("\"%.*s\": %d against %d", (int) len, in,
+                                 rc, ref);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    is_int(bad, 0, "base64url: every tail of two and three characters "
+           "decodes as the six-bit reference does");
+}
+
+
 static void
 test_base64(void)
 {
@@ -418,6 +524,7 @@ test_base64(void)
        "output that does not fit is refused");
 
     test_base64_every_byte();
+    test_base64_tails();
 }
 
 
