@@ -5,8 +5,9 @@
 # it and every thread libvips runs a pipeline on (those the event loop
 # started when the encoders were probed at start too, which do most of a
 # transcode's work) have the nice value asked for, or the SCHED_IDLE
-# policy for "idle", while the worker's event loop keeps nice 0 and
-# SCHED_OTHER; and the directive's bad values stop nginx -t.
+# policy for "idle", and nice 19 when the directive is not there, while
+# the worker's event loop keeps nice 0 and SCHED_OTHER; and the
+# directive's bad values stop nginx -t.
 
 use strict;
 use warnings;
@@ -36,8 +37,11 @@ sub threads_of {
     return \%t;
 }
 
-for my $case ([ '19', $SCHED_OTHER, 19 ], [ 'idle', $SCHED_IDLE, 0 ]) {
-    my ($value, $policy, $nice) = @$case;
+for my $case ([ '10', $SCHED_OTHER, 10 ], [ 'idle', $SCHED_IDLE, 0 ],
+    [ undef, $SCHED_OTHER, 19 ])
+{
+    my ($set, $policy, $nice) = @$case;
+    my $value = $set // 'default';
     my $t = Snapcache::Test->new(workers => 1);
     $t->start_origin(image_size => '640x360');
     my $d = $t->dir;
@@ -45,7 +49,8 @@ for my $case ([ '19', $SCHED_OTHER, 19 ], [ 'idle', $SCHED_IDLE, 0 ]) {
         main => 'thread_pool snapcache threads=1;',
         http => "    snapcache_store $d/store size=16m;\n",
         server_extra => "        snapcache_thread_pool snapcache;\n"
-            . "        snapcache_transcode_nice $value;\n",
+            . (defined $set ? "        snapcache_transcode_nice $set;\n"
+                : ''),
     );
 
     my $r = $t->request($t->sign_url(account => 'acct-n', device => 'cam-1',
