@@ -147,12 +147,9 @@ parse_path(const char *path, size_t len, snapcache_url_t *url)
             continue;
         }
 
-        /* a valid id has no '%', ';' or leading '.': one pass for it */
-        if (!snapcache_id_valid(path + start, i - start)) {
-            rc = segment_error(path + start, i - start);
-            if (rc != SNAPCACHE_URL_OK) {
-                return rc;
-            }
+        rc = segment_error(path + start, i - start);
+        if (rc != SNAPCACHE_URL_OK) {
+            return rc;
         }
 
         if (n == 3) {
@@ -217,29 +214,6 @@ sig_chars_valid(snapcache_str_t s)
 }
 
 
-/* "scope=device": the signature covers the device, not one snapshot */
-static int
-set_scope(const char *val, size_t val_len, snapcache_url_t *url,
-    int *scope_seen)
-{
-    if (*scope_seen) {
-        return SNAPCACHE_URL_PARAM_REPEATED;
-    }
-
-    *scope_seen = 1;
-
-    if (val_len != sizeof("device") - 1
-        || memcmp(val, "device", val_len) != 0)
-    {
-        return SNAPCACHE_URL_PARAM_INVALID;
-    }
-
-    url->device_scope = 1;
-
-    return SNAPCACHE_URL_OK;
-}
-
-
 static int
 set_param(const char *name, size_t name_len, const char *val, size_t val_len,
     snapcache_url_t *url, int *scope_seen)
@@ -249,43 +223,42 @@ set_param(const char *name, size_t name_len, const char *val, size_t val_len,
 #define PARAM_IS(lit)  (name_len == sizeof(lit) - 1                          \
                         && memcmp(name, lit, sizeof(lit) - 1) == 0)
 
-    /* the first byte leaves one name to compare (two for 's') */
+    if (PARAM_IS("exp")) {
+        dst = &url->exp;
 
-    switch (name[0]) {
+    } else if (PARAM_IS("kid")) {
+        dst = &url->kid;
 
-    case 'e':
-        dst = PARAM_IS("exp") ? &url->exp : NULL;
-        break;
+    } else if (PARAM_IS("sig")) {
+        dst = &url->sig;
 
-    case 'k':
-        dst = PARAM_IS("kid") ? &url->kid : NULL;
-        break;
+    } else if (PARAM_IS("max")) {
+        dst = &url->max;
 
-    case 'm':
-        dst = PARAM_IS("max") ? &url->max : NULL;
-        break;
+    } else if (PARAM_IS("v")) {
+        dst = &url->v;
 
-    case 's':
-        if (PARAM_IS("scope")) {
-            return set_scope(val, val_len, url, scope_seen);
+    } else if (PARAM_IS("scope")) {
+        if (*scope_seen) {
+            return SNAPCACHE_URL_PARAM_REPEATED;
         }
 
-        dst = PARAM_IS("sig") ? &url->sig : NULL;
-        break;
+        *scope_seen = 1;
 
-    case 'v':
-        dst = PARAM_IS("v") ? &url->v : NULL;
-        break;
+        if (val_len != sizeof("device") - 1
+            || memcmp(val, "device", val_len) != 0)
+        {
+            return SNAPCACHE_URL_PARAM_INVALID;
+        }
 
-    default:
-        dst = NULL;
+        url->device_scope = 1;
+        return SNAPCACHE_URL_OK;
+
+    } else {
+        return SNAPCACHE_URL_PARAM_UNKNOWN;
     }
 
 #undef PARAM_IS
-
-    if (dst == NULL) {
-        return SNAPCACHE_URL_PARAM_UNKNOWN;
-    }
 
     if (dst->data != NULL) {
         return SNAPCACHE_URL_PARAM_REPEATED;
@@ -779,8 +752,10 @@ snapcache_b64url_decode(const char *in, size_t len, unsigned char *out,
     u = (const unsigned char *) in;
     n = 0;
 
-    /* four characters make three bytes: a signature is checked on every
-     * request, so a group at a time, with one test of all four */
+    /*
+     * four characters make three bytes: a signature is decoded on every
+     * request, so a group at a time, with one test of all four
+     */
     for (i = 0; i + 4 <= len; i += 4) {
         a = b64url_value(u[i]);
         b = b64url_value(u[i + 1]);
