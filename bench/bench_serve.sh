@@ -17,7 +17,7 @@
 #          clients (wrk -c8 over a list of cold keys) keep the thread
 #          pool busy with misses, against its p99 just before, for each
 #          way of keeping transcodes off the event loops' CPU:
-#          snapcache_transcode_nice 10, 19 (the default) and idle
+#          snapcache_transcode_nice 10 (the default), 19 and idle
 #          (SCHED_IDLE), and a pool of one thread; and the machine's
 #          floor: the paced p99 while a libvips process outside nginx
 #          keeps the cores busy at SCHED_IDLE
@@ -46,7 +46,7 @@
 # runs of each side (default 3), BUSY the policies of the busy section,
 # PACED_RPS its paced rate per connection (250), MAIN_NICE and
 # MAIN_THREADS the transcode nice value and pool threads of the other
-# sections (19, the default, and 2).
+# sections (10, the default, and 2).
 
 set -euo pipefail
 
@@ -221,7 +221,7 @@ stop_nginx() {
 }
 trap stop_nginx EXIT
 
-start_nginx "${MAIN_NICE:-19}" "${MAIN_THREADS:-2}"
+start_nginx "${MAIN_NICE:-10}" "${MAIN_THREADS:-2}"
 
 # sign account device snapshot variant [location]
 sign() {
@@ -453,7 +453,7 @@ policy() {  # name: "nice threads"
     nice10) echo "10 2" ;;
     nice19) echo "19 2" ;;
     idle) echo "idle 2" ;;
-    pool1) echo "19 1" ;;
+    pool1) echo "10 1" ;;
     idle1) echo "idle 1" ;;
     esac
 }
@@ -562,7 +562,7 @@ if has busy; then
     printf '   best saturated: %s, %.2fx: goal <= 2x %s\n' "$best" "$bestr" \
         "$(awk -v r="$bestr" 'BEGIN { print (r <= 2 ? "met" : "NOT met") }')"
     stop_nginx
-    start_nginx "${MAIN_NICE:-19}" "${MAIN_THREADS:-2}"
+    start_nginx "${MAIN_NICE:-10}" "${MAIN_THREADS:-2}"
 fi
 
 # ---------------------------------------------------------------- misses

@@ -479,7 +479,7 @@ ngx_http_snapcache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->negative_ttl, prev->negative_ttl, 10);
     ngx_conf_merge_value(conf->keep_original, prev->keep_original, 1);
     ngx_conf_merge_value(conf->fill_below, prev->fill_below, 1);
-    ngx_conf_merge_value(conf->transcode_nice, prev->transcode_nice, 19);
+    ngx_conf_merge_value(conf->transcode_nice, prev->transcode_nice, 10);
     ngx_conf_merge_size_value(conf->max_original_size,
                               prev->max_original_size, 8 * 1024 * 1024);
     ngx_conf_merge_uint_value(conf->max_pixels, prev->max_pixels,

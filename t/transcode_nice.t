@@ -5,7 +5,7 @@
 # it and every thread libvips runs a pipeline on (those the event loop
 # started when the encoders were probed at start too, which do most of a
 # transcode's work) have the nice value asked for, or the SCHED_IDLE
-# policy for "idle", and nice 19 when the directive is not there, while
+# policy for "idle", and nice 10 when the directive is not there, while
 # the worker's event loop keeps nice 0 and SCHED_OTHER; and the
 # directive's bad values stop nginx -t.
 
@@ -37,8 +37,8 @@ sub threads_of {
     return \%t;
 }
 
-for my $case ([ '10', $SCHED_OTHER, 10 ], [ 'idle', $SCHED_IDLE, 0 ],
-    [ undef, $SCHED_OTHER, 19 ])
+for my $case ([ '19', $SCHED_OTHER, 19 ], [ 'idle', $SCHED_IDLE, 0 ],
+    [ undef, $SCHED_OTHER, 10 ])
 {
     my ($set, $policy, $nice) = @$case;
     my $value = $set // 'default';
